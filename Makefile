@@ -1,0 +1,30 @@
+# One-command setup, demo and tests. `make demo` and `make test` create .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch is installed before the project, pinned, so pip never pulls another build for it.
+# Here the pinned release resolves to the CPU wheel kept on the machine; on another machine
+# without a GPU, point TORCH_INDEX_URL at PyTorch's CPU wheel index to avoid the CUDA build.
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX_URL ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
+	$(BIN)/python -m pip install -q -e ".[dev,postgres]"
+	touch $@
+
+setup: $(BIN)/.installed
+
+demo: setup
+	$(BIN)/paretoml run studies/digits_cnn.yaml --storage sqlite:///demo.db
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) *.egg-info demo.db paretoml.db

@@ -1,0 +1,147 @@
+"""Measurements of one compressed model: accuracy, fidelity, latency and memory.
+
+Byte accounting follows one documented packed format, so sizes are comparable across
+trials and can be checked by hand:
+
+* a quantized weight (2..8 bits) stores ``bits`` per kept value plus one fp16 scale per
+  output channel; a 16-bit weight stores fp16 values and no scale; a weight without a
+  bitwidth knob stays fp32;
+* unstructured sparsity is stored as the cheaper of the dense tensor and a bitmap (one bit
+  per element) plus the kept values;
+* structured pruning shrinks the tensors themselves;
+* biases and every other parameter or buffer (e.g. batch-norm statistics) stay fp32.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+FP16_SCALE_BYTES = 2
+
+
+def packed_weight_bits(numel: int, nnz: int, rows: int, bits: int) -> int:
+    """Bits to store one weight tensor in the packed format above."""
+    if bits >= 32:
+        value_bits = 32 * numel
+        return value_bits
+    scale_bits = 0 if bits == 16 else 8 * FP16_SCALE_BYTES * rows
+    dense = bits * numel
+    bitmap = numel + bits * nnz
+    return min(dense, bitmap) + scale_bits
+
+
+def packed_weight_bytes(numel: int, nnz: int, rows: int, bits: int) -> int:
+    return math.ceil(packed_weight_bits(numel, nnz, rows, bits) / 8)
+
+
+def packed_model_bytes(model: nn.Module, bits: Mapping[str, int]) -> int:
+    """Bytes of ``model`` in the packed format; ``bits`` maps layer names to bitwidths.
+
+    Zeros left in a weight by pruning are counted from the tensor itself, so this measures
+    what the compressed model really holds.
+    """
+    total = 0
+    seen: set[int] = set()
+    modules = dict(model.named_modules())
+    for name, b in bits.items():
+        weight = modules[name].weight  # type: ignore[union-attr]
+        seen.add(id(weight))
+        nnz = int(torch.count_nonzero(weight).item())
+        total += packed_weight_bytes(weight.numel(), nnz, weight.shape[0], b)
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        if id(tensor) in seen or not tensor.is_floating_point():
+            continue
+        seen.add(id(tensor))
+        total += 4 * tensor.numel()
+    return total
+
+
+def dense_fp32_bytes(model: nn.Module) -> int:
+    return sum(4 * t.numel() for t in list(model.parameters()) + list(model.buffers()) if t.is_floating_point())
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, inputs: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)])
+
+
+def accuracy(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((predict(model, inputs).argmax(dim=1) == labels).float().mean().item())
+
+
+def fidelity(model: nn.Module, inputs: torch.Tensor, reference_logits: torch.Tensor) -> float:
+    """Top-1 agreement with the uncompressed model: accuracy where labels are missing."""
+    return float((predict(model, inputs).argmax(dim=1) == reference_logits.argmax(dim=1)).float().mean().item())
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    batch_size: int = 1
+    warmup: int = 10
+    repeats: int = 50
+    threads: int = 1
+
+
+@torch.inference_mode()
+def latency_ms(model: nn.Module, example: torch.Tensor, settings: LatencySettings) -> float:
+    """Median wall time of one forward pass, after warm-up, with a fixed thread count.
+
+    On CUDA the device is synchronised around every pass, so the time is the device's.
+    """
+    model.eval()
+    batch = example[: settings.batch_size]
+    cuda = batch.is_cuda
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(settings.threads)
+    try:
+        for _ in range(settings.warmup):
+            model(batch)
+        times: list[float] = []
+        for _ in range(settings.repeats):
+            if cuda:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            model(batch)
+            if cuda:
+                torch.cuda.synchronize()
+            times.append((time.perf_counter() - start) * 1e3)
+    finally:
+        torch.set_num_threads(previous_threads)
+    return statistics.median(times)
+
+
+@torch.inference_mode()
+def peak_memory_bytes(model: nn.Module, example: torch.Tensor) -> int:
+    """Peak bytes allocated during one forward pass, parameters included.
+
+    CUDA: the allocator's high-water mark. CPU: PyTorch's profiler records every
+    allocation and free of the pass; the running sum's maximum is the peak.
+    """
+    model.eval()
+    resident = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
+    if example.is_cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(example.device)
+        base = torch.cuda.memory_allocated(example.device)
+        model(example)
+        torch.cuda.synchronize()
+        return resident + torch.cuda.max_memory_allocated(example.device) - base
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        model(example)
+    # Allocations are charged to the op that made them (self usage, so nested ops are not
+    # counted twice); frees of tensors that outlive their op appear as "[memory]" events.
+    live = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        live += event.self_cpu_memory_usage
+        peak = max(peak, live)
+    return resident + peak

@@ -1,0 +1,103 @@
+"""Budgets as Optuna constraint values: ``value <= 0`` means feasible.
+
+Constraints are computed from the config and the introspected layers before a trial is
+evaluated, so a sampler learns feasibility without paying for a measurement. The byte
+formula is the one :mod:`paretoml.objectives.measure` applies to real tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from paretoml.objectives.compress.prune import channels_to_remove
+from paretoml.objectives.measure import packed_weight_bytes
+from paretoml.search_space.introspect import LayerInfo
+from paretoml.search_space.space import TrialConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelBytesBudget(_Strict):
+    kind: Literal["model_bytes"] = "model_bytes"
+    max_bytes: int = Field(gt=0)
+
+
+class MeanBitsBudget(_Strict):
+    kind: Literal["mean_bits"] = "mean_bits"
+    max_bits: float = Field(gt=0, le=32)
+
+
+Constraint = Annotated[Union[ModelBytesBudget, MeanBitsBudget], Field(discriminator="kind")]
+
+
+def estimate_model_bytes(layers: Sequence[LayerInfo], config: TrialConfig, other_params: int) -> int:
+    """Packed bytes predicted from bitwidths and pruning ratios.
+
+    ``other_params`` counts the fp32 parameters and buffers outside the layers' weights
+    (biases, norms). Structured pruning removes rows here, the matching inputs of the
+    consuming layer, and the bias and norm entries of the removed channels.
+    """
+    removed_rows: dict[str, int] = {}
+    removed_inputs: dict[str, int] = {}
+    other_bytes = 4 * other_params
+    for layer in layers:
+        if config.prune_method.get(layer.name) != "structured" or layer.link is None:
+            continue
+        removed = channels_to_remove(layer.out_channels, config.prune.get(layer.name, 0.0))
+        removed_rows[layer.name] = removed
+        removed_inputs[layer.link.consumer] = removed * layer.link.features_per_channel
+        has_bias = layer.num_params > _numel(layer.weight_shape)
+        # a bias entry per channel, and weight, bias, running mean and var per norm channel
+        other_bytes -= 4 * removed * (int(has_bias) + 4 * len(layer.link.norms))
+    total = other_bytes
+    for layer in layers:
+        shape = layer.weight_shape
+        rows = shape[0] - removed_rows.get(layer.name, 0)
+        per_row = _numel(shape) // shape[0]
+        if layer.name in removed_inputs:
+            per_row = per_row * (shape[1] - removed_inputs[layer.name]) // shape[1]
+        numel = rows * per_row
+        bits = config.bits.get(layer.name, 32)
+        if config.prune_method.get(layer.name) == "structured":
+            nnz = numel
+        else:
+            nnz = numel - round(config.prune.get(layer.name, 0.0) * numel)
+        total += packed_weight_bytes(numel, nnz, rows, bits)
+    return total
+
+
+def _numel(shape: Sequence[int]) -> int:
+    count = 1
+    for dim in shape:
+        count *= dim
+    return count
+
+
+def mean_bits(layers: Sequence[LayerInfo], config: TrialConfig) -> float:
+    """Parameter-weighted mean weight bitwidth; layers without a bits knob count as 32."""
+    weighted = count = 0
+    for layer in layers:
+        numel = _numel(layer.weight_shape)
+        weighted += numel * config.bits.get(layer.name, 32)
+        count += numel
+    return weighted / count
+
+
+def constraint_values(
+    constraints: Sequence[ModelBytesBudget | MeanBitsBudget],
+    layers: Sequence[LayerInfo],
+    config: TrialConfig,
+    other_params: int,
+) -> list[float]:
+    values: list[float] = []
+    for constraint in constraints:
+        if isinstance(constraint, ModelBytesBudget):
+            values.append(float(estimate_model_bytes(layers, config, other_params) - constraint.max_bytes))
+        else:
+            values.append(mean_bits(layers, config) - constraint.max_bits)
+    return values

@@ -1,0 +1,228 @@
+"""Knob kinds: the things a study may turn.
+
+A knob is declared once in a study spec. Per-layer knobs (bitwidth, prune, merge) are
+expanded over the layers that introspection finds, one Optuna parameter per layer, block
+or shared group; the others become a single parameter each.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+#: Bitwidths the quantizer implements: round-to-nearest integers, and 16 meaning fp16.
+SUPPORTED_BITS: frozenset[int] = frozenset({2, 3, 4, 5, 6, 7, 8, 16})
+#: Pruning above this leaves too little of a layer to be worth searching.
+MAX_PRUNE_RATIO = 0.95
+
+LayerKind = Literal["linear", "conv", "embedding"]
+Grouping = Literal["layer", "block", "shared"]
+LrRule = Literal["none", "linear", "sqrt"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LayerSelector(_Strict):
+    """Which introspected layers a per-layer knob attaches to."""
+
+    kinds: list[LayerKind] = Field(default_factory=lambda: ["linear", "conv", "embedding"])
+    include: str | None = Field(None, description="regex a layer name must match")
+    exclude: str | None = Field(None, description="regex a layer name must not match")
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _valid_regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+    def matches(self, name: str, kind: str) -> bool:
+        if kind not in self.kinds:
+            return False
+        if self.include is not None and not re.search(self.include, name):
+            return False
+        return self.exclude is None or not re.search(self.exclude, name)
+
+
+class _PerLayerKnob(_Strict):
+    layers: LayerSelector = Field(default_factory=LayerSelector)
+    group: Grouping = "layer"
+    block_depth: int | None = Field(
+        None, ge=1, description="dotted components that name a block; default: the parent module"
+    )
+
+
+class BitwidthKnob(_PerLayerKnob):
+    """Weight bitwidth per layer; 16 keeps the layer in half precision."""
+
+    kind: Literal["bitwidth"] = "bitwidth"
+    choices: list[int] = Field(default_factory=lambda: [2, 3, 4, 6, 8, 16])
+
+    @field_validator("choices")
+    @classmethod
+    def _valid_bits(cls, value: list[int]) -> list[int]:
+        if not value:
+            raise ValueError("needs at least one bitwidth")
+        bad = sorted(set(value) - SUPPORTED_BITS)
+        if bad:
+            raise ValueError(f"bits {bad} not supported; choose from {sorted(SUPPORTED_BITS)}")
+        return sorted(set(value))
+
+
+class PruneKnob(_PerLayerKnob):
+    """Magnitude pruning ratio per layer: unstructured weights or whole output channels."""
+
+    kind: Literal["prune"] = "prune"
+    method: Literal["unstructured", "structured"] = "unstructured"
+    low: float = 0.0
+    high: float = 0.9
+    step: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _valid_range(self) -> PruneKnob:
+        if not 0.0 <= self.low < self.high <= MAX_PRUNE_RATIO:
+            raise ValueError(
+                f"prune ratio range [{self.low}, {self.high}] must satisfy "
+                f"0 <= low < high <= {MAX_PRUNE_RATIO}"
+            )
+        return self
+
+
+class MergeKnob(_PerLayerKnob):
+    """Per-layer coefficients of each task checkpoint relative to the task's base.
+
+    The merged weight is ``(1 - sum(c)) * base + sum(c_k * ckpt_k)``; with one checkpoint
+    this is linear interpolation, with several it is task arithmetic.
+    """
+
+    kind: Literal["merge"] = "merge"
+    low: float = 0.0
+    high: float = 1.0
+
+    @model_validator(mode="after")
+    def _valid_range(self) -> MergeKnob:
+        if not -1.0 <= self.low < self.high <= 2.0:
+            raise ValueError(f"merge range [{self.low}, {self.high}] must lie in [-1, 2] with low < high")
+        return self
+
+
+class BatchSizeKnob(_Strict):
+    """Fine-tuning batch size, searched over powers of two."""
+
+    kind: Literal["batch_size"] = "batch_size"
+    choices: list[int] = Field(default_factory=lambda: [16, 32, 64, 128])
+
+    @field_validator("choices")
+    @classmethod
+    def _powers_of_two(cls, value: list[int]) -> list[int]:
+        if not value:
+            raise ValueError("needs at least one batch size")
+        bad = [v for v in value if v < 1 or v & (v - 1)]
+        if bad:
+            raise ValueError(f"batch sizes must be powers of two, got {bad}")
+        return sorted(set(value))
+
+
+class LearningRateKnob(_Strict):
+    """Fine-tuning LR: ``base_lr * f(batch / base_batch)`` for the chosen scaling rule.
+
+    ``base_lr`` is fixed, or searched log-uniformly when ``base_lr_range`` is given.
+    """
+
+    kind: Literal["learning_rate"] = "learning_rate"
+    base_lr: float = Field(1e-3, gt=0)
+    base_lr_range: tuple[float, float] | None = None
+    base_batch: int = Field(32, ge=1)
+    rule: LrRule = "linear"
+
+    @field_validator("base_lr_range")
+    @classmethod
+    def _valid_lr_range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not 0 < value[0] < value[1]:
+            raise ValueError("base_lr_range must be (low, high) with 0 < low < high")
+        return value
+
+
+class FloatKnob(_Strict):
+    kind: Literal["float"] = "float"
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _valid_range(self) -> FloatKnob:
+        if not self.low < self.high:
+            raise ValueError("low must be below high")
+        if self.log and (self.low <= 0 or self.step is not None):
+            raise ValueError("log scale needs low > 0 and no step")
+        return self
+
+
+class IntKnob(_Strict):
+    kind: Literal["int"] = "int"
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")
+    low: int
+    high: int
+    log: bool = False
+    step: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _valid_range(self) -> IntKnob:
+        if not self.low < self.high:
+            raise ValueError("low must be below high")
+        if self.log and (self.low <= 0 or self.step != 1):
+            raise ValueError("log scale needs low > 0 and step 1")
+        return self
+
+
+class CategoricalKnob(_Strict):
+    kind: Literal["categorical"] = "categorical"
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")
+    choices: list[str | int | float | bool]
+
+    @field_validator("choices")
+    @classmethod
+    def _non_empty(cls, value: list[str | int | float | bool]) -> list[str | int | float | bool]:
+        if not value:
+            raise ValueError("needs at least one choice")
+        if len(set(map(repr, value))) != len(value):
+            raise ValueError("choices must be distinct")
+        return value
+
+
+Knob = Annotated[
+    Union[
+        BitwidthKnob,
+        PruneKnob,
+        MergeKnob,
+        BatchSizeKnob,
+        LearningRateKnob,
+        FloatKnob,
+        IntKnob,
+        CategoricalKnob,
+    ],
+    Field(discriminator="kind"),
+]
+PerLayerKnob = Union[BitwidthKnob, PruneKnob, MergeKnob]
+
+
+def scaled_learning_rate(base_lr: float, batch_size: int, base_batch: int, rule: LrRule) -> float:
+    """The LR scaling rules of Goyal et al. (linear) and Krizhevsky / Hoffer et al. (sqrt)."""
+    ratio = batch_size / base_batch
+    if rule == "none":
+        return base_lr
+    if rule == "linear":
+        return base_lr * ratio
+    if rule == "sqrt":
+        return base_lr * math.sqrt(ratio)
+    raise ValueError(f"unknown LR scaling rule {rule!r}")

@@ -1,0 +1,345 @@
+"""JointSpace: knobs x layers -> Optuna distributions, typed configs and numeric vectors."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+
+from paretoml.search_space.introspect import LayerInfo, group_layers
+from paretoml.search_space.knobs import (
+    BatchSizeKnob,
+    BitwidthKnob,
+    CategoricalKnob,
+    FloatKnob,
+    IntKnob,
+    Knob,
+    LearningRateKnob,
+    MergeKnob,
+    PruneKnob,
+    scaled_learning_rate,
+)
+
+BITS_PREFIX = "bits:"
+PRUNE_PREFIX = "prune:"
+MERGE_PREFIX = "merge"  # merge{k}:{group}
+BATCH_PARAM = "batch_size"
+BASE_LR_PARAM = "base_lr"
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """What one trial applies to the model, expanded to individual layers."""
+
+    bits: dict[str, int] = field(default_factory=dict)
+    prune: dict[str, float] = field(default_factory=dict)
+    prune_method: dict[str, str] = field(default_factory=dict)
+    merge: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    hparams: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["merge"] = {k: list(v) for k, v in self.merge.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrialConfig:
+        return cls(
+            bits={k: int(v) for k, v in data.get("bits", {}).items()},
+            prune={k: float(v) for k, v in data.get("prune", {}).items()},
+            prune_method=dict(data.get("prune_method", {})),
+            merge={k: tuple(float(c) for c in v) for k, v in data.get("merge", {}).items()},
+            batch_size=data.get("batch_size"),
+            learning_rate=data.get("learning_rate"),
+            hparams=dict(data.get("hparams", {})),
+        )
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """One Optuna parameter and the layers it drives."""
+
+    name: str
+    distribution: BaseDistribution
+    role: str  # bits | prune | merge | batch | base_lr | hparam
+    layers: tuple[str, ...] = ()
+    checkpoint: int = 0
+    method: str = ""
+
+
+class JointSpace:
+    """The joint search space of one study over one model.
+
+    Parameter names are stable and readable (``bits:conv1``, ``prune:features.0``,
+    ``merge0:fc1``) so that a study can be read by other Optuna tools.
+    """
+
+    def __init__(
+        self,
+        knobs: Sequence[Knob],
+        layers: Sequence[LayerInfo],
+        n_checkpoints: int = 0,
+    ) -> None:
+        self.layers: tuple[LayerInfo, ...] = tuple(layers)
+        self.n_checkpoints = n_checkpoints
+        self.notes: list[str] = []
+        self._lr_knob: LearningRateKnob | None = None
+        self._batch_knob: BatchSizeKnob | None = None
+        self._slots: list[_Slot] = []
+        taken: dict[str, set[str]] = {}
+        for knob in knobs:
+            if isinstance(knob, (BitwidthKnob, PruneKnob, MergeKnob)):
+                self._add_per_layer(knob, taken)
+            elif isinstance(knob, BatchSizeKnob):
+                self._single(knob, "batch", BATCH_PARAM, CategoricalDistribution(knob.choices))
+                self._batch_knob = knob
+            elif isinstance(knob, LearningRateKnob):
+                if self._lr_knob is not None:
+                    raise ValueError("knobs: only one learning_rate knob is allowed")
+                self._lr_knob = knob
+                if knob.base_lr_range is not None:
+                    low, high = knob.base_lr_range
+                    self._single(knob, "base_lr", BASE_LR_PARAM, FloatDistribution(low, high, log=True))
+            elif isinstance(knob, FloatKnob):
+                dist = FloatDistribution(knob.low, knob.high, log=knob.log, step=knob.step)
+                self._single(knob, "hparam", knob.name, dist)
+            elif isinstance(knob, IntKnob):
+                dist = IntDistribution(knob.low, knob.high, log=knob.log, step=knob.step)
+                self._single(knob, "hparam", knob.name, dist)
+            elif isinstance(knob, CategoricalKnob):
+                self._single(knob, "hparam", knob.name, CategoricalDistribution(knob.choices))
+            else:  # pragma: no cover - the Knob union is closed
+                raise TypeError(f"unknown knob {knob!r}")
+        if not self._slots:
+            raise ValueError("knobs: the space is empty (no knob matched any layer)")
+
+    # -- construction -------------------------------------------------------------------
+    def _single(self, knob: Knob, role: str, name: str, dist: BaseDistribution) -> None:
+        if any(slot.name == name for slot in self._slots):
+            raise ValueError(f"knobs: parameter {name!r} is declared twice")
+        self._slots.append(_Slot(name, dist, role))
+
+    def _add_per_layer(self, knob: BitwidthKnob | PruneKnob | MergeKnob, taken: dict[str, set[str]]) -> None:
+        role = {"bitwidth": "bits", "prune": "prune", "merge": "merge"}[knob.kind]
+        selected: list[str] = []
+        for layer in self.layers:
+            if not knob.layers.matches(layer.name, layer.kind):
+                continue
+            if isinstance(knob, PruneKnob) and knob.method == "structured" and not layer.structured_ok:
+                self.notes.append(
+                    f"structured pruning skips {layer.name}: its output channels feed a "
+                    "branch, a residual or the model output and cannot be removed"
+                )
+                continue
+            if isinstance(knob, PruneKnob) and layer.kind == "embedding":
+                continue
+            if layer.name in taken.setdefault(role, set()):
+                raise ValueError(f"knobs: layer {layer.name!r} is selected by two {knob.kind} knobs")
+            taken[role].add(layer.name)
+            selected.append(layer.name)
+        if not selected:
+            self.notes.append(f"{knob.kind} knob matched no layer")
+            return
+        groups = group_layers(selected, knob.group, knob.block_depth)
+        if isinstance(knob, BitwidthKnob):
+            for key, members in groups.items():
+                self._slots.append(
+                    _Slot(f"{BITS_PREFIX}{key}", CategoricalDistribution(knob.choices), role, tuple(members))
+                )
+        elif isinstance(knob, PruneKnob):
+            for key, members in groups.items():
+                dist = FloatDistribution(knob.low, knob.high, step=knob.step)
+                self._slots.append(
+                    _Slot(f"{PRUNE_PREFIX}{key}", dist, role, tuple(members), method=knob.method)
+                )
+        else:
+            if self.n_checkpoints < 1:
+                raise ValueError("knobs: a merge knob needs a task with checkpoints to merge")
+            for key, members in groups.items():
+                for k in range(self.n_checkpoints):
+                    dist = FloatDistribution(knob.low, knob.high)
+                    self._slots.append(
+                        _Slot(f"{MERGE_PREFIX}{k}:{key}", dist, role, tuple(members), checkpoint=k)
+                    )
+
+    # -- Optuna side ---------------------------------------------------------------------
+    @property
+    def distributions(self) -> dict[str, BaseDistribution]:
+        return {slot.name: slot.distribution for slot in self._slots}
+
+    @property
+    def param_names(self) -> list[str]:
+        return [slot.name for slot in self._slots]
+
+    def suggest(self, trial: optuna.Trial) -> TrialConfig:
+        params = {slot.name: _suggest(trial, slot.name, slot.distribution) for slot in self._slots}
+        return self.config_from_params(params)
+
+    def config_from_params(self, params: Mapping[str, Any]) -> TrialConfig:
+        """Expand Optuna parameters (one per group) into a per-layer config."""
+        missing = [slot.name for slot in self._slots if slot.name not in params]
+        if missing:
+            raise KeyError(f"parameters missing from the trial: {missing}")
+        bits: dict[str, int] = {}
+        prune: dict[str, float] = {}
+        method: dict[str, str] = {}
+        merge: dict[str, list[float]] = {}
+        hparams: dict[str, Any] = {}
+        batch = None
+        base_lr = self._lr_knob.base_lr if self._lr_knob else None
+        for slot in self._slots:
+            value = params[slot.name]
+            if slot.role == "bits":
+                bits.update({layer: int(value) for layer in slot.layers})
+            elif slot.role == "prune":
+                prune.update({layer: float(value) for layer in slot.layers})
+                method.update({layer: slot.method for layer in slot.layers})
+            elif slot.role == "merge":
+                for layer in slot.layers:
+                    merge.setdefault(layer, [0.0] * self.n_checkpoints)[slot.checkpoint] = float(value)
+            elif slot.role == "batch":
+                batch = int(value)
+            elif slot.role == "base_lr":
+                base_lr = float(value)
+            else:
+                hparams[slot.name] = value
+        lr = None
+        if self._lr_knob is not None and base_lr is not None:
+            used_batch = batch if batch is not None else self._lr_knob.base_batch
+            lr = scaled_learning_rate(base_lr, used_batch, self._lr_knob.base_batch, self._lr_knob.rule)
+        return TrialConfig(
+            bits=bits,
+            prune=prune,
+            prune_method=method,
+            merge={k: tuple(v) for k, v in merge.items()},
+            batch_size=batch,
+            learning_rate=lr,
+            hparams=hparams,
+        )
+
+    def uniform_params(self, bits: int | None = None, prune: float | None = None,
+                       merge: float | None = None) -> dict[str, Any]:
+        """Parameters setting every per-layer knob alike: baselines and sanity points.
+
+        Knobs given no value take their lowest choice (batch), range start (prune, merge)
+        or midpoint (other hyperparameters).
+        """
+        params: dict[str, Any] = {}
+        for slot in self._slots:
+            dist = slot.distribution
+            if slot.role == "bits" and bits is not None:
+                if bits not in dist.choices:  # type: ignore[attr-defined]
+                    raise ValueError(f"bits {bits} is not among the knob's choices {dist.choices}")  # type: ignore[attr-defined]
+                params[slot.name] = bits
+            elif slot.role == "prune" and prune is not None:
+                params[slot.name] = float(np.clip(prune, dist.low, dist.high))  # type: ignore[attr-defined]
+            elif slot.role == "merge" and merge is not None:
+                params[slot.name] = float(np.clip(merge, dist.low, dist.high))  # type: ignore[attr-defined]
+            elif slot.role in ("bits", "prune", "merge", "batch"):
+                params[slot.name] = _low_end(dist)
+            else:
+                params[slot.name] = _midpoint(dist)
+        return params
+
+    # -- numeric encoding ----------------------------------------------------------------
+    @property
+    def vector_size(self) -> int:
+        return sum(_width(slot.distribution) for slot in self._slots)
+
+    def encode(self, params: Mapping[str, Any]) -> np.ndarray:
+        """Map parameters to ``[0, 1]^d``: ordinal for numeric choices, one-hot otherwise."""
+        out: list[float] = []
+        for slot in self._slots:
+            dist = slot.distribution
+            value = params[slot.name]
+            if isinstance(dist, CategoricalDistribution):
+                index = dist.to_internal_repr(value)
+                if _is_ordinal(dist):
+                    out.append(index / (len(dist.choices) - 1) if len(dist.choices) > 1 else 0.0)
+                else:
+                    out.extend(1.0 if i == index else 0.0 for i in range(len(dist.choices)))
+            else:
+                low, high, x = float(dist.low), float(dist.high), float(value)  # type: ignore[attr-defined]
+                if dist.log:  # type: ignore[attr-defined]
+                    low, high, x = math.log(low), math.log(high), math.log(x)
+                out.append((x - low) / (high - low))
+        return np.asarray(out, dtype=np.float64)
+
+    def decode(self, vector: np.ndarray) -> dict[str, Any]:
+        """Inverse of :meth:`encode`, snapping to the nearest valid value."""
+        vector = np.asarray(vector, dtype=np.float64)
+        if vector.shape != (self.vector_size,):
+            raise ValueError(f"expected a vector of length {self.vector_size}, got {vector.shape}")
+        params: dict[str, Any] = {}
+        i = 0
+        for slot in self._slots:
+            dist = slot.distribution
+            width = _width(dist)
+            chunk = vector[i : i + width]
+            i += width
+            if isinstance(dist, CategoricalDistribution):
+                n = len(dist.choices)
+                index = int(np.clip(round(chunk[0] * (n - 1)), 0, n - 1)) if _is_ordinal(dist) else int(np.argmax(chunk))
+                params[slot.name] = dist.choices[index]
+                continue
+            u = float(np.clip(chunk[0], 0.0, 1.0))
+            low, high = float(dist.low), float(dist.high)  # type: ignore[attr-defined]
+            if dist.log:  # type: ignore[attr-defined]
+                x = math.exp(math.log(low) + u * (math.log(high) - math.log(low)))
+            else:
+                x = low + u * (high - low)
+            step = dist.step  # type: ignore[attr-defined]
+            if step is not None:
+                x = low + round((x - low) / step) * step
+            x = min(max(x, low), high)
+            params[slot.name] = int(round(x)) if isinstance(dist, IntDistribution) else float(x)
+        return params
+
+
+def _suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    if isinstance(dist, FloatDistribution):
+        return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    raise TypeError(f"unsupported distribution {dist!r}")
+
+
+def _is_ordinal(dist: CategoricalDistribution) -> bool:
+    return all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in dist.choices)
+
+
+def _width(dist: BaseDistribution) -> int:
+    if isinstance(dist, CategoricalDistribution) and not _is_ordinal(dist):
+        return len(dist.choices)
+    return 1
+
+
+def _midpoint(dist: BaseDistribution) -> Any:
+    if isinstance(dist, CategoricalDistribution):
+        return dist.choices[0]
+    low, high = dist.low, dist.high  # type: ignore[attr-defined]
+    mid = math.sqrt(low * high) if dist.log else low + (high - low) / 2  # type: ignore[attr-defined]
+    step = dist.step  # type: ignore[attr-defined]
+    if step is not None:
+        mid = low + round((mid - low) / step) * step
+    return int(round(mid)) if isinstance(dist, IntDistribution) else float(mid)
+
+
+def _low_end(dist: BaseDistribution) -> Any:
+    if isinstance(dist, CategoricalDistribution):
+        return dist.choices[0]
+    return dist.low  # type: ignore[attr-defined]

@@ -1,0 +1,177 @@
+"""StudySpec: what a user submits, as YAML or JSON, validated before anything is stored."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from paretoml.objectives.evaluate import OBJECTIVES, Direction
+from paretoml.objectives.tasks.registry import UnknownTaskError, task_class
+from paretoml.search_space.constraints import Constraint
+from paretoml.search_space.knobs import SUPPORTED_BITS, Knob
+from paretoml.surrogates.registry import SamplerOptionsError, validate_sampler
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used; the message is one line and names the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ObjectiveSpec(_Strict):
+    name: str
+    direction: Direction | None = Field(None, description="defaults to the objective's natural direction")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in OBJECTIVES:
+            raise ValueError(f"unknown objective {value!r}; available: {', '.join(OBJECTIVES)}")
+        return value
+
+    @property
+    def resolved_direction(self) -> Direction:
+        return self.direction or OBJECTIVES[self.name].direction
+
+
+class SamplerSpec(_Strict):
+    name: str = "tpe"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known(self) -> SamplerSpec:
+        try:
+            validate_sampler(self.name, self.options)
+        except SamplerOptionsError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
+class MeasureSpec(_Strict):
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    latency_warmup: int = Field(10, ge=0, le=1000)
+    latency_repeats: int = Field(50, ge=1, le=10000)
+    latency_threads: int = Field(1, ge=1, le=256)
+
+
+class FinetuneSpec(_Strict):
+    steps: int = Field(0, ge=0, le=100000, description="0 disables fine-tuning")
+    batch_size: int = Field(32, ge=1, description="used when no batch_size knob is searched")
+    learning_rate: float = Field(1e-3, gt=0, description="used when no learning_rate knob is searched")
+
+
+class StudySpec(_Strict):
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    task: str
+    task_options: dict[str, Any] = Field(default_factory=dict)
+    knobs: list[Knob] = Field(min_length=1)
+    objectives: list[ObjectiveSpec] = Field(min_length=1, max_length=4)
+    constraints: list[Constraint] = Field(default_factory=list)
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+    n_trials: int = Field(ge=1, le=100000)
+    seed: int = Field(0, ge=0)
+    baselines: list[int] = Field(
+        default_factory=list, description="uniform bitwidths enqueued as the first trials (no pruning)"
+    )
+    finetune: FinetuneSpec = Field(default_factory=FinetuneSpec)
+    measure: MeasureSpec = Field(default_factory=MeasureSpec)
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        try:
+            task_class(value)
+        except UnknownTaskError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("task_options")
+    @classmethod
+    def _valid_task_options(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        task = info.data.get("task")
+        if task is None:  # the task itself failed; that error is enough
+            return value
+        try:
+            task_class(task).Options.model_validate(value)
+        except ValidationError as exc:
+            raise ValueError(format_validation_error(exc)) from None
+        return value
+
+    @field_validator("objectives")
+    @classmethod
+    def _distinct(cls, value: list[ObjectiveSpec]) -> list[ObjectiveSpec]:
+        names = [o.name for o in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"objectives repeat a name: {names}")
+        return value
+
+    @field_validator("baselines")
+    @classmethod
+    def _valid_baselines(cls, value: list[int]) -> list[int]:
+        bad = sorted(set(value) - SUPPORTED_BITS)
+        if bad:
+            raise ValueError(f"baseline bits {bad} not supported; choose from {sorted(SUPPORTED_BITS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _baselines_fit(self) -> StudySpec:
+        if len(self.baselines) > self.n_trials:
+            raise ValueError("more baselines than n_trials")
+        return self
+
+    @property
+    def directions(self) -> list[Direction]:
+        return [o.resolved_direction for o in self.objectives]
+
+    @property
+    def objective_names(self) -> list[str]:
+        return [o.name for o in self.objectives]
+
+
+def format_validation_error(error: ValidationError) -> str:
+    """One line per spec: ``field.path: message; other.field: message``."""
+    parts = []
+    for item in error.errors(include_url=False):
+        loc = ".".join(str(p) for p in item["loc"])
+        msg = item["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc or '(spec)'}: {msg}")
+    return "; ".join(parts)
+
+
+def parse_spec(data: Any) -> StudySpec:
+    """Validate a parsed document; raises :class:`SpecError` with a one-line message."""
+    if not isinstance(data, dict):
+        raise SpecError("(spec): the spec must be a mapping of fields")
+    try:
+        return StudySpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(format_validation_error(exc)) from None
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read a spec from a YAML or JSON file (by extension; YAML otherwise)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(f"cannot read spec {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SpecError(f"{path.name} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {first}") from None
+    return parse_spec(data)

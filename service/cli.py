@@ -1,0 +1,178 @@
+"""``paretoml``: run, resume and inspect studies from the command line.
+
+Usage errors and bad specs print one line on stderr and exit with status 2, before any
+storage is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """An error the user can fix; printed as one line."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="paretoml", description="Multi-objective search for model compression.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def storage_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--storage", default=os.environ.get("PARETOML_DATABASE_URL", "sqlite:///paretoml.db"),
+                       help="SQLAlchemy URL of the study database (default: sqlite:///paretoml.db)")
+
+    run = sub.add_parser("run", help="run a study from a YAML or JSON spec")
+    run.add_argument("spec", help="path of the study spec")
+    run.add_argument("--study-name", help="name of the study (default: the spec's name plus a timestamp)")
+    storage_arg(run)
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    resume = sub.add_parser("resume", help="continue a study until its budget of completed trials")
+    resume.add_argument("study", help="study name")
+    storage_arg(resume)
+    resume.add_argument("--quiet", action="store_true")
+
+    front = sub.add_parser("front", help="print the Pareto front of a study")
+    front.add_argument("study", help="study name")
+    storage_arg(front)
+
+    sub.add_parser("tasks", help="list the registered tasks")
+    return parser
+
+
+def _quiet_libraries() -> None:
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _quiet_libraries()
+    console = Console(stderr=False, width=None if sys.stdout.isatty() else 120)
+    try:
+        if args.command == "run":
+            return _run(args, console)
+        if args.command == "resume":
+            return _resume(args, console)
+        if args.command == "front":
+            return _front(args, console)
+        if args.command == "tasks":
+            return _tasks(console)
+    except CliError as exc:
+        print(f"paretoml: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("paretoml: interrupted; completed trials are stored, continue with `paretoml resume`", file=sys.stderr)
+        return 130
+    return EXIT_USAGE
+
+
+def _open(url: str):  # type: ignore[no-untyped-def]
+    from paretoml.service.storage import StorageError, open_storage
+
+    try:
+        return open_storage(url)
+    except StorageError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _run(args: argparse.Namespace, console: Console) -> int:
+    from paretoml.search_space.spec import SpecError, load_spec
+    from paretoml.service.runner import StudyExistsError, StudyRunner
+
+    try:
+        spec = load_spec(args.spec)
+    except SpecError as exc:
+        raise CliError(f"{args.spec}: {exc}") from None
+    name = args.study_name or f"{spec.name or Path(args.spec).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    storage = _open(args.storage)
+    try:
+        runner = StudyRunner.create(spec, storage, name)
+    except (SpecError, StudyExistsError) as exc:
+        raise CliError(str(exc)) from None
+    console.print(f"study [bold]{name}[/bold] in {args.storage}: {len(runner.space.param_names)} knobs over "
+                  f"{len(runner.evaluator.layers)} layers, sampler {spec.sampler.name}, {spec.n_trials} trials")
+    for note in runner.space.notes:
+        console.print(f"  note: {note}")
+    return _drive(runner, name, args, console)
+
+
+def _resume(args: argparse.Namespace, console: Console) -> int:
+    from paretoml.search_space.spec import SpecError
+    from paretoml.service.runner import StudyNotFoundError, StudyRunner
+
+    storage = _open(args.storage)
+    try:
+        runner = StudyRunner.resume(storage, args.study)
+    except (SpecError, StudyNotFoundError) as exc:
+        raise CliError(str(exc)) from None
+    console.print(f"resuming study [bold]{args.study}[/bold] in {args.storage}")
+    return _drive(runner, args.study, args, console)
+
+
+def _drive(runner, name: str, args: argparse.Namespace, console: Console) -> int:  # type: ignore[no-untyped-def]
+    from paretoml.service.report import front_table
+    from paretoml.service.runner import TooManyFailuresError
+
+    start = time.perf_counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, disable=args.quiet, transient=False) as bar:
+        task_id = bar.add_task("trials", total=runner.spec.n_trials)
+
+        def progress(done: int, budget: int, trial) -> None:  # type: ignore[no-untyped-def]
+            bar.update(task_id, completed=done)
+
+        try:
+            runner.run(progress)
+        except TooManyFailuresError as exc:
+            console.print(f"[red]stopped:[/red] {exc}")
+            return 1
+    elapsed = time.perf_counter() - start
+    console.print(front_table(runner.study, runner.spec.objective_names, f"Pareto front of {name}"))
+    console.print(f"{runner.spec.n_trials} trials complete; this run took {elapsed:.1f} s")
+    return 0
+
+
+def _front(args: argparse.Namespace, console: Console) -> int:
+    import optuna
+
+    from paretoml.search_space.spec import parse_spec
+    from paretoml.service.report import front_table
+    from paretoml.service.runner import SPEC_ATTR
+    from paretoml.service.storage import study_exists
+
+    storage = _open(args.storage)
+    if not study_exists(storage, args.study):
+        raise CliError(f"no study named {args.study!r} in this storage")
+    study = optuna.load_study(study_name=args.study, storage=storage)
+    raw = study.user_attrs.get(SPEC_ATTR)
+    names = parse_spec(raw).objective_names if raw else [f"value{i}" for i in range(len(study.directions))]
+    console.print(front_table(study, names, f"Pareto front of {args.study}"))
+    return 0
+
+
+def _tasks(console: Console) -> int:
+    from paretoml.objectives.tasks.registry import available_tasks
+
+    for name, cls in sorted(available_tasks().items()):
+        console.print(f"[bold]{name}[/bold]: {cls.summary}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

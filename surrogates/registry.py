@@ -1,0 +1,103 @@
+"""Sampler name -> factory. Specs pick samplers by name, with options checked by a typed
+model per sampler: only plain values, so nothing a client sends can name code to run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.samplers import BaseSampler
+from optuna.trial import FrozenTrial
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+ConstraintsFunc = Callable[[FrozenTrial], Sequence[float]]
+
+
+class _Options(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoOptions(_Options):
+    pass
+
+
+class TPEOptions(_Options):
+    n_startup_trials: int = Field(10, ge=0)
+    n_ei_candidates: int = Field(24, ge=1)
+    multivariate: bool = False
+    group: bool = False
+    constant_liar: bool = True
+    consider_endpoints: bool = False
+    prior_weight: float = Field(1.0, gt=0)
+
+
+class GPOptions(_Options):
+    n_startup_trials: int = Field(10, ge=0)
+    deterministic_objective: bool = False
+
+
+class NSGA2Options(_Options):
+    population_size: int = Field(50, ge=2)
+    mutation_prob: float | None = Field(None, ge=0, le=1)
+    crossover_prob: float = Field(0.9, ge=0, le=1)
+    swapping_prob: float = Field(0.5, ge=0, le=1)
+
+
+@dataclass(frozen=True)
+class SamplerEntry:
+    name: str
+    factory: Callable[..., BaseSampler]
+    options: type[_Options]
+    summary: str
+    #: whether the factory takes Optuna's ``constraints_func``
+    constraint_aware: bool = True
+
+
+SAMPLERS: dict[str, SamplerEntry] = {
+    e.name: e
+    for e in (
+        SamplerEntry("random", optuna.samplers.RandomSampler, NoOptions, "uniform random search", False),
+        SamplerEntry("tpe", optuna.samplers.TPESampler, TPEOptions, "Optuna's (multi-objective) TPE"),
+        SamplerEntry("gp", optuna.samplers.GPSampler, GPOptions, "Optuna's Gaussian-process Bayesian optimisation"),
+        SamplerEntry("nsga2", optuna.samplers.NSGAIISampler, NSGA2Options, "NSGA-II evolutionary search"),
+    )
+}
+
+
+class SamplerOptionsError(ValueError):
+    pass
+
+
+def validate_sampler(name: str, options: dict[str, Any]) -> _Options:
+    """The typed options of sampler ``name``; raises SamplerOptionsError naming the option."""
+    if name not in SAMPLERS:
+        raise SamplerOptionsError(f"unknown sampler {name!r}; available: {', '.join(sorted(SAMPLERS))}")
+    model = SAMPLERS[name].options
+    try:
+        return model.model_validate(options)
+    except ValidationError as exc:
+        item = exc.errors(include_url=False)[0]
+        field = ".".join(str(p) for p in item["loc"])
+        if item["type"] == "extra_forbidden":
+            allowed = ", ".join(model.model_fields) or "none"
+            raise SamplerOptionsError(f"sampler {name!r} has no option {field!r}; options: {allowed}") from None
+        raise SamplerOptionsError(f"sampler {name!r} option {field!r}: {item['msg']}") from None
+
+
+def create_sampler(
+    name: str,
+    options: dict[str, Any] | None = None,
+    *,
+    seed: int | None = None,
+    constraints_func: ConstraintsFunc | None = None,
+) -> BaseSampler:
+    entry = SAMPLERS.get(name)
+    kwargs = validate_sampler(name, options or {}).model_dump(exclude_unset=True)
+    assert entry is not None
+    kwargs["seed"] = seed
+    if constraints_func is not None and entry.constraint_aware:
+        kwargs["constraints_func"] = constraints_func
+    return entry.factory(**kwargs)

@@ -1,0 +1,38 @@
+"""Shared fixtures: one trained-weights cache per test session, real tasks and models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tasks train once per session into a private cache (subprocesses inherit it)."""
+    path = Path(os.environ.get("PARETOML_TEST_CACHE") or tmp_path_factory.mktemp("paretoml-cache"))
+    os.environ["PARETOML_CACHE_DIR"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_evaluator():
+    from paretoml.objectives.evaluate import MeasureSettings, TrialEvaluator
+    from paretoml.objectives.measure import LatencySettings
+    from paretoml.objectives.tasks.registry import create_task
+
+    torch.manual_seed(0)
+    settings = MeasureSettings(latency=LatencySettings(warmup=2, repeats=5))
+    return TrialEvaluator(create_task("digits-cnn"), settings)
+
+
+@pytest.fixture(scope="session")
+def merge_evaluator():
+    from paretoml.objectives.evaluate import MeasureSettings, TrialEvaluator
+    from paretoml.objectives.measure import LatencySettings
+    from paretoml.objectives.tasks.registry import create_task
+
+    settings = MeasureSettings(latency=LatencySettings(warmup=1, repeats=3))
+    return TrialEvaluator(create_task("digits-merge"), settings)

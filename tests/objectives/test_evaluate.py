@@ -1,0 +1,50 @@
+import pytest
+
+from paretoml.objectives.evaluate import OBJECTIVES
+from paretoml.search_space.knobs import BitwidthKnob, MergeKnob, PruneKnob
+from paretoml.search_space.space import JointSpace, TrialConfig
+
+
+def test_every_objective_is_measured_with_provenance(digits_evaluator):
+    ev = digits_evaluator
+    space = JointSpace([BitwidthKnob(), PruneKnob(method="structured", high=0.5)], ev.layers)
+    config = space.config_from_params(space.uniform_params(bits=8, prune=0.5))
+    result = ev.evaluate(config, list(OBJECTIVES))
+    assert set(result.values) == set(OBJECTIVES)
+    assert {k: v["how"] for k, v in result.provenance.items()} == {k: o.how for k, o in OBJECTIVES.items()}
+    reference = ev.reference(list(OBJECTIVES))
+    assert reference.values["accuracy"] > 0.9  # the trained CNN
+    assert result.values["model_bytes"] < reference.values["model_bytes"] / 4
+    assert result.values["mean_bits"] == 8 and reference.values["mean_bits"] == 32
+    assert 0 < result.attrs["test_accuracy"] <= 1
+
+
+def test_the_cached_original_is_never_modified(digits_evaluator):
+    ev = digits_evaluator
+    before = {k: v.clone() for k, v in ev.bundle.model.state_dict().items()}
+    space = JointSpace([BitwidthKnob(choices=[2]), PruneKnob(method="structured", high=0.9)], ev.layers)
+    ev.evaluate(space.config_from_params(space.uniform_params(bits=2, prune=0.9)), ["accuracy"])
+    after = ev.bundle.model.state_dict()
+    assert before.keys() == after.keys()
+    assert all((before[k] == after[k]).all() for k in before)
+
+
+def test_fidelity_of_the_untouched_model_is_one(digits_evaluator):
+    assert digits_evaluator.evaluate(TrialConfig(), ["fidelity"]).values["fidelity"] == 1.0
+
+
+def test_merge_task_specialists_forget_and_merging_recovers(merge_evaluator):
+    ev = merge_evaluator
+    assert ev.n_checkpoints == 2
+    space = JointSpace([MergeKnob(group="shared")], ev.layers, n_checkpoints=2)
+
+    def acc(c0, c1):
+        config = space.config_from_params({"merge0:all": c0, "merge1:all": c1})
+        return ev.evaluate(config, ["accuracy"]).values["accuracy"]
+
+    specialist_a, specialist_b, blend = acc(1.0, 0.0), acc(0.0, 1.0), acc(0.5, 0.5)
+    # each specialist knows about half of the digits; a blend beats both
+    assert specialist_a < 0.7 and specialist_b < 0.7
+    assert blend > max(specialist_a, specialist_b) + 0.1
+    with pytest.raises(KeyError, match="unknown objective"):
+        ev.evaluate(TrialConfig(), ["speed"])

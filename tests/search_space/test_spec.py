@@ -1,0 +1,66 @@
+from pathlib import Path
+
+import pytest
+
+from paretoml.search_space.spec import SpecError, load_spec, parse_spec
+
+STUDIES = Path(__file__).resolve().parents[2] / "studies"
+
+BASE = {
+    "task": "digits-cnn",
+    "knobs": [{"kind": "bitwidth"}],
+    "objectives": [{"name": "accuracy"}, {"name": "model_bytes"}],
+    "n_trials": 5,
+}
+
+
+@pytest.mark.parametrize("path", sorted(STUDIES.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_specs_load(path):
+    spec = load_spec(path)
+    assert spec.n_trials >= 1 and spec.directions
+
+
+def test_defaults_and_directions():
+    spec = parse_spec(BASE)
+    assert spec.directions == ["maximize", "minimize"]
+    assert spec.sampler.name == "tpe"
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"colour": "red"}, "colour: Extra inputs are not permitted"),
+        ({"task": "imagenet"}, "task: unknown task 'imagenet'; available: digits-cnn, digits-merge"),
+        ({"knobs": [{"kind": "bitwidth", "choices": [4, 9]}]}, "knobs.0.bitwidth.choices: bits [9] not supported"),
+        ({"knobs": [{"kind": "prune", "high": 1.5}]}, "knobs.0.prune: prune ratio range [0.0, 1.5]"),
+        ({"knobs": [{"kind": "quantum"}]}, "knobs.0: Input tag 'quantum' found using 'kind' does not match"),
+        ({"objectives": [{"name": "speed"}]}, "objectives.0.name: unknown objective 'speed'"),
+        ({"sampler": {"name": "magic"}}, "sampler: unknown sampler 'magic'; available: gp, nsga2, random, tpe"),
+        ({"sampler": {"name": "tpe", "options": {"gamma": "x"}}}, "sampler: sampler 'tpe' has no option 'gamma'"),
+        ({"task_options": {"epochs": 0}}, "task_options: epochs: Input should be greater than or equal to 1"),
+        ({"n_trials": 0}, "n_trials: Input should be greater than or equal to 1"),
+    ],
+)
+def test_bad_fields_give_one_line_naming_the_field(change, expected):
+    with pytest.raises(SpecError) as info:
+        parse_spec({**BASE, **change})
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(expected), message
+
+
+def test_unreadable_and_malformed_files(tmp_path):
+    with pytest.raises(SpecError, match="cannot read spec"):
+        load_spec(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: [unclosed\n")
+    with pytest.raises(SpecError, match="bad.yaml is not valid YAML"):
+        load_spec(bad)
+    as_json = tmp_path / "spec.json"
+    as_json.write_text('{"task": "digits-cnn"')
+    with pytest.raises(SpecError, match="not valid JSON"):
+        load_spec(as_json)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(SpecError, match="must be a mapping"):
+        load_spec(listy)

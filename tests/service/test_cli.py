@@ -1,0 +1,166 @@
+"""The ``paretoml`` command end to end, in real subprocesses on real SQLite files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+pytestmark = pytest.mark.slow
+
+STUDIES = Path(__file__).resolve().parents[2] / "studies"
+
+
+def paretoml(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "paretoml.service.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def write_spec(path: Path, **changes) -> Path:
+    spec = {
+        "task": "digits-cnn",
+        "knobs": [{"kind": "bitwidth", "choices": [2, 4, 8]}, {"kind": "prune", "high": 0.9, "step": 0.1}],
+        "objectives": [{"name": "accuracy"}, {"name": "model_bytes"}],
+        "sampler": {"name": "tpe", "options": {"n_startup_trials": 5}},
+        "measure": {"latency_repeats": 3, "latency_warmup": 1},
+        "n_trials": 12,
+        "seed": 3,
+    }
+    spec.update(changes)
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def completed(url: str, name: str) -> dict[int, tuple]:
+    study = optuna.load_study(study_name=name, storage=url)
+    return {t.number: (t.params, t.values, t.user_attrs.get("paretoml:config"))
+            for t in study.get_trials(states=(TrialState.COMPLETE,))}
+
+
+def test_two_objective_run_end_to_end(tmp_path):
+    spec = write_spec(tmp_path / "s.yaml", baselines=[8])
+    result = paretoml("run", str(spec), "--study-name", "e2e", "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Pareto front of e2e" in result.stdout
+    # the default storage is a SQLite file in the working directory, readable by plain Optuna
+    study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{tmp_path / 'paretoml.db'}")
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(trials) == 12
+    assert trials[0].user_attrs["paretoml:baseline"] == "uniform 8-bit"
+    assert set(trials[0].user_attrs["paretoml:config"]["bits"].values()) == {8}
+    assert trials[0].user_attrs["paretoml:provenance"]["model_bytes"]["how"] == "estimated"
+    assert trials[0].user_attrs["paretoml:provenance"]["accuracy"]["how"] == "measured"
+    assert study.user_attrs["paretoml:spec"]["task"] == "digits-cnn"
+    assert {row["name"] for row in study.user_attrs["paretoml:layers"]} == {"conv1", "conv2", "fc1", "fc2"}
+    front = study.best_trials
+    assert front and all(t.values[0] > 0.1 for t in front)
+    # one table row per Pareto trial
+    assert sum(1 for line in result.stdout.splitlines() if line.startswith("│")) == len(front)
+    # the same study again is refused, and nothing changes
+    again = paretoml("run", str(spec), "--study-name", "e2e", "--quiet", cwd=tmp_path)
+    assert again.returncode == 2
+    assert "already exists" in again.stderr
+    assert len(optuna.load_study(study_name="e2e", storage=study._storage).trials) == len(study.trials)
+
+
+@pytest.fixture(scope="module")
+def kept_study(tmp_path_factory):
+    """A finished study that bad input must leave exactly as it is."""
+    path = tmp_path_factory.mktemp("kept")
+    good = write_spec(path / "good.yaml", n_trials=3)
+    assert paretoml("run", str(good), "--study-name", "kept", "--quiet", cwd=path).returncode == 0
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"colour": "red"}, "colour: Extra inputs are not permitted"),
+        ({"task": "imagenet"}, "task: unknown task 'imagenet'"),
+        ({"knobs": [{"kind": "bitwidth", "choices": [4, 12]}]}, "knobs.0.bitwidth.choices: bits [12] not supported"),
+        ({"knobs": [{"kind": "prune", "low": -0.1}]}, "knobs.0.prune: prune ratio range [-0.1, 0.9]"),
+        ({"knobs": [{"kind": "merge"}]}, "a merge knob needs a task with checkpoints"),
+    ],
+)
+def test_bad_specs_exit_2_with_one_line_and_touch_nothing(kept_study, change, message):
+    db = kept_study / "paretoml.db"
+    before = completed(f"sqlite:///{db}", "kept")
+    names_before = optuna.get_all_study_names(f"sqlite:///{db}")
+    mtime = db.stat().st_mtime_ns
+    bad = write_spec(kept_study / "bad.yaml", **change)
+    result = paretoml("run", str(bad), "--quiet", cwd=kept_study)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert optuna.get_all_study_names(f"sqlite:///{db}") == names_before
+    assert completed(f"sqlite:///{db}", "kept") == before
+    if "merge" not in message:  # spec errors are found before the database is even opened
+        assert db.stat().st_mtime_ns == mtime
+
+
+def test_unknown_study_and_bad_storage_are_clear_errors(tmp_path):
+    result = paretoml("resume", "nope", cwd=tmp_path)
+    assert result.returncode == 2 and "no study named 'nope'" in result.stderr
+    result = paretoml("front", "x", "--storage", "sqlite:////no/such/dir/x.db", cwd=tmp_path)
+    assert result.returncode == 2 and "does not exist" in result.stderr
+
+
+def test_sigkill_mid_study_then_resume_loses_nothing(tmp_path):
+    budget = 24
+    # fine-tuning makes each trial long enough to be killed in the middle of one
+    spec = write_spec(tmp_path / "s.yaml", n_trials=budget, finetune={"steps": 150})
+    db = tmp_path / "study.db"
+    url = f"sqlite:///{db}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "paretoml.service.cli", "run", str(spec), "--study-name", "k", "--storage", url,
+         "--quiet"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    running_at_kill: list[int] = []
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            if not db.exists() or "k" not in optuna.get_all_study_names(url):
+                continue
+            trials = optuna.load_study(study_name="k", storage=url).get_trials(deepcopy=False)
+            done = [t for t in trials if t.state == TrialState.COMPLETE]
+            running = [t.number for t in trials if t.state == TrialState.RUNNING]
+            if len(done) >= 6 and running:
+                os.kill(proc.pid, signal.SIGKILL)
+                running_at_kill = running
+                break
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read() if proc.stderr else ""
+    before = completed(url, "k")
+    assert 6 <= len(before) < budget
+
+    result = paretoml("resume", "k", "--storage", url, "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+    study = optuna.load_study(study_name="k", storage=url)
+    after = completed(url, "k")
+    assert len(after) == budget
+    for number, record in before.items():  # nothing completed before the kill changed
+        assert after[number] == record
+    # the trial that was running when the process died failed, and its retry completed
+    trials = {t.number: t for t in study.trials}
+    for number in running_at_kill:
+        if number in before:  # it finished between our read and the kill
+            continue
+        assert trials[number].state == TrialState.FAIL
+        retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == number]
+        assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+        # a trial killed while its parameters were being drawn is retried with those it had
+        assert trials[number].params.items() <= retries[0].params.items()
+    assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
