@@ -82,6 +82,7 @@ class TrialEvaluator:
     def __init__(self, task: Task, settings: MeasureSettings, device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device) if isinstance(device, str) else device
         self.settings = settings
+        self.task = task
         self.bundle: TaskBundle = task.load(self.device)
         self.layers: list[LayerInfo] = introspect(self.bundle.model, self.bundle.example_input)
         self._links = {layer.name: layer.link for layer in self.layers if layer.link is not None}
@@ -95,10 +96,11 @@ class TrialEvaluator:
     def n_checkpoints(self) -> int:
         return len(self.bundle.checkpoints)
 
-    def build(self, config: TrialConfig, seed: int = 0) -> tuple[nn.Module, dict[str, float]]:
+    def build(self, config: TrialConfig, seed: int = 0, number: int = -1) -> tuple[nn.Module, dict[str, float]]:
         """The compressed copy of the model for ``config``, and how long each step took."""
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
+        self.task.on_trial(config, number)
         model = copy.deepcopy(self.bundle.model)
         if config.merge:
             base = self.bundle.model.state_dict()
@@ -127,8 +129,8 @@ class TrialEvaluator:
         quantize_model(model, config.bits)
         return model.eval(), timings
 
-    def evaluate(self, config: TrialConfig, objectives: list[str], seed: int = 0) -> TrialResult:
-        model, timings = self.build(config, seed)
+    def evaluate(self, config: TrialConfig, objectives: list[str], seed: int = 0, number: int = -1) -> TrialResult:
+        model, timings = self.build(config, seed, number)
         result = self.measure(model, config, objectives)
         result.attrs["timings"].update(timings)
         return result

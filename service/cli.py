@@ -31,16 +31,28 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--storage", default=os.environ.get("PARETOML_DATABASE_URL", "sqlite:///paretoml.db"),
                        help="SQLAlchemy URL of the study database (default: sqlite:///paretoml.db)")
 
+    def executor_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--workers", type=_positive_int, default=1,
+                       help="trials in flight at once (default 1); more than 1 runs them on Ray")
+        p.add_argument("--executor", choices=["inprocess", "ray"],
+                       help="where trials run (default: inprocess for 1 worker, ray otherwise)")
+        p.add_argument("--ray-address", default=os.environ.get("PARETOML_RAY_ADDRESS"),
+                       help="join this Ray cluster ('auto' or 'ray://host:10001'); default: start a local Ray")
+        p.add_argument("--worker-cpus", type=float, default=1.0, help="CPUs each Ray worker reserves (fractions allowed)")
+        p.add_argument("--worker-gpus", type=float, default=0.0, help="GPUs each Ray worker reserves (fractions allowed)")
+
     run = sub.add_parser("run", help="run a study from a YAML or JSON spec")
     run.add_argument("spec", help="path of the study spec")
     run.add_argument("--study-name", help="name of the study (default: the spec's name plus a timestamp)")
     storage_arg(run)
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    executor_args(run)
 
     resume = sub.add_parser("resume", help="continue a study until its budget of completed trials")
     resume.add_argument("study", help="study name")
     storage_arg(resume)
     resume.add_argument("--quiet", action="store_true")
+    executor_args(resume)
 
     front = sub.add_parser("front", help="print the Pareto front of a study")
     front.add_argument("study", help="study name")
@@ -82,13 +94,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_USAGE
 
 
-def _open(url: str):  # type: ignore[no-untyped-def]
-    from paretoml.service.storage import StorageError, open_storage
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _open(url: str, durable: bool = False):  # type: ignore[no-untyped-def]
+    from paretoml.service.storage import StorageError, open_durable_storage, open_storage
 
     try:
-        return open_storage(url)
+        return open_durable_storage(url) if durable else open_storage(url)
     except StorageError as exc:
         raise CliError(str(exc)) from None
+
+
+def _executor(args: argparse.Namespace, spec):  # type: ignore[no-untyped-def]
+    from paretoml.service.executors import create_executor
+
+    kind = args.executor or ("inprocess" if args.workers == 1 else "ray")
+    if kind == "inprocess" and args.workers != 1:
+        raise CliError("--executor inprocess runs one trial at a time; use --workers 1 or --executor ray")
+    options = {}
+    if kind == "ray":
+        options = {"num_cpus": args.worker_cpus, "num_gpus": args.worker_gpus, "address": args.ray_address}
+    return create_executor(kind, spec, args.workers, **options)
 
 
 def _run(args: argparse.Namespace, console: Console) -> int:
@@ -100,35 +131,43 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     except SpecError as exc:
         raise CliError(f"{args.spec}: {exc}") from None
     name = args.study_name or f"{spec.name or Path(args.spec).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    storage = _open(args.storage)
-    try:
-        runner = StudyRunner.create(spec, storage, name)
-    except (SpecError, StudyExistsError) as exc:
-        raise CliError(str(exc)) from None
-    console.print(f"study [bold]{name}[/bold] in {args.storage}: {len(runner.space.param_names)} knobs over "
-                  f"{len(runner.evaluator.layers)} layers, sampler {spec.sampler.name}, {spec.n_trials} trials")
-    for note in runner.space.notes:
-        console.print(f"  note: {note}")
-    return _drive(runner, name, args, console)
+    storage = _open(args.storage, durable=True)
+    with _executor(args, spec) as executor:
+        try:
+            runner = StudyRunner.create(spec, storage, name, executor)
+        except (SpecError, StudyExistsError) as exc:
+            raise CliError(str(exc)) from None
+        console.print(f"study [bold]{name}[/bold] in {args.storage}: {len(runner.space.param_names)} knobs over "
+                      f"{len(runner.model.layers)} layers, sampler {spec.sampler.name}, {spec.n_trials} trials, "
+                      f"{executor.slots} worker(s)")
+        for note in runner.space.notes:
+            console.print(f"  note: {note}")
+        return _drive(runner, name, args, console)
 
 
 def _resume(args: argparse.Namespace, console: Console) -> int:
     from paretoml.search_space.spec import SpecError
     from paretoml.service.runner import StudyNotFoundError, StudyRunner
 
-    storage = _open(args.storage)
+    storage = _open(args.storage, durable=True)
     try:
-        runner = StudyRunner.resume(storage, args.study)
+        spec = StudyRunner.load_spec(storage, args.study)
     except (SpecError, StudyNotFoundError) as exc:
         raise CliError(str(exc)) from None
-    console.print(f"resuming study [bold]{args.study}[/bold] in {args.storage}")
-    return _drive(runner, args.study, args, console)
+    with _executor(args, spec) as executor:
+        runner = StudyRunner.resume(storage, args.study, executor)
+        console.print(f"resuming study [bold]{args.study}[/bold] in {args.storage}")
+        return _drive(runner, args.study, args, console)
 
 
 def _drive(runner, name: str, args: argparse.Namespace, console: Console) -> int:  # type: ignore[no-untyped-def]
     from paretoml.service.report import front_table
     from paretoml.service.runner import TooManyFailuresError
 
+    from paretoml.service.frontier import FrontierRecorder
+
+    runner.on_trial.append(FrontierRecorder(args.storage, runner.study, runner.spec.objective_names,
+                                            runner.model.reference))
     start = time.perf_counter()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, disable=args.quiet, transient=False) as bar:

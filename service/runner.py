@@ -1,17 +1,21 @@
-"""StudyRunner: the ask/tell loop of one study, with heartbeats and resume.
+"""StudyRunner: the asynchronous ask/tell loop of one study, with heartbeats and resume.
+
+The runner keeps up to ``executor.slots`` trials in flight: it asks the sampler for a trial
+whenever a worker is free and tells the study each result as it arrives. TPE's
+constant-liar (on by default in Optuna) keeps parallel suggestions apart. The loop never
+has more trials in flight than the budget still needs, so it ends exactly at the budget.
 
 The study is a plain Optuna study; the spec, the model's layer table and each trial's
-per-layer config and provenance are kept as Optuna user attributes, so the database alone
-is enough to resume a study or to read it with other Optuna tools.
+per-layer config and provenance are Optuna user attributes, so the database alone is
+enough to resume a study or to read it with other Optuna tools.
 """
 
 from __future__ import annotations
 
-import json
+import threading
 import time
-import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import optuna
@@ -22,9 +26,11 @@ from paretoml.objectives.evaluate import MeasureSettings, TrialEvaluator, resolv
 from paretoml.objectives.measure import LatencySettings
 from paretoml.objectives.tasks.registry import create_task
 from paretoml.search_space.constraints import constraint_values
+from paretoml.search_space.introspect import LayerInfo
 from paretoml.search_space.space import JointSpace
 from paretoml.search_space.spec import SpecError, StudySpec, parse_spec
-from paretoml.service.storage import Heartbeat, fail_stale_trials, study_exists
+from paretoml.service.executors.base import Executor, ModelDescription, TrialJob, TrialOutcome
+from paretoml.service.storage import fail_stale_trials, study_exists
 from paretoml.surrogates.registry import create_sampler
 
 SPEC_ATTR = "paretoml:spec"
@@ -32,10 +38,12 @@ LAYERS_ATTR = "paretoml:layers"
 REFERENCE_ATTR = "paretoml:reference"
 CONFIG_ATTR = "paretoml:config"
 PROVENANCE_ATTR = "paretoml:provenance"
+WORKER_ATTR = "paretoml:worker"
 ERROR_ATTR = "paretoml:error"
 CONSTRAINTS_ATTR = "constraints"
 
 ProgressCallback = Callable[[int, int, FrozenTrial | None], None]
+TrialCallback = Callable[[optuna.Study, FrozenTrial], None]
 
 
 class StudyExistsError(ValueError):
@@ -66,13 +74,14 @@ def measure_settings(spec: StudySpec) -> MeasureSettings:
 
 
 def build_evaluator(spec: StudySpec) -> TrialEvaluator:
+    """What every worker builds once: the task's model and data, ready for trials."""
     task = create_task(spec.task, spec.task_options)
     return TrialEvaluator(task, measure_settings(spec), resolve_device(spec.measure.device))
 
 
-def build_space(spec: StudySpec, evaluator: TrialEvaluator) -> JointSpace:
+def build_space(spec: StudySpec, layers: list[LayerInfo], n_checkpoints: int) -> JointSpace:
     try:
-        return JointSpace(spec.knobs, evaluator.layers, n_checkpoints=evaluator.n_checkpoints)
+        return JointSpace(spec.knobs, layers, n_checkpoints=n_checkpoints)
     except ValueError as exc:
         raise SpecError(str(exc)) from None
 
@@ -94,53 +103,109 @@ def count_complete(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
+class HeartbeatPump:
+    """Beats for every in-flight trial, from a thread, every heartbeat interval."""
+
+    def __init__(self, storage: BaseStorage, interval: float) -> None:
+        self._storage = storage
+        self._interval = interval
+        self._trial_ids: set[int] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="paretoml-heartbeat", daemon=True)
+
+    def __enter__(self) -> HeartbeatPump:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def add(self, trial_id: int) -> None:
+        with self._lock:
+            self._trial_ids.add(trial_id)
+        self._beat([trial_id])
+
+    def discard(self, trial_id: int) -> None:
+        with self._lock:
+            self._trial_ids.discard(trial_id)
+
+    def _beat(self, trial_ids: list[int]) -> None:
+        batch = getattr(self._storage, "record_heartbeats", None)
+        if batch is not None:
+            batch(trial_ids)
+        else:
+            for trial_id in trial_ids:
+                self._storage.record_heartbeat(trial_id)  # type: ignore[attr-defined]
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            with self._lock:
+                ids = list(self._trial_ids)
+            if ids:
+                try:
+                    self._beat(ids)
+                except Exception:  # a missed beat is retried next interval
+                    pass
+
+
 @dataclass
 class StudyRunner:
-    """Runs one study to its budget of completed trials, in this process."""
+    """Runs one study to its budget of completed trials on an executor."""
 
     study: optuna.Study
     spec: StudySpec
-    evaluator: TrialEvaluator
     space: JointSpace
-    max_consecutive_failures: int = 5
+    model: ModelDescription
+    executor: Executor
+    on_trial: list[TrialCallback] = field(default_factory=list)
+    max_consecutive_failures: int = 0
 
     # -- construction -------------------------------------------------------------------
     @classmethod
-    def create(cls, spec: StudySpec, storage: BaseStorage, study_name: str) -> StudyRunner:
-        """Validate everything against the real model, then create the study."""
+    def create(cls, spec: StudySpec, storage: BaseStorage, study_name: str, executor: Executor) -> StudyRunner:
+        """Validate the spec against the real model (loaded by the workers), then create the study."""
         if study_exists(storage, study_name):
             raise StudyExistsError(f"study {study_name!r} already exists; continue it with `paretoml resume {study_name}`")
-        evaluator = build_evaluator(spec)
-        space = build_space(spec, evaluator)
+        model = executor.start()
+        space = build_space(spec, model.layers, model.n_checkpoints)
         baselines = [space.uniform_params(bits=b, prune=0.0) for b in spec.baselines]
         study = optuna.create_study(
             storage=storage, study_name=study_name, directions=spec.directions, sampler=make_sampler(spec)
         )
         study.set_user_attr(SPEC_ATTR, spec.model_dump(mode="json"))
-        study.set_user_attr(LAYERS_ATTR, [_layer_row(layer) for layer in evaluator.layers])
-        reference = evaluator.reference(spec.objective_names)
-        study.set_user_attr(REFERENCE_ATTR, {**reference.values, **{k: v for k, v in reference.attrs.items()
-                                                                   if k != "timings"}})
+        study.set_user_attr(LAYERS_ATTR, [_layer_row(layer) for layer in model.layers])
+        study.set_user_attr(REFERENCE_ATTR, model.reference)
         for bits, params in zip(spec.baselines, baselines):
             study.enqueue_trial(params, user_attrs={"paretoml:baseline": f"uniform {bits}-bit"})
-        return cls(study, spec, evaluator, space)
+        return cls(study, spec, space, model, executor)
 
     @classmethod
-    def resume(cls, storage: BaseStorage, study_name: str) -> StudyRunner:
+    def load_spec(cls, storage: BaseStorage, study_name: str) -> StudySpec:
         if not study_exists(storage, study_name):
             raise StudyNotFoundError(f"no study named {study_name!r} in this storage")
-        summary = optuna.load_study(study_name=study_name, storage=storage)
-        raw = summary.user_attrs.get(SPEC_ATTR)
+        raw = storage.get_study_user_attrs(storage.get_study_id_from_name(study_name)).get(SPEC_ATTR)
         if raw is None:
             raise SpecError(f"study {study_name!r} was not made by paretoml (it has no stored spec)")
-        spec = parse_spec(raw)
-        evaluator = build_evaluator(spec)
-        space = build_space(spec, evaluator)
-        study = optuna.load_study(study_name=study_name, storage=storage, sampler=make_sampler(spec))
-        evaluator.reference(spec.objective_names)  # warm-up, so latencies stay comparable
-        return cls(study, spec, evaluator, space)
+        return parse_spec(raw)
 
-    # -- the loop -----------------------------------------------------------------------
+    @classmethod
+    def resume(cls, storage: BaseStorage, study_name: str, executor: Executor) -> StudyRunner:
+        spec = cls.load_spec(storage, study_name)
+        model = executor.start()
+        space = build_space(spec, model.layers, model.n_checkpoints)
+        study = optuna.load_study(study_name=study_name, storage=storage, sampler=make_sampler(spec))
+        return cls(study, spec, space, model, executor)
+
+    # -- heartbeats and stale trials --------------------------------------------------------
+    def _heartbeat_settings(self) -> tuple[float | None, float]:
+        storage = self.study._storage
+        backend = getattr(storage, "rdb", None) or getattr(storage, "_backend", None) or storage
+        interval = getattr(backend, "heartbeat_interval", None)
+        grace = getattr(backend, "grace_period", None) or (2 * interval if interval else 0)
+        return interval, grace
+
     def reclaim_stale_trials(self, wait: bool = True) -> None:
         """Fail and re-queue trials whose process died (no heartbeat for the grace period).
 
@@ -148,12 +213,9 @@ class StudyRunner:
         ago looks just like a slow one) are given up to the grace period to go stale or
         finish, so that a resume retries them first.
         """
-        backend = self.study._storage
-        backend = getattr(backend, "_backend", backend)  # Optuna wraps RDBStorage in a cache
-        interval = getattr(backend, "heartbeat_interval", None)
+        interval, grace = self._heartbeat_settings()
         if interval is None:
             return
-        grace = getattr(backend, "grace_period", None) or 2 * interval
         deadline = time.monotonic() + (grace + 2 * interval if wait else 0)
         while True:
             fail_stale_trials(self.study)
@@ -162,60 +224,102 @@ class StudyRunner:
                 return
             time.sleep(min(interval, 1.0))
 
+    # -- the loop -----------------------------------------------------------------------
     def run(self, progress: ProgressCallback | None = None) -> optuna.Study:
         self.reclaim_stale_trials()
         budget = self.spec.n_trials
         done = count_complete(self.study)
         failures = 0
+        limit = self.max_consecutive_failures or max(5, 2 * self.executor.slots)
+        interval, _ = self._heartbeat_settings()
+        inflight: dict[int, optuna.Trial] = {}
+        last_reclaim = time.monotonic()
         if progress:
             progress(done, budget, None)
-        while done < budget:
-            self.reclaim_stale_trials(wait=False)
-            trial = self.study.ask()
-            frozen = self._run_trial(trial)
-            if frozen is not None and frozen.state == TrialState.COMPLETE:
-                done += 1
-                failures = 0
-            else:
-                failures += 1
-                if failures >= self.max_consecutive_failures:
-                    error = frozen.user_attrs.get(ERROR_ATTR, "") if frozen else ""
-                    raise TooManyFailuresError(
-                        f"{failures} trials failed in a row; the last error: {error.splitlines()[-1] if error else '?'}"
-                    )
-            if progress:
-                progress(done, budget, frozen)
+        with HeartbeatPump(self.study._storage, interval or 1.0) as pump:
+            try:
+                while done < budget:
+                    while len(inflight) < self.executor.slots and done + len(inflight) < budget:
+                        trial = self.study.ask()
+                        job = self._prepare(trial)
+                        pump.add(trial._trial_id)
+                        if job is None:
+                            pump.discard(trial._trial_id)
+                            failures += 1
+                            continue
+                        inflight[trial._trial_id] = trial
+                        self.executor.submit(job)
+                    for outcome in self.executor.wait(timeout=interval or 1.0):
+                        trial = inflight.pop(outcome.job.trial_id)
+                        frozen = self._finish(trial, outcome)
+                        pump.discard(trial._trial_id)
+                        if frozen.state == TrialState.COMPLETE:
+                            done += 1
+                            failures = 0
+                        else:
+                            failures += 1
+                        if progress:
+                            progress(done, budget, frozen)
+                    if failures >= limit:
+                        last = self.study.trials[-1].user_attrs.get(ERROR_ATTR, "")
+                        raise TooManyFailuresError(
+                            f"{failures} trials failed in a row; the last error: "
+                            f"{last.strip().splitlines()[-1] if last.strip() else '?'}"
+                        )
+                    if interval and time.monotonic() - last_reclaim > interval:
+                        self.reclaim_stale_trials(wait=False)
+                        last_reclaim = time.monotonic()
+            except BaseException:
+                self._give_back(inflight)
+                raise
         return self.study
 
-    def _run_trial(self, trial: optuna.Trial) -> FrozenTrial | None:
-        names = self.spec.objective_names
-        with Heartbeat(self.study._storage, trial._trial_id):
+    def _prepare(self, trial: optuna.Trial) -> TrialJob | None:
+        """Draw the trial's parameters and make them durable before it runs."""
+        try:
+            config = self.space.suggest(trial)
+            trial.set_user_attr(CONFIG_ATTR, config.to_dict())
+            if self.spec.constraints:
+                trial.set_user_attr(
+                    CONSTRAINTS_ATTR,
+                    constraint_values(self.spec.constraints, self.model.layers, config, self.model.other_params),
+                )
+        except Exception as exc:
+            trial.set_user_attr(ERROR_ATTR, f"{type(exc).__name__}: {exc}")
+            self.study.tell(trial, state=TrialState.FAIL)
+            return None
+        finally:
+            flush = getattr(self.study._storage, "flush", None)
+            if flush is not None:
+                flush(trial._trial_id)
+        return TrialJob(trial._trial_id, trial.number, config.to_dict(), self.spec.objective_names,
+                        self.spec.seed + trial.number)
+
+    def _finish(self, trial: optuna.Trial, outcome: TrialOutcome) -> FrozenTrial:
+        trial.set_user_attr(WORKER_ATTR, asdict(outcome.worker))
+        if not outcome.ok or outcome.values is None:
+            trial.set_user_attr(ERROR_ATTR, outcome.error or "no values")
+            frozen = self.study.tell(trial, state=TrialState.FAIL)
+        else:
+            trial.set_user_attr(PROVENANCE_ATTR, outcome.provenance)
+            for key, value in outcome.attrs.items():
+                trial.set_user_attr(f"paretoml:{key}", value)
+            frozen = self.study.tell(trial, [outcome.values[n] for n in self.spec.objective_names])
+        for callback in self.on_trial:
+            callback(self.study, frozen)
+        return frozen
+
+    def _give_back(self, inflight: dict[int, optuna.Trial]) -> None:
+        """On interrupt: fail the trials in flight and queue them again for a resume."""
+        for trial in inflight.values():
             try:
-                config = self.space.suggest(trial)
-                trial.set_user_attr(CONFIG_ATTR, config.to_dict())
-                if self.spec.constraints:
-                    trial.set_user_attr(
-                        CONSTRAINTS_ATTR,
-                        constraint_values(self.spec.constraints, self.evaluator.layers, config,
-                                          self.evaluator.other_params),
-                    )
-                result = self.evaluator.evaluate(config, names, seed=self.spec.seed + trial.number)
-            except KeyboardInterrupt:
-                # give the trial back to the queue: a resume runs it again
                 self.study.tell(trial, state=TrialState.FAIL)
                 self.study.enqueue_trial(trial.params, user_attrs={"paretoml:retry_of": trial.number})
-                raise
-            except Exception:
-                trial.set_user_attr(ERROR_ATTR, traceback.format_exc(limit=8))
-                return self.study.tell(trial, state=TrialState.FAIL)
-            trial.set_user_attr(PROVENANCE_ATTR, result.provenance)
-            for key, value in result.attrs.items():
-                trial.set_user_attr(f"paretoml:{key}", value)
-            return self.study.tell(trial, [result.values[n] for n in names])
+            except Exception:  # the storage may be what failed; heartbeats cover that case
+                pass
 
 
-def _layer_row(layer: Any) -> dict[str, Any]:
+def _layer_row(layer: LayerInfo) -> dict[str, Any]:
     row = asdict(layer)
-    row["link"] = json.loads(json.dumps(row["link"])) if row["link"] else None
     row["weight_shape"] = list(layer.weight_shape)
     return row

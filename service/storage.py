@@ -5,15 +5,22 @@ and retried.
 
 from __future__ import annotations
 
-import threading
+import warnings
 from pathlib import Path
-from types import TracebackType
+from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+
+from paretoml.service.mirror import MirroredStorage
 
 DEFAULT_STORAGE_URL = "sqlite:///paretoml.db"
+
+# Heartbeats are used here with ask/tell (the runner beats for its trials itself), which
+# Optuna warns about on every ask since it expects them only inside Study.optimize.
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, module="paretoml")
 
 
 class StorageError(ValueError):
@@ -37,7 +44,7 @@ def open_storage(
         if not parent.is_dir():
             raise StorageError(f"--storage: directory {parent} does not exist")
     try:
-        return RDBStorage(
+        storage = RDBStorage(
             url,
             engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
             heartbeat_interval=heartbeat_interval,
@@ -47,6 +54,32 @@ def open_storage(
     except Exception as exc:  # SQLAlchemy raises many kinds for a bad URL or server
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise StorageError(f"--storage: cannot open {url!r}: {first}") from None
+    if url.startswith("sqlite"):
+        _tune_sqlite(storage.engine)
+    return storage
+
+
+def open_durable_storage(url: str = DEFAULT_STORAGE_URL, **kwargs: int) -> MirroredStorage:
+    """What runners write through: in-memory reads, batched durable writes (see mirror)."""
+    return MirroredStorage(open_storage(url, **kwargs))  # type: ignore[arg-type]
+
+
+def _tune_sqlite(engine: sqlalchemy.Engine) -> None:
+    """Write-ahead log: a commit is one append, and readers never block the writer.
+
+    ``synchronous=NORMAL`` with WAL keeps every committed transaction through a crash or
+    kill of the process; only an OS crash or power cut can lose the last commits.
+    """
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    engine.dispose()  # connections opened before the listener reconnect with the pragmas
 
 
 def study_exists(storage: BaseStorage, name: str) -> bool:
@@ -55,40 +88,6 @@ def study_exists(storage: BaseStorage, name: str) -> bool:
     except KeyError:
         return False
     return True
-
-
-class Heartbeat:
-    """Record a trial's heartbeat every ``interval`` seconds while the block runs."""
-
-    def __init__(self, storage: BaseStorage, trial_id: int) -> None:
-        self._storage = storage
-        self._trial_id = trial_id
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @property
-    def enabled(self) -> bool:
-        return isinstance(self._storage, BaseHeartbeat) and is_heartbeat_enabled(self._storage)
-
-    def __enter__(self) -> Heartbeat:
-        if self.enabled:
-            assert isinstance(self._storage, BaseHeartbeat)
-            self._storage.record_heartbeat(self._trial_id)
-            interval = self._storage.get_heartbeat_interval() or 1
-            self._thread = threading.Thread(target=self._beat, args=(interval,), daemon=True)
-            self._thread.start()
-        return self
-
-    def _beat(self, interval: int) -> None:
-        assert isinstance(self._storage, BaseHeartbeat)
-        while not self._stop.wait(interval):
-            self._storage.record_heartbeat(self._trial_id)
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
 
 
 def fail_stale_trials(study: optuna.Study) -> None:

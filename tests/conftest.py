@@ -18,6 +18,35 @@ def _session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def postgres_server():
+    """One real PostgreSQL server for the session; each test gets its own database.
+
+    Its directory sits directly under the system temp dir: pytest's own temp dirs are
+    private to root, and as root the server runs as the ``postgres`` user.
+    """
+    import shutil
+    import sys
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from pg import PostgresServer
+
+    root = Path(tempfile.mkdtemp(prefix="paretoml-pg-"))
+    server = PostgresServer(root).start()
+    yield server
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The storage and runner tests run against both databases."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'study.db'}"
+    return request.getfixturevalue("postgres_server").create_database()
+
+
+@pytest.fixture(scope="session")
 def digits_evaluator():
     from paretoml.objectives.evaluate import MeasureSettings, TrialEvaluator
     from paretoml.objectives.measure import LatencySettings

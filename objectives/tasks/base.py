@@ -10,6 +10,8 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from paretoml.search_space.space import TrialConfig
+
 
 class TaskOptions(BaseModel):
     """Options a spec may pass to a task (``task_options``); tasks subclass this."""
@@ -51,3 +53,6 @@ class Task(ABC):
     @abstractmethod
     def load(self, device: torch.device) -> TaskBundle:
         """Build or fetch from the local cache the model and data; called once per worker."""
+
+    def on_trial(self, config: TrialConfig, number: int) -> None:
+        """Called in the worker before trial ``number`` is built; tasks rarely need it."""

@@ -13,9 +13,10 @@ from pydantic import ValidationError
 from paretoml.objectives.tasks.base import Task
 from paretoml.objectives.tasks.digits import DigitsCNNTask
 from paretoml.objectives.tasks.digits_merge import DigitsMergeTask
+from paretoml.objectives.tasks.synthetic import SyntheticTask
 
 ENTRY_POINT_GROUP = "paretoml.tasks"
-_BUILTIN: dict[str, type[Task]] = {cls.name: cls for cls in (DigitsCNNTask, DigitsMergeTask)}
+_BUILTIN: dict[str, type[Task]] = {cls.name: cls for cls in (DigitsCNNTask, DigitsMergeTask, SyntheticTask)}
 _REGISTERED: dict[str, type[Task]] = {}
 
 

@@ -114,7 +114,8 @@ def test_unknown_study_and_bad_storage_are_clear_errors(tmp_path):
     assert result.returncode == 2 and "does not exist" in result.stderr
 
 
-def test_sigkill_mid_study_then_resume_loses_nothing(tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"], ids=["inprocess", "ray-2-workers"])
+def test_sigkill_mid_study_then_resume_loses_nothing(tmp_path, workers):
     budget = 24
     # fine-tuning makes each trial long enough to be killed in the middle of one
     spec = write_spec(tmp_path / "s.yaml", n_trials=budget, finetune={"steps": 150})
@@ -122,7 +123,7 @@ def test_sigkill_mid_study_then_resume_loses_nothing(tmp_path):
     url = f"sqlite:///{db}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "paretoml.service.cli", "run", str(spec), "--study-name", "k", "--storage", url,
-         "--quiet"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+         "--quiet", "--workers", workers, "--worker-cpus", "0.5"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     running_at_kill: list[int] = []
     deadline = time.monotonic() + 240
     try:
@@ -145,7 +146,8 @@ def test_sigkill_mid_study_then_resume_loses_nothing(tmp_path):
     before = completed(url, "k")
     assert 6 <= len(before) < budget
 
-    result = paretoml("resume", "k", "--storage", url, "--quiet", cwd=tmp_path)
+    result = paretoml("resume", "k", "--storage", url, "--quiet", "--workers", workers, "--worker-cpus", "0.5",
+                      cwd=tmp_path)
     assert result.returncode == 0, result.stderr
 
     study = optuna.load_study(study_name="k", storage=url)

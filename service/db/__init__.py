@@ -1,0 +1,1 @@
+"""The service's own tables (beside Optuna's), SQLAlchemy 2.0 typed models, migrated by Alembic."""

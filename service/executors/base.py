@@ -1,0 +1,112 @@
+"""The executor interface: submit trial jobs, collect outcomes as they finish.
+
+A worker builds its task's evaluator once (model and data in memory) and then runs jobs;
+an exception in a trial comes back as a failed outcome, never as an exception here.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import traceback
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from paretoml.objectives.evaluate import TrialEvaluator
+from paretoml.search_space.introspect import LayerInfo
+from paretoml.search_space.space import TrialConfig
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    trial_id: int
+    number: int
+    config: dict[str, Any]
+    objectives: list[str]
+    seed: int
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """Where a trial ran: shown per trial, and what the scale-out test checks."""
+
+    worker: str
+    node: str
+    pid: int
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    job: TrialJob
+    worker: WorkerInfo
+    values: dict[str, float] | None = None
+    provenance: dict[str, dict[str, str]] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    """What the driver needs to know of the model without loading it itself."""
+
+    layers: list[LayerInfo]
+    other_params: int
+    n_checkpoints: int
+    reference: dict[str, Any]
+
+
+def describe(evaluator: TrialEvaluator, objectives: list[str]) -> ModelDescription:
+    reference = evaluator.reference(objectives)
+    return ModelDescription(
+        layers=evaluator.layers,
+        other_params=evaluator.other_params,
+        n_checkpoints=evaluator.n_checkpoints,
+        reference={**reference.values, **{k: v for k, v in reference.attrs.items() if k != "timings"}},
+    )
+
+
+def run_job(evaluator: TrialEvaluator, job: TrialJob, worker: WorkerInfo) -> TrialOutcome:
+    """Evaluate one job; any exception becomes a failed outcome with its traceback."""
+    try:
+        result = evaluator.evaluate(TrialConfig.from_dict(job.config), job.objectives, seed=job.seed, number=job.number)
+    except Exception:  # a trial's failure is data, not a crash of the worker
+        return TrialOutcome(job, worker, error=traceback.format_exc(limit=10))
+    return TrialOutcome(job, worker, result.values, result.provenance, result.attrs)
+
+
+def local_worker_info(name: str, node: str | None = None) -> WorkerInfo:
+    return WorkerInfo(worker=name, node=node or socket.gethostname(), pid=os.getpid())
+
+
+class Executor(ABC):
+    """Runs trial jobs, at most ``slots`` at a time."""
+
+    @property
+    @abstractmethod
+    def slots(self) -> int: ...
+
+    @abstractmethod
+    def start(self) -> ModelDescription:
+        """Start the workers (each loads the task once) and describe the model."""
+
+    @abstractmethod
+    def submit(self, job: TrialJob) -> None:
+        """Queue a job; callers keep at most ``slots`` jobs in flight."""
+
+    @abstractmethod
+    def wait(self, timeout: float) -> list[TrialOutcome]:
+        """Outcomes of jobs finished since the last call; may block up to ``timeout`` s."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

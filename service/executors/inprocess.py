@@ -1,0 +1,47 @@
+"""Run trials one at a time in this process: for tests, tiny tasks and debugging."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from paretoml.search_space.spec import StudySpec
+from paretoml.service.executors.base import (
+    Executor,
+    ModelDescription,
+    TrialJob,
+    TrialOutcome,
+    describe,
+    local_worker_info,
+    run_job,
+)
+
+
+class InProcessExecutor(Executor):
+    def __init__(self, spec: StudySpec) -> None:
+        self.spec = spec
+        self._queue: deque[TrialJob] = deque()
+        self._evaluator = None
+        self._info = local_worker_info("inprocess")
+
+    @property
+    def slots(self) -> int:
+        return 1
+
+    def start(self) -> ModelDescription:
+        from paretoml.service.runner import build_evaluator
+
+        if self._evaluator is None:
+            self._evaluator = build_evaluator(self.spec)
+        return describe(self._evaluator, self.spec.objective_names)
+
+    def submit(self, job: TrialJob) -> None:
+        self._queue.append(job)
+
+    def wait(self, timeout: float) -> list[TrialOutcome]:
+        if not self._queue:
+            return []
+        assert self._evaluator is not None, "start() first"
+        return [run_job(self._evaluator, self._queue.popleft(), self._info)]
+
+    def close(self) -> None:
+        self._queue.clear()

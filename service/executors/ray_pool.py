@@ -1,0 +1,169 @@
+"""A pool of long-lived Ray actors, each holding the task's model and data.
+
+Each actor builds its evaluator once, so a trial costs its evaluation plus one remote call.
+Actors declare ``num_cpus`` / ``num_gpus`` (fractions allowed). The pool starts a local
+Ray runtime by default, or joins a cluster (``address="auto"`` or ``"ray://host:10001"``);
+every node must have paretoml installed. A trial whose worker process dies (``os._exit``,
+a segfault, the out-of-memory killer) fails alone and its actor is replaced.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+
+from paretoml.search_space.spec import StudySpec
+from paretoml.service.executors.base import (
+    Executor,
+    ModelDescription,
+    TrialJob,
+    TrialOutcome,
+    WorkerInfo,
+    describe,
+    run_job,
+)
+
+
+class TrialWorker:
+    """The actor: one task loaded once, then any number of trials."""
+
+    def __init__(self, spec_json: dict[str, Any], name: str) -> None:
+        from paretoml.search_space.spec import parse_spec
+        from paretoml.service.runner import build_evaluator
+
+        self.spec = parse_spec(spec_json)
+        self.evaluator = build_evaluator(self.spec)
+        context = ray.get_runtime_context()
+        import os
+
+        self.info = WorkerInfo(worker=name, node=context.get_node_id(), pid=os.getpid())
+
+    def describe(self) -> ModelDescription:
+        return describe(self.evaluator, self.spec.objective_names)
+
+    def run(self, job: TrialJob) -> TrialOutcome:
+        return run_job(self.evaluator, job, self.info)
+
+
+class RayPoolExecutor(Executor):
+    def __init__(
+        self,
+        spec: StudySpec,
+        workers: int = 1,
+        num_cpus: float = 1.0,
+        num_gpus: float = 0.0,
+        address: str | None = None,
+    ) -> None:
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        self.spec = spec
+        self.workers = workers
+        self.num_cpus = num_cpus
+        self.num_gpus = num_gpus
+        self.address = address
+        self._started_ray = False
+        self._actors: list[Any] = []
+        self._idle: list[int] = []
+        self._inflight: dict[Any, tuple[int, TrialJob]] = {}
+        self._spawned = 0
+        self.replaced = 0
+
+    @property
+    def slots(self) -> int:
+        return self.workers
+
+    def _ensure_ray(self) -> None:
+        if ray.is_initialized():
+            return
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
+        if self.address:
+            kwargs["address"] = self.address
+        ray.init(**kwargs)
+        self._started_ray = True
+
+    def _spawn(self) -> Any:
+        name = f"worker-{self._spawned}"
+        self._spawned += 1
+        actor_cls = ray.remote(TrialWorker).options(
+            num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_restarts=0, max_task_retries=0
+        )
+        return actor_cls.remote(self.spec.model_dump(mode="json"), name)
+
+    def start(self) -> ModelDescription:
+        self._ensure_ray()
+        self._actors = [self._spawn() for _ in range(self.workers)]
+        # every actor loads its model now, so the first trials do not pay for it
+        descriptions = ray.get([actor.describe.remote() for actor in self._actors])
+        self._idle = list(range(self.workers))
+        return descriptions[0]
+
+    def submit(self, job: TrialJob) -> None:
+        if not self._idle:
+            raise RuntimeError("no idle worker: keep at most `slots` jobs in flight")
+        index = self._idle.pop()
+        ref = self._actors[index].run.remote(job)
+        self._inflight[ref] = (index, job)
+
+    def wait(self, timeout: float) -> list[TrialOutcome]:
+        if not self._inflight:
+            return []
+        ready, _ = ray.wait(list(self._inflight), num_returns=1, timeout=timeout)
+        if ready:  # collect everything else that is already done as well
+            ready, _ = ray.wait(list(self._inflight), num_returns=len(self._inflight), timeout=0)
+        outcomes = []
+        for ref in ready:
+            index, job = self._inflight.pop(ref)
+            try:
+                outcome: TrialOutcome = ray.get(ref)
+            except RayActorError as exc:
+                outcome = TrialOutcome(job, self._dead_info(index), error=f"worker died during the trial: {_first_line(exc)}")
+                self._replace(index)
+            except RayTaskError as exc:
+                outcome = TrialOutcome(job, self._dead_info(index), error=str(exc))
+            outcomes.append(outcome)
+            self._idle.append(index)
+        return outcomes
+
+    def _dead_info(self, index: int) -> WorkerInfo:
+        return WorkerInfo(worker=f"slot-{index}", node="?", pid=-1)
+
+    def _replace(self, index: int) -> None:
+        try:
+            ray.kill(self._actors[index])
+        except Exception:  # already gone
+            pass
+        self._actors[index] = self._spawn()
+        self.replaced += 1
+
+    def close(self) -> None:
+        for actor in self._actors:
+            try:
+                ray.kill(actor)
+            except Exception:
+                pass
+        self._actors = []
+        self._inflight.clear()
+        if self._started_ray:
+            ray.shutdown()
+            self._started_ray = False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    for line in text.splitlines():
+        line = line.strip()
+        if line:
+            return line[:300]
+    return type(exc).__name__
+
+
+def wait_for_nodes(count: int, timeout: float = 60) -> None:
+    """Block until ``count`` Ray nodes are alive (cluster tests and start-up scripts)."""
+    deadline = time.monotonic() + timeout
+    while sum(1 for n in ray.nodes() if n["Alive"]) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"fewer than {count} Ray nodes came up in {timeout} s")
+        time.sleep(0.5)
