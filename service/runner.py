@@ -20,6 +20,7 @@ from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage
+from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
 from paretoml.objectives.evaluate import MeasureSettings, TrialEvaluator, resolve_device
@@ -108,6 +109,7 @@ class HeartbeatPump:
 
     def __init__(self, storage: BaseStorage, interval: float) -> None:
         self._storage = storage
+        self._enabled = isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage)
         self._interval = interval
         self._trial_ids: set[int] = set()
         self._lock = threading.Lock()
@@ -115,14 +117,18 @@ class HeartbeatPump:
         self._thread = threading.Thread(target=self._loop, name="paretoml-heartbeat", daemon=True)
 
     def __enter__(self) -> HeartbeatPump:
-        self._thread.start()
+        if self._enabled:
+            self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._enabled:
+            self._thread.join()
 
     def add(self, trial_id: int) -> None:
+        if not self._enabled:
+            return
         with self._lock:
             self._trial_ids.add(trial_id)
         self._beat([trial_id])
@@ -161,6 +167,8 @@ class StudyRunner:
     executor: Executor
     on_trial: list[TrialCallback] = field(default_factory=list)
     max_consecutive_failures: int = 0
+    #: Set from another thread to stop gracefully: no new trials, in-flight ones finish.
+    stop_event: threading.Event = field(default_factory=threading.Event)
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -226,6 +234,8 @@ class StudyRunner:
 
     # -- the loop -----------------------------------------------------------------------
     def run(self, progress: ProgressCallback | None = None) -> optuna.Study:
+        """Run until the budget of completed trials, or until ``stop_event`` is set (then the
+        trials in flight finish and are stored before this returns)."""
         self.reclaim_stale_trials()
         budget = self.spec.n_trials
         done = count_complete(self.study)
@@ -238,8 +248,9 @@ class StudyRunner:
             progress(done, budget, None)
         with HeartbeatPump(self.study._storage, interval or 1.0) as pump:
             try:
-                while done < budget:
-                    while len(inflight) < self.executor.slots and done + len(inflight) < budget:
+                while done < budget and (inflight or not self.stop_event.is_set()):
+                    while (len(inflight) < self.executor.slots and done + len(inflight) < budget
+                           and not self.stop_event.is_set()):
                         trial = self.study.ask()
                         job = self._prepare(trial)
                         pump.add(trial._trial_id)

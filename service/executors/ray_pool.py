@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import RayError, RayTaskError
 
 from paretoml.search_space.spec import StudySpec
 from paretoml.service.executors.base import (
@@ -118,11 +118,12 @@ class RayPoolExecutor(Executor):
             index, job = self._inflight.pop(ref)
             try:
                 outcome: TrialOutcome = ray.get(ref)
-            except RayActorError as exc:
-                outcome = TrialOutcome(job, self._dead_info(index), error=f"worker died during the trial: {_first_line(exc)}")
-                self._replace(index)
-            except RayTaskError as exc:
+            except RayTaskError as exc:  # the call itself failed (e.g. could not be pickled)
                 outcome = TrialOutcome(job, self._dead_info(index), error=str(exc))
+            except RayError as exc:  # the actor died: exit, segfault, out-of-memory kill, lost node
+                outcome = TrialOutcome(job, self._dead_info(index),
+                                       error=f"worker died during the trial: {_first_line(exc)}")
+                self._replace(index)
             outcomes.append(outcome)
             self._idle.append(index)
         return outcomes
