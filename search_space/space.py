@@ -16,6 +16,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
+from paretoml.search_space.encoding import VectorEncoding
 from paretoml.search_space.introspect import LayerInfo, group_layers
 from paretoml.search_space.knobs import (
     BatchSizeKnob,
@@ -255,57 +256,20 @@ class JointSpace:
 
     # -- numeric encoding ----------------------------------------------------------------
     @property
+    def encoding(self) -> VectorEncoding:
+        return VectorEncoding(self.distributions)
+
+    @property
     def vector_size(self) -> int:
-        return sum(_width(slot.distribution) for slot in self._slots)
+        return self.encoding.size
 
     def encode(self, params: Mapping[str, Any]) -> np.ndarray:
-        """Map parameters to ``[0, 1]^d``: ordinal for numeric choices, one-hot otherwise."""
-        out: list[float] = []
-        for slot in self._slots:
-            dist = slot.distribution
-            value = params[slot.name]
-            if isinstance(dist, CategoricalDistribution):
-                index = dist.to_internal_repr(value)
-                if _is_ordinal(dist):
-                    out.append(index / (len(dist.choices) - 1) if len(dist.choices) > 1 else 0.0)
-                else:
-                    out.extend(1.0 if i == index else 0.0 for i in range(len(dist.choices)))
-            else:
-                low, high, x = float(dist.low), float(dist.high), float(value)  # type: ignore[attr-defined]
-                if dist.log:  # type: ignore[attr-defined]
-                    low, high, x = math.log(low), math.log(high), math.log(x)
-                out.append((x - low) / (high - low))
-        return np.asarray(out, dtype=np.float64)
+        """Map parameters to ``[0, 1]^d`` (see :mod:`paretoml.search_space.encoding`)."""
+        return self.encoding.encode(params)
 
     def decode(self, vector: np.ndarray) -> dict[str, Any]:
         """Inverse of :meth:`encode`, snapping to the nearest valid value."""
-        vector = np.asarray(vector, dtype=np.float64)
-        if vector.shape != (self.vector_size,):
-            raise ValueError(f"expected a vector of length {self.vector_size}, got {vector.shape}")
-        params: dict[str, Any] = {}
-        i = 0
-        for slot in self._slots:
-            dist = slot.distribution
-            width = _width(dist)
-            chunk = vector[i : i + width]
-            i += width
-            if isinstance(dist, CategoricalDistribution):
-                n = len(dist.choices)
-                index = int(np.clip(round(chunk[0] * (n - 1)), 0, n - 1)) if _is_ordinal(dist) else int(np.argmax(chunk))
-                params[slot.name] = dist.choices[index]
-                continue
-            u = float(np.clip(chunk[0], 0.0, 1.0))
-            low, high = float(dist.low), float(dist.high)  # type: ignore[attr-defined]
-            if dist.log:  # type: ignore[attr-defined]
-                x = math.exp(math.log(low) + u * (math.log(high) - math.log(low)))
-            else:
-                x = low + u * (high - low)
-            step = dist.step  # type: ignore[attr-defined]
-            if step is not None:
-                x = low + round((x - low) / step) * step
-            x = min(max(x, low), high)
-            params[slot.name] = int(round(x)) if isinstance(dist, IntDistribution) else float(x)
-        return params
+        return self.encoding.decode(vector)
 
 
 def _suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
@@ -316,16 +280,6 @@ def _suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
     if isinstance(dist, FloatDistribution):
         return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
     raise TypeError(f"unsupported distribution {dist!r}")
-
-
-def _is_ordinal(dist: CategoricalDistribution) -> bool:
-    return all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in dist.choices)
-
-
-def _width(dist: BaseDistribution) -> int:
-    if isinstance(dist, CategoricalDistribution) and not _is_ordinal(dist):
-        return len(dist.choices)
-    return 1
 
 
 def _midpoint(dist: BaseDistribution) -> Any:

@@ -46,6 +46,21 @@ class NSGA2Options(_Options):
     swapping_prob: float = Field(0.5, ge=0, le=1)
 
 
+class XGBoostOptions(_Options):
+    n_startup_trials: int = Field(10, ge=1)
+    n_candidates: int = Field(2000, ge=10, le=100000)
+    n_estimators: int = Field(30, ge=1, le=2000)
+    max_depth: int = Field(5, ge=1, le=16)
+    max_train: int = Field(400, ge=10)
+    beta: float = Field(1.0, ge=0)
+
+
+def _xgboost(**kwargs: Any) -> BaseSampler:
+    from paretoml.surrogates.xgboost_sampler import XGBoostSampler
+
+    return XGBoostSampler(**kwargs)
+
+
 @dataclass(frozen=True)
 class SamplerEntry:
     name: str
@@ -63,6 +78,8 @@ SAMPLERS: dict[str, SamplerEntry] = {
         SamplerEntry("tpe", optuna.samplers.TPESampler, TPEOptions, "Optuna's (multi-objective) TPE"),
         SamplerEntry("gp", optuna.samplers.GPSampler, GPOptions, "Optuna's Gaussian-process Bayesian optimisation"),
         SamplerEntry("nsga2", optuna.samplers.NSGAIISampler, NSGA2Options, "NSGA-II evolutionary search"),
+        SamplerEntry("xgboost", _xgboost, XGBoostOptions,
+                     "Quantune-style XGBoost quantile surrogate, random-scalarisation LCB, constraint aware"),
     )
 }
 
