@@ -254,6 +254,21 @@ class JointSpace:
                 params[slot.name] = _midpoint(dist)
         return params
 
+    def with_layer_bits(self, params: Mapping[str, Any], bits: Mapping[str, int]) -> dict[str, Any]:
+        """``params`` with bitwidth knobs set from per-layer bits (a shared group takes the
+        widest of its layers', so no layer gets fewer bits than asked)."""
+        out = dict(params)
+        for slot in self._slots:
+            if slot.role == "bits":
+                values = [bits[layer] for layer in slot.layers if layer in bits]
+                if values:
+                    out[slot.name] = max(values)
+        return out
+
+    @property
+    def bits_layers(self) -> list[str]:
+        return [layer for slot in self._slots if slot.role == "bits" for layer in slot.layers]
+
     # -- numeric encoding ----------------------------------------------------------------
     @property
     def encoding(self) -> VectorEncoding:

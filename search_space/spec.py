@@ -74,6 +74,23 @@ class FinetuneSpec(_Strict):
     learning_rate: float = Field(1e-3, gt=0, description="used when no learning_rate knob is searched")
 
 
+class WarmStartSpec(_Strict):
+    """First trials from per-layer sensitivity: bit allocations at several byte budgets."""
+
+    method: Literal["sensitivity"] = "sensitivity"
+    fractions: list[float] = Field(
+        default_factory=lambda: [0.2, 0.3, 0.45, 0.6],
+        description="budgets as fractions of the bit-knobbed layers' uniform 8-bit weight bytes",
+    )
+
+    @field_validator("fractions")
+    @classmethod
+    def _valid_fractions(cls, value: list[float]) -> list[float]:
+        if not value or any(not 0 < f <= 4 for f in value):
+            raise ValueError("fractions must be a non-empty list of numbers in (0, 4]")
+        return value
+
+
 class StudySpec(_Strict):
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
     task: str
@@ -86,6 +103,9 @@ class StudySpec(_Strict):
     seed: int = Field(0, ge=0)
     baselines: list[int] = Field(
         default_factory=list, description="uniform bitwidths enqueued as the first trials (no pruning)"
+    )
+    warm_start: WarmStartSpec | None = Field(
+        None, description="seed the study with sensitivity-based allocations (needs a bitwidth knob)"
     )
     finetune: FinetuneSpec = Field(default_factory=FinetuneSpec)
     measure: MeasureSpec = Field(default_factory=MeasureSpec)

@@ -138,6 +138,11 @@ class MirroredStorage(BaseStorage, BaseHeartbeat):
                 ))
                 rdb_id = int(result.inserted_primary_key[0])
                 self._insert(session, rdb_id, pending, trial.values)
+                if trial.state == TrialState.RUNNING and self.rdb.heartbeat_interval is not None:
+                    # a first beat in the same commit: a process killed at any later point
+                    # leaves a trial that goes stale and is retried, never one stuck RUNNING
+                    session.execute(sqlalchemy.insert(models.TrialHeartbeatModel.__table__).values(
+                        trial_id=rdb_id, heartbeat=sqlalchemy.func.now()))
                 if trial.intermediate_values:
                     table = models.TrialIntermediateValueModel.__table__
                     rows = []
@@ -172,7 +177,10 @@ class MirroredStorage(BaseStorage, BaseHeartbeat):
                 return False
             if state == TrialState.RUNNING:  # a queued trial taken by this runner
                 self.flush(trial_id)
-                return self.rdb.set_trial_state_values(self._trial_ids[trial_id], state, values)
+                taken = self.rdb.set_trial_state_values(self._trial_ids[trial_id], state, values)
+                if taken and self.rdb.heartbeat_interval is not None:
+                    self.rdb.record_heartbeat(self._trial_ids[trial_id])
+                return taken
             self._write(trial_id, state, values)
             return True
 

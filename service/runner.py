@@ -33,6 +33,7 @@ from paretoml.search_space.spec import SpecError, StudySpec, parse_spec
 from paretoml.service.executors.base import Executor, ModelDescription, TrialJob, TrialOutcome
 from paretoml.service.storage import fail_stale_trials, study_exists
 from paretoml.surrogates.registry import create_sampler
+from paretoml.surrogates.sensitivity import warm_start_allocations
 
 SPEC_ATTR = "paretoml:spec"
 LAYERS_ATTR = "paretoml:layers"
@@ -179,6 +180,12 @@ class StudyRunner:
         model = executor.start()
         space = build_space(spec, model.layers, model.n_checkpoints)
         baselines = [space.uniform_params(bits=b, prune=0.0) for b in spec.baselines]
+        warm: list[dict[str, Any]] = []
+        if spec.warm_start is not None and model.sensitivity:
+            start = space.uniform_params(prune=0.0)
+            fractions = spec.warm_start.fractions
+            warm = [space.with_layer_bits(start, bits)
+                    for bits in warm_start_allocations(model.sensitivity, model.layers, fractions)]
         study = optuna.create_study(
             storage=storage, study_name=study_name, directions=spec.directions, sampler=make_sampler(spec)
         )
@@ -187,6 +194,8 @@ class StudyRunner:
         study.set_user_attr(REFERENCE_ATTR, model.reference)
         for bits, params in zip(spec.baselines, baselines):
             study.enqueue_trial(params, user_attrs={"paretoml:baseline": f"uniform {bits}-bit"})
+        for params in warm[: max(0, spec.n_trials - len(baselines))]:
+            study.enqueue_trial(params, user_attrs={"paretoml:baseline": "sensitivity warm start"})
         return cls(study, spec, space, model, executor)
 
     @classmethod

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 from optuna.samplers import BaseSampler
@@ -61,6 +61,20 @@ def _xgboost(**kwargs: Any) -> BaseSampler:
     return XGBoostSampler(**kwargs)
 
 
+class ZerothOrderOptions(_Options):
+    a: float = Field(0.2, gt=0, description="step gain, in units of the unit cube")
+    c: float = Field(0.1, gt=0, le=0.5, description="perturbation size, in units of the unit cube")
+    stability: float = Field(5.0, ge=0)
+    n_chains: int = Field(5, ge=1, le=100, description="scalarisation directions (multi-objective)")
+    fallback: Literal["tpe", "random"] = "tpe"
+
+
+def _zeroth_order(**kwargs: Any) -> BaseSampler:
+    from paretoml.surrogates.zeroth_order import ZerothOrderSampler
+
+    return ZerothOrderSampler(**kwargs)
+
+
 @dataclass(frozen=True)
 class SamplerEntry:
     name: str
@@ -80,6 +94,8 @@ SAMPLERS: dict[str, SamplerEntry] = {
         SamplerEntry("nsga2", optuna.samplers.NSGAIISampler, NSGA2Options, "NSGA-II evolutionary search"),
         SamplerEntry("xgboost", _xgboost, XGBoostOptions,
                      "Quantune-style XGBoost quantile surrogate, random-scalarisation LCB, constraint aware"),
+        SamplerEntry("zeroth-order", _zeroth_order, ZerothOrderOptions,
+                     "SPSA on continuous knobs (merge coefficients, ratios); others by a fallback", False),
     )
 }
 

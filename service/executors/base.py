@@ -15,7 +15,10 @@ from typing import Any
 
 from paretoml.objectives.evaluate import TrialEvaluator
 from paretoml.search_space.introspect import LayerInfo
-from paretoml.search_space.space import TrialConfig
+from paretoml.search_space.knobs import BitwidthKnob
+from paretoml.search_space.space import JointSpace, TrialConfig
+from paretoml.search_space.spec import StudySpec
+from paretoml.surrogates.sensitivity import LayerSensitivity, measure_sensitivity
 
 
 @dataclass(frozen=True)
@@ -58,15 +61,27 @@ class ModelDescription:
     other_params: int
     n_checkpoints: int
     reference: dict[str, Any]
+    sensitivity: list[LayerSensitivity] | None = None
 
 
-def describe(evaluator: TrialEvaluator, objectives: list[str]) -> ModelDescription:
-    reference = evaluator.reference(objectives)
+def describe(evaluator: TrialEvaluator, spec: StudySpec) -> ModelDescription:
+    """The model as the driver needs it; per-layer sensitivities too when the spec asks."""
+    reference = evaluator.reference(spec.objective_names)
+    sensitivity = None
+    bits_knob = next((k for k in spec.knobs if isinstance(k, BitwidthKnob)), None)
+    if spec.warm_start is not None and bits_knob is not None:
+        try:
+            space = JointSpace(spec.knobs, evaluator.layers, n_checkpoints=evaluator.n_checkpoints)
+        except ValueError:
+            space = None  # the driver reports the spec error
+        if space is not None:
+            sensitivity = measure_sensitivity(evaluator, space.bits_layers, bits_knob.choices)
     return ModelDescription(
         layers=evaluator.layers,
         other_params=evaluator.other_params,
         n_checkpoints=evaluator.n_checkpoints,
         reference={**reference.values, **{k: v for k, v in reference.attrs.items() if k != "timings"}},
+        sensitivity=sensitivity,
     )
 
 

@@ -32,7 +32,7 @@ class InProcessExecutor(Executor):
 
         if self._evaluator is None:
             self._evaluator = build_evaluator(self.spec)
-        return describe(self._evaluator, self.spec.objective_names)
+        return describe(self._evaluator, self.spec)
 
     def submit(self, job: TrialJob) -> None:
         self._queue.append(job)

@@ -42,7 +42,7 @@ class TrialWorker:
         self.info = WorkerInfo(worker=name, node=context.get_node_id(), pid=os.getpid())
 
     def describe(self) -> ModelDescription:
-        return describe(self.evaluator, self.spec.objective_names)
+        return describe(self.evaluator, self.spec)
 
     def run(self, job: TrialJob) -> TrialOutcome:
         return run_job(self.evaluator, job, self.info)

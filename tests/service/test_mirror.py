@@ -64,3 +64,18 @@ def test_a_running_trial_is_durable_with_its_parameters(storage_url):
 def test_missing_study_raises_key_error(storage_url):
     with pytest.raises(KeyError):
         open_durable_storage(storage_url).get_study_id_from_name("nope")
+
+
+def test_a_trial_killed_right_after_ask_still_goes_stale(storage_url):
+    """The first heartbeat is written with the trial itself: no window leaves it RUNNING forever."""
+    from paretoml.service.storage import open_storage
+
+    storage = open_durable_storage(storage_url)
+    study = optuna.create_study(storage=storage, study_name="s")
+    study.ask()  # the process "dies" here, before any parameter or explicit heartbeat
+    rdb = open_storage(storage_url, heartbeat_interval=1, grace_period=1)
+    study_id = rdb.get_study_id_from_name("s")
+    import time
+
+    time.sleep(2.5)
+    assert len(rdb._get_stale_trial_ids(study_id)) == 1
