@@ -7,7 +7,7 @@ Problems (all minimised as losses, maximised objectives negated; fixed reference
                 CNN; (accuracy, packed bytes), reference (0, 2 x fp32 bytes)
   digits-merge  per-layer task-arithmetic coefficients of two specialists; accuracy
                 (one objective: hypervolume is the best accuracy above 0)
-Methods: random, tpe, gp, nsga2, xgboost, and xgboost+sens (sensitivity warm start, model
+Methods: random, tpe, gp, nsga2, zeroth-order, xgboost, and xgboost+sens (sensitivity warm start, model
 problems only).
 
   python benchmarks/search_efficiency.py run --out results.json [--trials 300] [--seeds 5] [--jobs N]
@@ -30,7 +30,7 @@ import optuna
 warnings.filterwarnings("ignore")
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
-METHODS = ["random", "tpe", "gp", "nsga2", "xgboost", "xgboost+sens"]
+METHODS = ["random", "tpe", "gp", "nsga2", "zeroth-order", "xgboost", "xgboost+sens"]
 PROBLEMS = ["zdt1", "dtlz2", "digits-cnn", "digits-merge"]
 MODEL_PROBLEMS = {"digits-cnn", "digits-merge"}
 _EVALUATORS: dict[str, Any] = {}
