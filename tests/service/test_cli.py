@@ -11,6 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 import yaml
 from optuna.trial import TrialState
 
@@ -129,9 +130,15 @@ def test_sigkill_mid_study_then_resume_loses_nothing(tmp_path, workers):
     try:
         while time.monotonic() < deadline:
             time.sleep(0.05)
-            if not db.exists() or "k" not in optuna.get_all_study_names(url):
+            if not db.exists():
                 continue
-            trials = optuna.load_study(study_name="k", storage=url).get_trials(deepcopy=False)
+            try:  # read only: never race the child's creation of the schema
+                reader = optuna.storages.RDBStorage(url, skip_table_creation=True, skip_compatibility_check=True)
+                if "k" not in [s.study_name for s in reader.get_all_studies()]:
+                    continue
+                trials = optuna.load_study(study_name="k", storage=reader).get_trials(deepcopy=False)
+            except (sqlalchemy.exc.SQLAlchemyError, KeyError, ValueError):  # schema or study not written yet
+                continue
             done = [t for t in trials if t.state == TrialState.COMPLETE]
             running = [t.number for t in trials if t.state == TrialState.RUNNING]
             if len(done) >= 6 and running:
