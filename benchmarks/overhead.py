@@ -124,8 +124,8 @@ def main() -> None:
         ray.shutdown()
 
     print(f"machine: {machine()}")
-    print(f"\n## Dispatch: trivial trials, random search\n")
-    print(f"| system | trials | wall s | ms / trial |\n|---|---:|---:|---:|")
+    print("\n## Dispatch: trivial trials, random search\n")
+    print("| system | trials | wall s | ms / trial |\n|---|---:|---:|---:|")
     per = {}
     for name, count, wall in rows:
         per[name] = wall / count * 1e3

@@ -86,7 +86,7 @@ def problem(name: str) -> tuple[list[str], np.ndarray, Any, list[dict[str, Any]]
 def hypervolume_curve(values: np.ndarray, signs: np.ndarray, reference: np.ndarray) -> list[float]:
     from optuna._hypervolume import compute_hypervolume
 
-    from paretoml.surrogates.xgboost_sampler import _non_dominated
+    from paretoml.surrogates.pareto import non_dominated
 
     losses = values * signs
     curve = []
@@ -98,7 +98,7 @@ def hypervolume_curve(values: np.ndarray, signs: np.ndarray, reference: np.ndarr
         elif pts.shape[1] == 1:
             curve.append(float(reference[0] - pts.min()))
         else:
-            curve.append(float(compute_hypervolume(pts[_non_dominated(pts)], reference)))
+            curve.append(float(compute_hypervolume(pts[non_dominated(pts)], reference)))
     return curve
 
 
@@ -116,7 +116,9 @@ def run_one(job: tuple[str, str, int, int]) -> dict[str, Any]:
     study.optimize(objective, n_trials=n_trials)
     wall = time.perf_counter() - start
     values = np.array([t.values for t in study.trials if t.values is not None], dtype=float)
-    signs = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
+    from paretoml.surrogates.pareto import loss_signs
+
+    signs = loss_signs(directions)
     return {"problem": name, "method": method, "seed": seed, "wall_s": wall,
             "hv": hypervolume_curve(values, signs, reference)}
 
@@ -151,7 +153,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         curves = {m: np.array([r["hv"] for r in rows if r["method"] == m]) for m in METHODS
                   if any(r["method"] == m for r in rows)}
         medians = {m: np.median(c, axis=0) for m, c in curves.items()}
-        optuna_best = max(medians[m][-1] for m in ("tpe", "gp", "nsga2") if m in medians)
+        optuna_best = max((medians[m][-1] for m in ("tpe", "gp", "nsga2") if m in medians), default=float("nan"))
         random_best = medians["random"][-1] if "random" in medians else float("nan")
         for method, curve in curves.items():
             med = medians[method]

@@ -25,6 +25,7 @@ from sqlalchemy import delete, select
 
 from paretoml.service.db.models import FrontierPoint, FrontierSnapshot
 from paretoml.service.db.session import session_factory
+from paretoml.surrogates.pareto import loss_signs
 
 
 def reference_point(directions: Sequence[StudyDirection], names: Sequence[str],
@@ -54,7 +55,7 @@ class FrontierRecorder:
     def __init__(self, url: str, study: optuna.Study, names: Sequence[str], reference: dict[str, Any]) -> None:
         self._sessions = session_factory(url)
         self._study_name = study.study_name
-        self._signs = np.array([-1.0 if d == StudyDirection.MAXIMIZE else 1.0 for d in study.directions])
+        self._signs = loss_signs(study.directions)
         self._reference = reference_point(study.directions, names, reference)
         self._front: dict[int, np.ndarray] = {}
         self._n_complete = 0

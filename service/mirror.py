@@ -237,9 +237,6 @@ class MirroredStorage(BaseStorage, BaseHeartbeat):
                        states: Container[TrialState] | None = None) -> list[FrozenTrial]:
         return self.memory.get_all_trials(study_id, deepcopy=deepcopy, states=states)
 
-    def rdb_trial_id(self, trial_id: int) -> int:
-        return self._trial_ids[trial_id]
-
     # -- heartbeats ------------------------------------------------------------------------
     def record_heartbeat(self, trial_id: int) -> None:
         self.rdb.record_heartbeat(self._trial_ids[trial_id])

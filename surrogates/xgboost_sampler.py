@@ -23,10 +23,10 @@ import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, RandomSampler
-from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from paretoml.search_space.encoding import VectorEncoding
+from paretoml.surrogates.pareto import loss_signs, non_dominated
 
 _QUANTILES = np.array([0.1, 0.5, 0.9])
 _Z90 = 2.5631  # width of the 10-90 % interval of a normal, in standard deviations
@@ -82,9 +82,8 @@ class XGBoostSampler(BaseSampler):
                     if all(n in t.params for n in search_space)]
         if len(complete) < self.n_startup_trials:
             return encoding.decode(self._sobol_point(encoding.size, trial.number))
-        signs = np.array([-1.0 if d == StudyDirection.MAXIMIZE else 1.0 for d in study.directions])
-        all_losses = np.array([t.values for t in complete], dtype=float) * signs
-        front = _non_dominated(all_losses)
+        all_losses = np.array([t.values for t in complete], dtype=float) * loss_signs(study.directions)
+        front = non_dominated(all_losses)
         chosen = self._training_set(front)
         complete = [complete[i] for i in chosen]
         losses, front = all_losses[chosen], front[chosen]
@@ -185,21 +184,3 @@ class XGBoostSampler(BaseSampler):
         radius = 0.05 * np.sqrt(candidates.shape[1])
         distance = np.min(np.linalg.norm(candidates[:, None, :] - taken[None, :, :], axis=2), axis=1)
         return np.where(distance < radius, 1e2 * (1 - distance / radius), 0.0)
-
-
-def _non_dominated(losses: np.ndarray) -> np.ndarray:
-    """Mask of the non-dominated rows; each front point eliminates what it dominates, so the
-    cost is (front size) x n rather than n^2."""
-    n = len(losses)
-    order = np.lexsort(losses.T[::-1])
-    sorted_losses = losses[order]
-    alive = np.ones(n, dtype=bool)
-    for i in range(n):
-        if not alive[i]:
-            continue
-        point = sorted_losses[i]
-        dominated = np.all(point <= sorted_losses, axis=1) & np.any(point < sorted_losses, axis=1)
-        alive &= ~dominated
-    mask = np.empty(n, dtype=bool)
-    mask[order] = alive
-    return mask

@@ -22,10 +22,10 @@ import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.samplers import BaseSampler, RandomSampler, TPESampler
-from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from paretoml.search_space.encoding import VectorEncoding
+from paretoml.surrogates.pareto import loss_signs
 
 CHAIN, STEP, SIGN = "zo:chain", "zo:k", "zo:sign"
 
@@ -90,7 +90,7 @@ class ZerothOrderSampler(BaseSampler):
                  encoding: VectorEncoding, scales: np.ndarray | None) -> tuple[np.ndarray, int]:
         theta = np.full(encoding.size, 0.5)
         weights = self._weights(chain, chains, len(study.directions))
-        signs = np.array([-1.0 if d == StudyDirection.MAXIMIZE else 1.0 for d in study.directions])
+        signs = loss_signs(study.directions)
         done = {(t.system_attrs[STEP], t.system_attrs[SIGN]): t for t in trials
                 if t.system_attrs[CHAIN] == chain and t.state == TrialState.COMPLETE}
         k = 0

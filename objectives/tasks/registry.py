@@ -8,8 +8,6 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from typing import Any
 
-from pydantic import ValidationError
-
 from paretoml.objectives.tasks.base import Task
 from paretoml.objectives.tasks.digits import DigitsCNNTask
 from paretoml.objectives.tasks.digits_merge import DigitsMergeTask
@@ -60,4 +58,4 @@ def create_task(name: str, options: dict[str, Any] | None = None) -> Task:
     return cls(cls.Options.model_validate(options or {}))
 
 
-__all__ = ["ValidationError", "available_tasks", "create_task", "register_task", "task_class", "UnknownTaskError"]
+__all__ = ["available_tasks", "create_task", "register_task", "task_class", "UnknownTaskError"]

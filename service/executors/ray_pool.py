@@ -9,7 +9,6 @@ a segfault, the out-of-memory killer) fails alone and its actor is replaced.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import ray
@@ -159,12 +158,3 @@ def _first_line(exc: BaseException) -> str:
         if line:
             return line[:300]
     return type(exc).__name__
-
-
-def wait_for_nodes(count: int, timeout: float = 60) -> None:
-    """Block until ``count`` Ray nodes are alive (cluster tests and start-up scripts)."""
-    deadline = time.monotonic() + timeout
-    while sum(1 for n in ray.nodes() if n["Alive"]) < count:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"fewer than {count} Ray nodes came up in {timeout} s")
-        time.sleep(0.5)
