@@ -59,6 +59,14 @@ def _parser() -> argparse.ArgumentParser:
     storage_arg(front)
 
     sub.add_parser("tasks", help="list the registered tasks")
+
+    serve = sub.add_parser("serve", help="run the REST API and the job runners (settings: PARETOML_* or .env)")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1; other addresses need an API token)")
+    serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.add_argument("--storage", help="database URL (default: PARETOML_DATABASE_URL or sqlite:///paretoml.db)")
+    serve.add_argument("--concurrency", type=int, help="studies run at once (0: accept jobs, run none)")
+    serve.add_argument("--workers", type=_positive_int, help="Ray workers per study")
+    serve.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
     return parser
 
 
@@ -85,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _front(args, console)
         if args.command == "tasks":
             return _tasks(console)
+        if args.command == "serve":
+            return _serve(args, console)
     except CliError as exc:
         print(f"paretoml: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -132,17 +142,18 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         raise CliError(f"{args.spec}: {exc}") from None
     name = args.study_name or f"{spec.name or Path(args.spec).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage = _open(args.storage, durable=True)
-    with _executor(args, spec) as executor:
+    with _cli_job(args.storage, name, spec, fresh=True) as job, _executor(args, spec) as executor:
         try:
             runner = StudyRunner.create(spec, storage, name, executor)
         except (SpecError, StudyExistsError) as exc:
+            job.error = str(exc)
             raise CliError(str(exc)) from None
         console.print(f"study [bold]{name}[/bold] in {args.storage}: {len(runner.space.param_names)} knobs over "
                       f"{len(runner.model.layers)} layers, sampler {spec.sampler.name}, {spec.n_trials} trials, "
                       f"{executor.slots} worker(s)")
         for note in runner.space.notes:
             console.print(f"  note: {note}")
-        return _drive(runner, name, args, console)
+        return _drive(runner, name, args, console, job)
 
 
 def _resume(args: argparse.Namespace, console: Console) -> int:
@@ -154,18 +165,70 @@ def _resume(args: argparse.Namespace, console: Console) -> int:
         spec = StudyRunner.load_spec(storage, args.study)
     except (SpecError, StudyNotFoundError) as exc:
         raise CliError(str(exc)) from None
-    with _executor(args, spec) as executor:
+    with _cli_job(args.storage, args.study, spec, fresh=False) as job, _executor(args, spec) as executor:
         runner = StudyRunner.resume(storage, args.study, executor)
         console.print(f"resuming study [bold]{args.study}[/bold] in {args.storage}")
-        return _drive(runner, args.study, args, console)
+        return _drive(runner, args.study, args, console, job)
 
 
-def _drive(runner, name: str, args: argparse.Namespace, console: Console) -> int:  # type: ignore[no-untyped-def]
-    from paretoml.service.report import front_table
-    from paretoml.service.runner import TooManyFailuresError
+class _CliJob:
+    """This process's row in the jobs table: the API sees the study and can stop it."""
 
+    def __init__(self, url: str, name: str, spec) -> None:  # type: ignore[no-untyped-def]
+        import threading
+
+        from paretoml.service.jobs import JobRepository, JobStatus, owner_name
+
+        self.jobs = JobRepository(url)
+        self.name = name
+        self.spec = spec
+        self.owner = owner_name("cli")
+        self.stop_event = threading.Event()
+        self.outcome = JobStatus.failed
+        self.error: str | None = None
+
+
+def _cli_job(url: str, name: str, spec, fresh: bool):  # type: ignore[no-untyped-def]
+    from contextlib import contextmanager
+
+    from paretoml.service.jobs import JobLease, JobStateError, JobStatus
+    from paretoml.service.settings import Settings
+
+    grace = Settings.model_fields["job_grace_s"].default
+
+    @contextmanager
+    def scope():  # type: ignore[no-untyped-def]
+        job = _CliJob(url, name, spec)
+        try:
+            job.jobs.take_for_cli(name, spec, job.owner, grace, fresh)
+        except JobStateError as exc:
+            raise CliError(str(exc)) from None
+        try:
+            with JobLease(job.jobs, name, job.owner, job.stop_event):
+                yield job
+        except KeyboardInterrupt:
+            job.outcome = JobStatus.stopped
+            raise
+        except CliError:
+            raise
+        except BaseException as exc:
+            job.error = job.error or f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            if job.error is not None and job.outcome is not JobStatus.stopped:
+                job.outcome = JobStatus.failed
+            job.jobs.finish(name, job.outcome, job.error)
+
+    return scope()
+
+
+def _drive(runner, name: str, args: argparse.Namespace, console: Console, job: _CliJob) -> int:  # type: ignore[no-untyped-def]
     from paretoml.service.frontier import FrontierRecorder
+    from paretoml.service.jobs import JobStatus
+    from paretoml.service.report import front_table
+    from paretoml.service.runner import TooManyFailuresError, count_complete
 
+    runner.stop_event = job.stop_event
     runner.on_trial.append(FrontierRecorder(args.storage, runner.study, runner.spec.objective_names,
                                             runner.model.reference))
     start = time.perf_counter()
@@ -179,10 +242,18 @@ def _drive(runner, name: str, args: argparse.Namespace, console: Console) -> int
         try:
             runner.run(progress)
         except TooManyFailuresError as exc:
+            job.error = str(exc)
             console.print(f"[red]stopped:[/red] {exc}")
             return 1
     elapsed = time.perf_counter() - start
     console.print(front_table(runner.study, runner.spec.objective_names, f"Pareto front of {name}"))
+    done = count_complete(runner.study)
+    if done < runner.spec.n_trials:
+        job.outcome = JobStatus.stopped
+        console.print(f"stopped on request after {done} of {runner.spec.n_trials} trials ({elapsed:.1f} s); "
+                      f"continue with `paretoml resume {name}`")
+        return 0
+    job.outcome = JobStatus.completed
     console.print(f"{runner.spec.n_trials} trials complete; this run took {elapsed:.1f} s")
     return 0
 
@@ -210,6 +281,37 @@ def _tasks(console: Console) -> int:
 
     for name, cls in sorted(available_tasks().items()):
         console.print(f"[bold]{name}[/bold]: {cls.summary}")
+    return 0
+
+
+def _serve(args: argparse.Namespace, console: Console) -> int:
+    import uvicorn
+    from pydantic import ValidationError
+
+    from paretoml.service.settings import LOOPBACK, Settings
+
+    overrides = {"host": args.host, "port": args.port, "database_url": args.storage,
+                 "study_concurrency": args.concurrency, "workers_per_study": args.workers,
+                 "ray_address": args.ray_address}
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        from paretoml.search_space.spec import format_validation_error
+
+        raise CliError(f"settings: {format_validation_error(exc)}") from None
+    if settings.token is None and settings.host != LOOPBACK:
+        console.print(f"no API token set (PARETOML_API_TOKEN): not binding {settings.host}, "
+                      f"listening on {LOOPBACK} only")
+        settings = settings.model_copy(update={"host": LOOPBACK})
+    elif settings.token is None:
+        console.print(f"no API token set (PARETOML_API_TOKEN): listening on {LOOPBACK} only")
+    _open(settings.database_url)  # a bad URL is one line here, not a traceback from the server
+    from paretoml.service.api import create_app
+
+    console.print(f"ParetoML API on http://{settings.host}:{settings.port} (docs at /docs), "
+                  f"database {settings.database_url}, {settings.study_concurrency} study runner(s)")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
+                timeout_graceful_shutdown=30)
     return 0
 
 

@@ -4,8 +4,9 @@ what the service derives from them. Every name is prefixed so the two never coll
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Integer, MetaData, String, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Float, Integer, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
@@ -48,3 +49,29 @@ class FrontierSnapshot(Base):
     front_size: Mapped[int] = mapped_column(Integer)
     hypervolume: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Job(Base):
+    """A submitted search job. Its id is also the Optuna study's name.
+
+    ``heartbeat_at`` is refreshed by the server running the job; a running job whose
+    heartbeat is older than the grace period lost its server and is queued again.
+    """
+
+    __tablename__ = "paretoml_jobs"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    n_trials: Mapped[int] = mapped_column(Integer)
+    task: Mapped[str] = mapped_column(String(128))
+    sampler: Mapped[str] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    owner: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    #: "api" jobs are run by a server (and taken over if it dies); "cli" ones by `paretoml run`
+    source: Mapped[str] = mapped_column(String(8), default="api")
+    runs: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

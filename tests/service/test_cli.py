@@ -173,3 +173,10 @@ def test_sigkill_mid_study_then_resume_loses_nothing(tmp_path, workers):
         # a trial killed while its parameters were being drawn is retried with those it had
         assert trials[number].params.items() <= retries[0].params.items()
     assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+
+
+def test_serve_refuses_bad_settings_with_one_line(tmp_path):
+    result = paretoml("serve", "--storage", "sqlite:////no/such/dir/x.db", cwd=tmp_path, timeout=60)
+    assert result.returncode == 2 and "does not exist" in result.stderr and "Traceback" not in result.stderr
+    result = paretoml("serve", "--port", "70000", cwd=tmp_path, timeout=60)
+    assert result.returncode == 2 and "port" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,27 @@
+"""``/health``: is the server up, and can it reach its database."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import APIRouter
+
+from paretoml.service.api import schemas
+from paretoml.service.api.deps import Jobs, Scheduler
+from paretoml.service.jobs import JobStatus
+
+router = APIRouter(tags=["health"])
+
+
+def _version() -> str:
+    try:
+        return version("paretoml")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@router.get("/health", response_model=schemas.Health)
+def health(jobs: Jobs, scheduler: Scheduler) -> schemas.Health:
+    queued = jobs.list(JobStatus.queued, 0, 1).total  # a failing database answers 503 from here
+    return schemas.Health(status="ok", version=_version(), database="ok",
+                          studies_running_here=len(scheduler.running), queued=queued)

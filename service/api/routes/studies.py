@@ -1,0 +1,133 @@
+"""``/studies``: submit, list, read, stop, resume and delete search jobs."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import yaml
+from fastapi import APIRouter, HTTPException, Path, Query, Response, status
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+
+from paretoml.search_space.spec import StudySpec
+from paretoml.service.api import schemas
+from paretoml.service.api.deps import Jobs, Reads, Writer
+from paretoml.service.api.reads import STATES_BY_NAME
+from paretoml.service.jobs import JobStatus
+
+router = APIRouter(tags=["studies"])
+
+StudyId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", description="the study's id")]
+Offset = Annotated[int, Query(ge=0, le=10_000_000)]
+
+
+@router.post("/studies", status_code=status.HTTP_202_ACCEPTED, response_model=schemas.StudyCreated,
+             dependencies=[Writer], responses={401: {"model": schemas.Message}, 413: {"model": schemas.Message}})
+def submit_study(spec: StudySpec, jobs: Jobs, response: Response) -> schemas.StudyCreated:
+    """Queue a study. The job is stored before this answers; a runner picks it up."""
+    job = jobs.submit(spec)
+    location = f"/api/v1/studies/{job.id}"
+    response.headers["Location"] = location
+    return schemas.StudyCreated(id=job.id, status=JobStatus(job.status), location=location)
+
+
+@router.get("/studies", response_model=schemas.Page[schemas.StudySummary])
+def list_studies(jobs: Jobs, reads: Reads, status_: Annotated[JobStatus | None, Query(alias="status")] = None,
+                 offset: Offset = 0, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> Any:
+    page = jobs.list(status_, offset, limit)
+    return schemas.Page[schemas.StudySummary](items=[reads.summary(job) for job in page.items], total=page.total,
+                                              offset=offset, limit=limit)
+
+
+@router.get("/studies/{study_id}", response_model=schemas.StudyDetail, responses={404: {"model": schemas.Message}})
+def get_study(study_id: StudyId, jobs: Jobs, reads: Reads) -> schemas.StudyDetail:
+    return reads.detail(jobs.get(study_id))
+
+
+@router.get("/studies/{study_id}/trials", response_model=schemas.Page[schemas.Trial] | schemas.Page[schemas.TrialBrief],
+            responses={404: {"model": schemas.Message}})
+def list_trials(
+    study_id: StudyId, jobs: Jobs, reads: Reads,
+    state: Annotated[schemas.TrialStateName | None, Query(description="only trials in this state")] = None,
+    offset: Offset = 0, limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    brief: Annotated[bool, Query(description="numbers, states and values only (for charts of many trials)")] = False,
+) -> Any:
+    """Trials in number order."""
+    job = jobs.get(study_id)
+    trials = reads.trials(study_id)
+    if state is not None:
+        trials = [t for t in trials if t.state == STATES_BY_NAME[state]]
+    chosen = sorted(trials, key=lambda t: t.number)[offset: offset + limit]
+    if brief:
+        return schemas.Page[schemas.TrialBrief](items=[reads.brief(job, t) for t in chosen], total=len(trials),
+                                                offset=offset, limit=limit)
+    return schemas.Page[schemas.Trial](items=[reads.trial(job, t) for t in chosen], total=len(trials),
+                                       offset=offset, limit=limit)
+
+
+@router.get("/studies/{study_id}/trials/{number}", response_model=schemas.Trial,
+            responses={404: {"model": schemas.Message}})
+def get_trial(study_id: StudyId, number: Annotated[int, Path(ge=0, le=10_000_000)], jobs: Jobs,
+              reads: Reads) -> schemas.Trial:
+    job = jobs.get(study_id)
+    for trial in reads.trials(study_id):
+        if trial.number == number:
+            return reads.trial(job, trial)
+    raise HTTPException(status.HTTP_404_NOT_FOUND, f"study {study_id!r} has no trial {number}")
+
+
+@router.get("/studies/{study_id}/frontier", response_model=schemas.Frontier,
+            responses={404: {"model": schemas.Message}})
+def get_frontier(study_id: StudyId, jobs: Jobs, reads: Reads) -> schemas.Frontier:
+    """The stored Pareto front (feasible completed trials) and its hypervolume each time it changed."""
+    return reads.frontier(jobs.get(study_id))
+
+
+_WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": schemas.Message}, 404: {"model": schemas.Message}, 409: {"model": schemas.Message}}
+
+
+@router.post("/studies/{study_id}/stop", response_model=schemas.StudySummary, dependencies=[Writer],
+             responses=_WRITE_ERRORS)
+def stop_study(study_id: StudyId, jobs: Jobs, reads: Reads) -> schemas.StudySummary:
+    """A queued study stops at once; a running one finishes its trials in flight (status 'stopping')."""
+    jobs.request_stop(study_id)
+    return reads.summary(jobs.get(study_id))
+
+
+@router.post("/studies/{study_id}/resume", response_model=schemas.StudySummary, dependencies=[Writer],
+             status_code=status.HTTP_202_ACCEPTED, responses=_WRITE_ERRORS)
+def resume_study(study_id: StudyId, jobs: Jobs, reads: Reads) -> schemas.StudySummary:
+    """Queue a stopped or failed study again; it continues to its budget with nothing redone."""
+    jobs.resume(study_id)
+    return reads.summary(jobs.get(study_id))
+
+
+@router.delete("/studies/{study_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[Writer],
+               responses=_WRITE_ERRORS)
+def delete_study(study_id: StudyId, jobs: Jobs, reads: Reads) -> Response:
+    """Delete a study that is not queued or running (stop it first), with all its trials."""
+    jobs.delete(study_id)
+    reads.delete_study(study_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/specs/validate", response_model=StudySpec, tags=["specs"],
+             responses={422: {"description": "the spec's errors, each with its field's location"}})
+async def validate_spec(body: schemas.SpecText) -> Any:
+    """Parse a spec written as YAML or JSON and validate it, without submitting it."""
+    try:
+        data = json.loads(body.text) if body.format == "json" else yaml.safe_load(body.text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise HTTPException(422, [{"loc": ["body", "text"], "msg": f"not valid {body.format.upper()}: {first}",
+                                   "type": "parse_error"}]) from None
+    if not isinstance(data, dict):
+        raise HTTPException(422, [{"loc": ["body", "text"], "msg": "the spec must be a mapping of fields",
+                                   "type": "spec_type"}])
+    try:
+        return await run_in_threadpool(StudySpec.model_validate, data)
+    except ValidationError as exc:
+        raise HTTPException(422, [{"loc": ["body", "spec", *e["loc"]], "msg": e["msg"], "type": e["type"]}
+                                  for e in exc.errors(include_url=False)]) from None
