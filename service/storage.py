@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
 
 import optuna
-import sqlalchemy
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 
+from paretoml.service.db.session import tune_sqlite
 from paretoml.service.mirror import MirroredStorage
 
 DEFAULT_STORAGE_URL = "sqlite:///paretoml.db"
@@ -55,31 +54,13 @@ def open_storage(
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise StorageError(f"--storage: cannot open {url!r}: {first}") from None
     if url.startswith("sqlite"):
-        _tune_sqlite(storage.engine)
+        tune_sqlite(storage.engine)
     return storage
 
 
 def open_durable_storage(url: str = DEFAULT_STORAGE_URL, **kwargs: int) -> MirroredStorage:
     """What runners write through: in-memory reads, batched durable writes (see mirror)."""
     return MirroredStorage(open_storage(url, **kwargs))  # type: ignore[arg-type]
-
-
-def _tune_sqlite(engine: sqlalchemy.Engine) -> None:
-    """Write-ahead log: a commit is one append, and readers never block the writer.
-
-    ``synchronous=NORMAL`` with WAL keeps every committed transaction through a crash or
-    kill of the process; only an OS crash or power cut can lose the last commits.
-    """
-
-    @sqlalchemy.event.listens_for(engine, "connect")
-    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
-
-    engine.dispose()  # connections opened before the listener reconnect with the pragmas
 
 
 def study_exists(storage: BaseStorage, name: str) -> bool:
