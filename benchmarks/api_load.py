@@ -100,11 +100,14 @@ def main() -> None:
             time.sleep(0.2)
         ids, statuses, latency, errors = asyncio.run(drive(base, args.clients, args.seconds))
     finally:
+        stop = time.monotonic()
         server.send_signal(signal.SIGTERM)
         try:
-            server.wait(timeout=60)
+            server.wait(timeout=120)
+            shutdown = f"graceful shutdown took {time.monotonic() - stop:.1f} s"
         except subprocess.TimeoutExpired:
             server.kill()
+            shutdown = "graceful shutdown did not end within 120 s: killed"
     engine = sa.create_engine(url)
     with engine.connect() as conn:
         stored = {row[0] for row in conn.execute(sa.text("SELECT id FROM paretoml_jobs"))}
@@ -120,7 +123,7 @@ def main() -> None:
     print(f"5xx: {sum(v for k, v in statuses.items() if k >= 500)}")
     print(f"GET /studies/{{id}}: n={len(ms)} p50={np.percentile(ms, 50):.1f} ms p90={np.percentile(ms, 90):.1f} ms "
           f"p99={np.percentile(ms, 99):.1f} ms max={ms.max():.1f} ms")
-    print(f"server log: {work / 'server.log'}")
+    print(f"server log: {work / 'server.log'}; {shutdown}")
     print(f"jobs accepted: {len(ids)}; stored: {len(stored)}; lost: {len(lost)}; by status after shutdown: {states}")
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import optuna
 
 from paretoml.search_space.spec import SpecError, StudySpec, parse_spec
-from paretoml.service.executors.ray_pool import RayPoolExecutor
+from paretoml.service.executors.ray_pool import RayPoolExecutor, StartCancelled
 from paretoml.service.frontier import FrontierRecorder
 from paretoml.service.mirror import MirroredStorage
 from paretoml.service.jobs import Job, JobRepository, JobStatus, owner_name
@@ -39,13 +39,16 @@ class JobScheduler:
         self.url = settings.database_url
         self.jobs = JobRepository(self.url)
         self.owner = owner_name("server")
-        self._runners: dict[str, StudyRunner] = {}
+        #: one stop event per running job: set by a stop request or by shutdown
+        self._stops: dict[str, threading.Event] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._loop_thread: threading.Thread | None = None
         self._started_ray = False
         self._ray_lock = threading.Lock()
+        #: set once the bookkeeping thread has started (or joined) Ray
+        self.ray_ready = threading.Event()
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -59,10 +62,10 @@ class JobScheduler:
         (a restart resumes them)."""
         self._closing.set()
         with self._lock:
-            runners = list(self._runners.values())
+            stops = list(self._stops.values())
             threads = list(self._threads.values())
-        for runner in runners:
-            runner.stop_event.set()
+        for stop in stops:
+            stop.set()
         if self._loop_thread is not None:
             self._loop_thread.join(timeout)
         for thread in threads:
@@ -82,6 +85,14 @@ class JobScheduler:
     def _loop(self) -> None:
         while not self._closing.is_set():
             try:
+                if not self.ray_ready.is_set():
+                    # Ray is started from this thread, which lives as long as the server: Ray's
+                    # processes die with the thread that started them (parent-death signal).
+                    self.ensure_ray()
+                    self.ray_ready.set()
+            except Exception:
+                log.exception("cannot start or join Ray; retrying")
+            try:
                 self.tick()
             except Exception:  # the database may be briefly unavailable; try again next beat
                 log.exception("job bookkeeping failed")
@@ -91,12 +102,13 @@ class JobScheduler:
         statuses = self.jobs.beat(self.running, self.owner)
         with self._lock:
             for job_id, status in statuses.items():
-                runner = self._runners.get(job_id)
-                if status == JobStatus.stopping.value and runner is not None:
-                    runner.stop_event.set()
+                stop = self._stops.get(job_id)
+                if status == JobStatus.stopping.value and stop is not None:
+                    stop.set()
         for job_id in self.jobs.requeue_orphans(self.settings.job_grace_s):
             log.warning("job %s lost its server; queued again to resume", job_id)
-        while not self._closing.is_set() and len(self.running) < self.settings.study_concurrency:
+        while (self.ray_ready.is_set() and not self._closing.is_set()
+               and len(self.running) < self.settings.study_concurrency):
             job = self.jobs.claim_next(self.owner)
             if job is None:
                 break
@@ -107,7 +119,8 @@ class JobScheduler:
 
     # -- one job -------------------------------------------------------------------------
     def ensure_ray(self) -> None:
-        """Start (or join) Ray once; idempotent and safe from any thread."""
+        """Start (or join) Ray once; idempotent. Call it only from a thread that lives as
+        long as Ray should (the bookkeeping thread, or the main thread)."""
         import ray
 
         with self._ray_lock:
@@ -130,7 +143,7 @@ class JobScheduler:
             error = _one_line(exc)
         finally:
             with self._lock:
-                self._runners.pop(job.id, None)
+                self._stops.pop(job.id, None)
                 self._threads.pop(job.id, None)
             if outcome is JobStatus.queued:  # server shutting down: leave it for the next start
                 self.jobs.requeue(job.id, self.owner)
@@ -138,8 +151,11 @@ class JobScheduler:
                 self.jobs.finish(job.id, outcome, error)
 
     def _drive(self, job: Job) -> JobStatus:
+        import ray
+
         spec = parse_spec(job.spec)
-        self.ensure_ray()
+        if not ray.is_initialized():
+            raise RuntimeError("Ray is not running in this server")
         storage = open_durable_storage(self.url)
         try:
             return self._drive_on(job, spec, storage)
@@ -148,25 +164,35 @@ class JobScheduler:
 
     def _drive_on(self, job: Job, spec: StudySpec, storage: MirroredStorage) -> JobStatus:
         _drop_unfinished_creation(storage, job.id)
+        stop = threading.Event()
+        with self._lock:
+            self._stops[job.id] = stop
+            if self._closing.is_set():
+                stop.set()
+        if self.jobs.get(job.id).status == JobStatus.stopping.value:
+            stop.set()
         executor = RayPoolExecutor(spec, workers=self.settings.workers_per_study, num_cpus=self.settings.worker_cpus,
-                                   num_gpus=self.settings.worker_gpus)
+                                   num_gpus=self.settings.worker_gpus, cancel=stop)
         with executor:
-            if study_exists(storage, job.id):
-                runner = StudyRunner.resume(storage, job.id, executor)
-            else:
-                runner = StudyRunner.create(spec, storage, job.id, executor)
+            try:
+                if study_exists(storage, job.id):
+                    runner = StudyRunner.resume(storage, job.id, executor)
+                else:
+                    runner = StudyRunner.create(spec, storage, job.id, executor)
+            except StartCancelled:
+                return self._interrupted(job.id)
+            runner.stop_event = stop
             runner.on_trial.append(FrontierRecorder(self.url, runner.study, spec.objective_names,
                                                     runner.model.reference))
-            with self._lock:
-                self._runners[job.id] = runner
-                if self._closing.is_set():
-                    runner.stop_event.set()
-            if self.jobs.get(job.id).status == JobStatus.stopping.value:
-                runner.stop_event.set()
             runner.run()
             if count_complete(runner.study) >= spec.n_trials:
                 return JobStatus.completed
-        return JobStatus.queued if self._closing.is_set() and not self._stop_requested(job.id) else JobStatus.stopped
+        return self._interrupted(job.id)
+
+    def _interrupted(self, job_id: str) -> JobStatus:
+        """A job that ended before its budget: stopped on request, or queued again when the
+        server is shutting down."""
+        return JobStatus.queued if self._closing.is_set() and not self._stop_requested(job_id) else JobStatus.stopped
 
     def _stop_requested(self, job_id: str) -> bool:
         return self.jobs.get(job_id).status == JobStatus.stopping.value

@@ -25,18 +25,25 @@ from paretoml.service.settings import Settings
 API_PREFIX = "/api/v1"
 
 
-async def _start_ray(scheduler: JobScheduler) -> None:
-    """Start Ray in the background, then give SIGTERM/SIGINT back to the server.
+def _server_signal_handlers() -> dict[signal.Signals, object]:
+    if threading.current_thread() is not threading.main_thread():
+        return {}  # handlers can only be set from the main thread (a TestClient runs elsewhere)
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
+async def _restore_signals_after_ray(scheduler: JobScheduler, saved: dict[signal.Signals, object]) -> None:
+    """Once the scheduler has started Ray, give SIGTERM/SIGINT back to the server.
 
     Ray's core worker installs its own handlers for them, which would end the process at
     once, skipping the graceful shutdown that hands running studies back to the queue.
     """
-    in_main = threading.current_thread() is threading.main_thread()
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)} if in_main else {}
-    await run_in_threadpool(scheduler.ensure_ray)
+    if not saved:
+        return
+    while not scheduler.ray_ready.is_set():
+        await asyncio.sleep(0.1)
     for sig, handler in saved.items():
         if handler is not None:
-            signal.signal(sig, handler)
+            signal.signal(sig, handler)  # type: ignore[arg-type]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -48,13 +55,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.jobs = JobRepository(settings.database_url)
         app.state.reads = StudyReads(settings.database_url, app.state.jobs)
         app.state.scheduler = scheduler = JobScheduler(settings)
+        saved = _server_signal_handlers()
         scheduler.start()
-        ray_start = asyncio.create_task(_start_ray(scheduler)) if settings.study_concurrency else None
+        restore = asyncio.create_task(_restore_signals_after_ray(scheduler, saved)) if settings.study_concurrency else None
+        # the first read of a big study loads all its trials; do it before anyone asks
+        threading.Thread(target=app.state.reads.warm, name="paretoml-warm-reads", daemon=True).start()
         try:
             yield
         finally:
-            if ray_start is not None and not ray_start.done():
-                await ray_start
+            if restore is not None:
+                restore.cancel()
             await run_in_threadpool(scheduler.shutdown)
 
     app = FastAPI(title="ParetoML", version="1", lifespan=lifespan, docs_url="/docs",

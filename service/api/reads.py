@@ -84,6 +84,15 @@ class StudyReads:
             return []
         return self.storage.get_all_trials(study_id, deepcopy=False)
 
+    def warm(self, recent: int = 20) -> None:
+        """Load the trials of the most recent studies into the cache (first reads of big
+        studies take seconds)."""
+        try:
+            for job in self.jobs.list(offset=0, limit=recent).items:
+                self.trials(job.id)
+        except Exception:  # only an optimisation: a request will load them instead
+            pass
+
     # -- studies -------------------------------------------------------------------------
     def summary(self, job: Job, trials: list[FrozenTrial] | None = None) -> schemas.StudySummary:
         trials = self.trials(job.id) if trials is None else trials

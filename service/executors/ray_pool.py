@@ -9,6 +9,7 @@ a segfault, the out-of-memory killer) fails alone and its actor is replaced.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import ray
@@ -24,6 +25,10 @@ from paretoml.service.executors.base import (
     describe,
     run_job,
 )
+
+
+class StartCancelled(RuntimeError):
+    """``cancel`` was set before every worker had loaded its model."""
 
 
 class TrialWorker:
@@ -55,6 +60,7 @@ class RayPoolExecutor(Executor):
         num_cpus: float = 1.0,
         num_gpus: float = 0.0,
         address: str | None = None,
+        cancel: threading.Event | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -63,6 +69,7 @@ class RayPoolExecutor(Executor):
         self.num_cpus = num_cpus
         self.num_gpus = num_gpus
         self.address = address
+        self.cancel = cancel
         self._started_ray = False
         self._actors: list[Any] = []
         self._idle: list[int] = []
@@ -95,7 +102,14 @@ class RayPoolExecutor(Executor):
         self._ensure_ray()
         self._actors = [self._spawn() for _ in range(self.workers)]
         # every actor loads its model now, so the first trials do not pay for it
-        descriptions = ray.get([actor.describe.remote() for actor in self._actors])
+        refs = [actor.describe.remote() for actor in self._actors]
+        while True:  # wait in steps, so a stop or shutdown is not stuck behind pending actors
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=1.0)
+            if len(ready) == len(refs):
+                break
+            if self.cancel is not None and self.cancel.is_set():
+                raise StartCancelled("stopped while the workers were starting")
+        descriptions = ray.get(refs)
         self._idle = list(range(self.workers))
         return descriptions[0]
 

@@ -52,7 +52,7 @@ class Importances(BaseModel):
     note: str | None = Field(None, description="why there are no importances yet, if so")
 
 
-_cache: OrderedDict[tuple[str, int, int], Importances] = OrderedDict()
+_cache: OrderedDict[tuple[str, str, str, int, int], Importances] = OrderedDict()
 _cache_lock = threading.Lock()
 _CACHE_SIZE = 32
 
@@ -61,8 +61,9 @@ def _sorted(values: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in sorted(values.items(), key=lambda kv: -kv[1]) if math.isfinite(v)}
 
 
-def compute_importances(study: optuna.Study, objectives: list[schemas.Objective], n_complete: int) -> Importances:
-    if n_complete < MIN_TRIALS:
+def compute_importances(study: optuna.Study | None, objectives: list[schemas.Objective],
+                        n_complete: int) -> Importances:
+    if study is None or n_complete < MIN_TRIALS:
         return Importances(evaluator=EVALUATOR, n_trials=n_complete, objectives=[],
                            note=f"importances need at least {MIN_TRIALS} completed trials ({n_complete} so far)")
     out: list[ObjectiveImportances] = []
@@ -89,8 +90,8 @@ def get_importances(study_id: StudyId, jobs: Jobs, reads: Reads) -> Any:
     trials = reads.trials(study_id)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if not complete or reads.study_id(study_id) is None:
-        return compute_importances(None, objectives, 0)  # type: ignore[arg-type]
-    key = (study_id, len(complete), max(t.number for t in complete))
+        return compute_importances(None, objectives, 0)
+    key = (reads.url, study_id, str(job.created_at), len(complete), max(t.number for t in complete))
     with _cache_lock:
         if key in _cache:
             _cache.move_to_end(key)

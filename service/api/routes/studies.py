@@ -59,11 +59,15 @@ def list_trials(
     if state is not None:
         trials = [t for t in trials if t.state == STATES_BY_NAME[state]]
     chosen = sorted(trials, key=lambda t: t.number)[offset: offset + limit]
+    page: schemas.Page[Any]
     if brief:
-        return schemas.Page[schemas.TrialBrief](items=[reads.brief(job, t) for t in chosen], total=len(trials),
+        page = schemas.Page[schemas.TrialBrief](items=[reads.brief(job, t) for t in chosen], total=len(trials),
                                                 offset=offset, limit=limit)
-    return schemas.Page[schemas.Trial](items=[reads.trial(job, t) for t in chosen], total=len(trials),
-                                       offset=offset, limit=limit)
+    else:
+        page = schemas.Page[schemas.Trial](items=[reads.trial(job, t) for t in chosen], total=len(trials),
+                                           offset=offset, limit=limit)
+    # built and checked above already; validating against the union again costs 0.5 s at 10,000
+    return Response(page.model_dump_json(), media_type="application/json")
 
 
 @router.get("/studies/{study_id}/trials/{number}", response_model=schemas.Trial,

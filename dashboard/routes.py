@@ -1,0 +1,289 @@
+"""The dashboard, served by the API's own FastAPI app under ``/``.
+
+Pages (static HTML and plain JavaScript modules, no build step):
+
+- ``/``: the study list; ``/new``: the new-study form;
+- ``/studies/{id}``: a study (Pareto front, history, importances, trials);
+- ``/studies/{id}/trials/{number}``: one trial.
+
+The pages read everything from the public REST API (``/api/v1``), as any client would.
+Figures are drawn by :mod:`paretoml.dashboard.figures`; ``/ui/api/.../figures`` serves
+them as plotly JSON, built from the documents that the REST handlers return (the
+handlers are called in-process, with the same arguments a request would give them).
+plotly.js comes from the installed ``plotly`` package, never from a CDN.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import html
+import json
+import threading
+from collections import Counter, OrderedDict
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import plotly
+from fastapi import APIRouter, FastAPI, HTTPException, Path as PathParam, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
+
+from paretoml.dashboard import figures
+from paretoml.service.api.deps import Jobs, Reads
+
+HERE = Path(__file__).resolve().parent
+STATIC = HERE / "static"
+TEMPLATES = HERE / "templates"
+PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
+PLOTLY_URL = f"/ui/plotly-{plotly.__version__}.min.js"
+TRIALS_PAGE = 10_000  # the REST API's largest page of trials
+SETTLED = {"completed", "stopped", "failed"}  # job statuses in which no trial runs
+
+StudyId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
+TrialNumber = Annotated[int, PathParam(ge=0, le=10_000_000)]
+
+router = APIRouter(include_in_schema=False)
+
+
+class _RevalidatedStatic(StaticFiles):
+    """Static files that the browser keeps but checks (ETag) on every load."""
+
+    def file_response(self, full_path: Any, stat_result: Any, scope: Scope, status_code: int = 200) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+
+def install_dashboard(app: FastAPI) -> None:
+    """Add the dashboard's pages, assets and figure routes to the API's app."""
+    app.include_router(router)
+    app.mount("/ui/static", _RevalidatedStatic(directory=STATIC), name="dashboard-static")
+    # plotly builds its figure classes lazily (half a second, once); do it before a user waits
+    threading.Thread(target=_warm_up, name="paretoml-dashboard-warmup", daemon=True).start()
+
+
+def _warm_up() -> None:
+    figures.pareto_figure([{"name": "a", "direction": "minimize"}, {"name": "b", "direction": "maximize"}],
+                          [{"number": 0, "state": "complete", "values": {"a": 1.0, "b": 1.0}, "feasible": True}],
+                          {"points": []}).to_json()
+    _plotly_gzip()
+
+
+# -- pages -----------------------------------------------------------------------------------
+@lru_cache(maxsize=1)
+def _asset_version() -> str:
+    digest = hashlib.sha1()
+    for path in sorted(STATIC.rglob("*")):
+        if path.is_file():
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
+def _page(request: Request, name: str, **values: str) -> HTMLResponse:
+    text = (TEMPLATES / name).read_text()
+    settings = request.app.state.settings
+    values = {"auth": "required" if settings.token else "none", "plotly": PLOTLY_URL,
+              "v": _asset_version(), **values}
+    for key, value in values.items():
+        text = text.replace("{{" + key + "}}", html.escape(value, quote=True))
+    return HTMLResponse(text, headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/", response_class=HTMLResponse)
+def study_list_page(request: Request) -> HTMLResponse:
+    return _page(request, "list.html")
+
+
+@router.get("/new", response_class=HTMLResponse)
+def new_study_page(request: Request) -> HTMLResponse:
+    return _page(request, "new.html")
+
+
+@router.get("/studies/{study_id}", response_class=HTMLResponse)
+def study_page(request: Request, study_id: StudyId) -> HTMLResponse:
+    return _page(request, "study.html", study=study_id)
+
+
+@router.get("/studies/{study_id}/trials/{number}", response_class=HTMLResponse)
+def trial_page(request: Request, study_id: StudyId, number: TrialNumber) -> HTMLResponse:
+    return _page(request, "trial.html", study=study_id, trial=str(number))
+
+
+# -- plotly.js from the installed package ---------------------------------------------------
+@lru_cache(maxsize=1)
+def _plotly_gzip() -> bytes:
+    return gzip.compress(PLOTLY_JS.read_bytes(), compresslevel=6, mtime=0)
+
+
+@router.get(PLOTLY_URL)
+def plotly_js(request: Request) -> Response:
+    headers = {"Cache-Control": "public, max-age=31536000, immutable", "Vary": "Accept-Encoding"}
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        return Response(_plotly_gzip(), media_type="text/javascript",
+                        headers={**headers, "Content-Encoding": "gzip"})
+    return Response(PLOTLY_JS.read_bytes(), media_type="text/javascript", headers=headers)
+
+
+# -- example specs ---------------------------------------------------------------------------
+def _examples_dir() -> Path | None:
+    try:  # installed with the package, when it ships them
+        candidate = Path(str(resources.files("paretoml.studies")))
+        if candidate.is_dir():
+            return candidate
+    except (ModuleNotFoundError, TypeError):
+        pass
+    source = HERE.parent / "studies"  # a source checkout (editable install)
+    return source if source.is_dir() else None
+
+
+@router.get("/ui/api/examples")
+def examples() -> list[dict[str, str]]:
+    """The example specs of ``studies/``, for the new-study form."""
+    folder = _examples_dir()
+    if folder is None:
+        return []
+    return [{"name": p.name, "text": p.read_text()} for p in sorted(folder.glob("*.yaml"))]
+
+
+# -- figures ---------------------------------------------------------------------------------
+def _rest_documents(study_id: str, jobs: Any, reads: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The study's completed trials (brief) and its frontier, as the REST API returns them."""
+    from paretoml.service.api.routes import studies as rest
+
+    trials: list[dict[str, Any]] = []
+    offset = 0
+    while True:
+        response = rest.list_trials(study_id, jobs, reads, state="complete", offset=offset, limit=TRIALS_PAGE,
+                                    brief=True)
+        page = json.loads(response.body)  # the endpoint answers serialised JSON
+        trials.extend(page["items"])
+        offset += TRIALS_PAGE
+        if offset >= page["total"]:
+            break
+    frontier = rest.get_frontier(study_id, jobs, reads).model_dump(mode="json")
+    return trials, frontier
+
+
+def _figures_json(named: dict[str, Any], extra: dict[str, Any] | None = None) -> str:
+    parts = [f"{json.dumps(k)}:{fig.to_json(validate=False)}" for k, fig in named.items()]
+    parts += [f"{json.dumps(k)}:{json.dumps(v)}" for k, v in (extra or {}).items()]
+    return "{" + ",".join(parts) + "}"
+
+
+def _json_response(text: str) -> Response:
+    return Response(text, media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+def _json_figures(named: dict[str, Any], extra: dict[str, Any] | None = None) -> Response:
+    return _json_response(_figures_json(named, extra))
+
+
+class _FigureCache:
+    """The last figures of a few studies that are not running (completed, stopped, failed),
+    keyed by the count of trials in each state, so a resumed study misses the cache."""
+
+    def __init__(self, size: int = 16) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[Any, ...], str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> str | None:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        return None
+
+    def put(self, key: tuple[Any, ...], text: str) -> None:
+        with self._lock:
+            self._items[key] = text
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
+_cache = _FigureCache()
+
+
+def _fingerprint(study_id: str, reads: Any) -> tuple[Any, ...]:
+    states = Counter(t.state for t in reads.trials(study_id))
+    return tuple(sorted((state.name, count) for state, count in states.items()))
+
+
+@router.get("/ui/api/studies/{study_id}/figures")
+def study_figures(study_id: StudyId, jobs: Jobs, reads: Reads,
+                  include: Annotated[str, Query(pattern=r"^(pareto|history)(,(pareto|history))*$")] = "pareto,history",
+                  axes: Annotated[str | None, Query(max_length=400, description="comma-separated objectives")] = None,
+                  ) -> Response:
+    """The Pareto-front and history figures of a study, as plotly JSON."""
+    job = jobs.get(study_id)  # 404 for a study that does not exist
+    settled = str(getattr(job.status, "value", job.status)) in SETTLED
+    key = (reads.url, study_id, str(job.created_at), include, axes, _fingerprint(study_id, reads))
+    cached = _cache.get(key) if settled else None
+    if cached is not None:
+        return _json_response(cached)
+    trials, frontier = _rest_documents(study_id, jobs, reads)
+    objectives = frontier["objectives"]
+    named: dict[str, Any] = {}
+    wanted = include.split(",")
+    try:
+        if "pareto" in wanted:
+            named["pareto"] = figures.pareto_figure(objectives, trials, frontier,
+                                                    axes.split(",") if axes else None)
+    except figures.FigureError as exc:
+        raise HTTPException(422, str(exc)) from None
+    if "history" in wanted:
+        named["history"] = figures.history_figure(objectives, trials, frontier)
+    text = _figures_json(named, {"n_complete": len(trials), "front_size": len(frontier["points"])})
+    if settled and _fingerprint(study_id, reads) == key[-1]:
+        _cache.put(key, text)
+    return _json_response(text)
+
+
+@router.get("/ui/api/studies/{study_id}/figures/importances")
+def importance_figure(study_id: StudyId, jobs: Jobs, reads: Reads) -> Response:
+    from paretoml.service.api.routes import analysis
+
+    document = analysis.get_importances(study_id, jobs, reads)
+    document = document.model_dump(mode="json") if hasattr(document, "model_dump") else document
+    return _json_figures({"importances": figures.importance_figure(document)}, {"document": document})
+
+
+_layers: OrderedDict[tuple[str, str, str], list[dict[str, Any]]] = OrderedDict()
+_layers_lock = threading.Lock()
+
+
+def _study_layers(study_id: str, jobs: Any, reads: Any) -> list[dict[str, Any]]:
+    """``StudyDetail.layers``, kept per study: a study's model does not change, and the
+    detail document costs a pass over all its trials."""
+    from paretoml.service.api.routes import studies as rest
+
+    key = (reads.url, study_id, str(jobs.get(study_id).created_at))
+    with _layers_lock:
+        if key in _layers:
+            return _layers[key]
+    layers = rest.get_study(study_id, jobs, reads).model_dump(mode="json")["layers"]
+    if layers:  # written when the study's runner first starts
+        with _layers_lock:
+            _layers[key] = layers
+            while len(_layers) > 64:
+                _layers.popitem(last=False)
+    return layers
+
+
+@router.get("/ui/api/studies/{study_id}/trials/{number}/figures/layers")
+def layer_figure(study_id: StudyId, number: TrialNumber, jobs: Jobs, reads: Reads) -> Response:
+    from paretoml.service.api.routes import studies as rest
+
+    trial = rest.get_trial(study_id, number, jobs, reads).model_dump(mode="json")
+    return _json_figures({"layers": figures.layer_config_figure(_study_layers(study_id, jobs, reads), trial)})
+
+
+@router.get("/ui/api/meta")
+def meta(request: Request) -> JSONResponse:
+    """What the pages need to know about this server: whether writes need a token."""
+    return JSONResponse({"auth_required": request.app.state.settings.token is not None})
