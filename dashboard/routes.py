@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import html
 import json
 import threading
 from collections import Counter, OrderedDict
@@ -25,6 +24,8 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
+
+import jinja2
 
 import plotly
 from fastapi import APIRouter, FastAPI, HTTPException, Path as PathParam, Query, Request
@@ -84,13 +85,17 @@ def _asset_version() -> str:
     return digest.hexdigest()[:10]
 
 
+@lru_cache(maxsize=1)
+def _templates() -> jinja2.Environment:
+    """Pages extend ``base.html``; every value is HTML-escaped (autoescape)."""
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                              undefined=jinja2.StrictUndefined)
+
+
 def _page(request: Request, name: str, **values: str) -> HTMLResponse:
-    text = (TEMPLATES / name).read_text()
     settings = request.app.state.settings
-    values = {"auth": "required" if settings.token else "none", "plotly": PLOTLY_URL,
-              "v": _asset_version(), **values}
-    for key, value in values.items():
-        text = text.replace("{{" + key + "}}", html.escape(value, quote=True))
+    text = _templates().get_template(name).render(
+        auth="required" if settings.token else "none", plotly=PLOTLY_URL, v=_asset_version(), **values)
     return HTMLResponse(text, headers={"Cache-Control": "no-cache"})
 
 
