@@ -41,7 +41,8 @@ def reference_point(directions: Sequence[StudyDirection], names: Sequence[str],
     return np.asarray(point)
 
 
-def _feasible(trial: FrozenTrial) -> bool:
+def is_feasible(trial: FrozenTrial) -> bool:
+    """Every constraint value <= 0 (Optuna's rule); no constraints means feasible."""
     return all(c <= 0 for c in trial.system_attrs.get("constraints", trial.user_attrs.get("constraints", [])))
 
 
@@ -65,7 +66,7 @@ class FrontierRecorder:
         self._store(last_trial=-1, snapshot=False)
 
     def _offer(self, trial: FrozenTrial) -> bool:
-        if not _feasible(trial) or trial.values is None:
+        if not is_feasible(trial) or trial.values is None:
             return False
         loss = self._signs * np.asarray(trial.values, dtype=float)
         if any(_dominates(other, loss) for other in self._front.values()):

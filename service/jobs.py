@@ -86,11 +86,17 @@ def owner_is_dead(owner: str | None) -> bool:
     return False
 
 
-def _as_utc(moment: datetime | None) -> datetime | None:
+def as_utc(moment: datetime | None) -> datetime | None:
     """SQLite hands timezone-aware columns back naive; they were written in UTC."""
     if moment is not None and moment.tzinfo is None:
         return moment.replace(tzinfo=timezone.utc)
     return moment
+
+
+def _with_utc_times(job: Job) -> Job:
+    for name in ("created_at", "started_at", "finished_at", "heartbeat_at"):
+        setattr(job, name, as_utc(getattr(job, name)))
+    return job
 
 
 class JobRepository:
@@ -103,9 +109,7 @@ class JobRepository:
             job = session.get(Job, job_id)
         if job is None:
             raise JobNotFoundError(f"no study with id {job_id!r}")
-        for name in ("created_at", "started_at", "finished_at", "heartbeat_at"):
-            setattr(job, name, _as_utc(getattr(job, name)))
-        return job
+        return _with_utc_times(job)
 
     def list(self, status: JobStatus | None = None, offset: int = 0, limit: int = 50) -> Page:
         query = select(Job)
@@ -116,11 +120,7 @@ class JobRepository:
         with self._sessions() as session:
             total = session.scalar(count) or 0
             items = list(session.scalars(query.order_by(Job.created_at.desc(), Job.id).offset(offset).limit(limit)))
-        for job in items:
-            job.created_at = _as_utc(job.created_at)  # type: ignore[assignment]
-            job.started_at = _as_utc(job.started_at)
-            job.finished_at = _as_utc(job.finished_at)
-        return Page(items, total)
+        return Page([_with_utc_times(job) for job in items], total)
 
     # -- writes --------------------------------------------------------------------------
     def submit(self, spec: StudySpec) -> Job:
@@ -147,7 +147,7 @@ class JobRepository:
                 return
             if fresh:
                 raise JobStateError(f"study {job_id!r} already exists; continue it with `paretoml resume {job_id}`")
-            beat = _as_utc(job.heartbeat_at)
+            beat = as_utc(job.heartbeat_at)
             alive = job.status in (JobStatus.running.value, JobStatus.stopping.value) and beat is not None \
                 and beat > now - timedelta(seconds=grace_s) and not owner_is_dead(job.owner)
             if alive or job.status == JobStatus.queued.value:
@@ -214,7 +214,7 @@ class JobRepository:
             ))
         taken = []
         for job_id, status, beat, source, owner in rows:
-            if beat is not None and _as_utc(beat) > cutoff and not owner_is_dead(owner):  # type: ignore[operator]
+            if beat is not None and as_utc(beat) > cutoff and not owner_is_dead(owner):  # type: ignore[operator]
                 continue
             if status == JobStatus.stopping.value or source == "cli":
                 self._move(job_id, (JobStatus.running, JobStatus.stopping), JobStatus.stopped, finished_at=utcnow(),

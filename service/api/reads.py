@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from paretoml.service.api import schemas
 from paretoml.service.db.models import Job
-from paretoml.service.frontier import reference_point, stored_front, stored_history
+from paretoml.service.frontier import is_feasible, reference_point, stored_front, stored_history
 from paretoml.service.jobs import JobRepository, JobStatus
 from paretoml.service.runner import (
     CONFIG_ATTR,
@@ -43,10 +43,6 @@ def _objectives(spec: dict[str, Any]) -> list[schemas.Objective]:
 
     parsed = StudySpec.model_validate(spec)
     return [schemas.Objective(name=o.name, direction=o.resolved_direction) for o in parsed.objectives]
-
-
-def _feasible(trial: FrozenTrial) -> bool:
-    return all(c <= 0 for c in trial.user_attrs.get(CONSTRAINTS_ATTR, []))
 
 
 def _finite(value: float) -> float | None:
@@ -139,7 +135,7 @@ class StudyReads:
     @staticmethod
     def _best(objectives: list[schemas.Objective], trials: list[FrozenTrial]) -> list[schemas.BestValue]:
         best: list[schemas.BestValue] = []
-        done = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None and _feasible(t)]
+        done = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None and is_feasible(t)]
         for i, objective in enumerate(objectives):
             sign = -1.0 if objective.direction == "maximize" else 1.0
             pool = [t for t in done if math.isfinite(t.values[i])]
@@ -160,7 +156,7 @@ class StudyReads:
             note = f"retry of a stale trial (id {trial.system_attrs['failed_trial']})"
         return schemas.Trial(
             number=trial.number, state=STATE_NAMES[trial.state], values=self._values(names, trial),
-            feasible=_feasible(trial), constraints=list(attrs.get(CONSTRAINTS_ATTR, [])),
+            feasible=is_feasible(trial), constraints=list(attrs.get(CONSTRAINTS_ATTR, [])),
             params=dict(trial.params), config=attrs.get(CONFIG_ATTR),
             objectives_how={k: schemas.Provenance(**v) for k, v in attrs.get(PROVENANCE_ATTR, {}).items()},
             note=note, worker=attrs.get(WORKER_ATTR), error=attrs.get(ERROR_ATTR),
@@ -171,7 +167,7 @@ class StudyReads:
     def brief(self, job: Job, trial: FrozenTrial) -> schemas.TrialBrief:
         names = [o.name for o in self.objectives(job)]
         return schemas.TrialBrief(number=trial.number, state=STATE_NAMES[trial.state],
-                                  values=self._values(names, trial), feasible=_feasible(trial),
+                                  values=self._values(names, trial), feasible=is_feasible(trial),
                                   duration_s=_seconds(trial.datetime_start, trial.datetime_complete))
 
     @staticmethod

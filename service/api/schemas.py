@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from paretoml.service.jobs import JobStatus
+from paretoml.service.jobs import JobStatus, as_utc
 
 T = TypeVar("T")
 
 
 
-def _utc(moment: datetime) -> datetime:
-    """SQLite returns stored UTC times without their zone; say which zone they are in."""
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
-
-
-UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 
 TrialStateName = Literal["complete", "running", "fail", "pruned", "waiting"]
 

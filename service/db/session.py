@@ -45,15 +45,11 @@ def tune_sqlite(engine: Engine) -> None:
 @lru_cache(maxsize=8)
 def engine_for(url: str) -> Engine:
     """One migrated engine per database URL and process."""
-    if url.startswith("sqlite"):
-        first = create_engine(url)
-        tune_sqlite(first)  # WAL before the migrations and before anyone else connects
-        first.dispose()
-    upgrade_database(url)
     kwargs = {"pool_pre_ping": True} if not url.startswith("sqlite") else {"connect_args": {"timeout": 30}}
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
-        tune_sqlite(engine)
+        tune_sqlite(engine)  # WAL before the migrations and before anyone else connects
+    upgrade_database(url)
     return engine
 
 
