@@ -135,24 +135,23 @@ def plotly_js(request: Request) -> Response:
 
 
 # -- example specs ---------------------------------------------------------------------------
-def _examples_dir() -> Path | None:
-    try:  # installed with the package, when it ships them
-        candidate = Path(str(resources.files("paretoml.studies")))
-        if candidate.is_dir():
-            return candidate
-    except (ModuleNotFoundError, TypeError):
-        pass
-    source = HERE.parent / "studies"  # a source checkout (editable install)
-    return source if source.is_dir() else None
+def _example_specs() -> list[tuple[str, str]]:
+    """(file name, text) of the example specs: the ones installed with the package
+    (``paretoml.studies``, package data), else a source checkout's ``studies/``."""
+    try:
+        folder: Any = resources.files("paretoml.studies")
+        found = [(p.name, p.read_text()) for p in folder.iterdir() if p.name.endswith(".yaml")]
+    except (ModuleNotFoundError, TypeError, OSError):  # e.g. an editable install's odd namespace path
+        found = []
+    if not found and (HERE.parent / "studies").is_dir():
+        found = [(p.name, p.read_text()) for p in (HERE.parent / "studies").glob("*.yaml")]
+    return sorted(found)
 
 
 @router.get("/ui/api/examples")
 def examples() -> list[dict[str, str]]:
     """The example specs of ``studies/``, for the new-study form."""
-    folder = _examples_dir()
-    if folder is None:
-        return []
-    return [{"name": p.name, "text": p.read_text()} for p in sorted(folder.glob("*.yaml"))]
+    return [{"name": name, "text": text} for name, text in _example_specs()]
 
 
 # -- figures ---------------------------------------------------------------------------------
