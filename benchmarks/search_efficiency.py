@@ -124,12 +124,16 @@ def problem(name: str, warm_start: bool = False) -> Problem:
             return v["accuracy"], v["model_bytes"]
         warm = []
         if warm_start:
-            from paretoml.surrogates.sensitivity import measure_sensitivity, warm_start_allocations
+            from paretoml.search_space.spec import WarmStartSpec
+            from paretoml.surrogates.sensitivity import measure_sensitivity, prune_grid, warm_start_allocations
 
-            sens = measure_sensitivity(ev, space.bits_layers, [2, 3, 4, 6, 8, 16])
+            # what a spec's `warm_start: {method: sensitivity}` does, with its default budgets
+            sens = measure_sensitivity(ev, space.bits_layers, [2, 3, 4, 6, 8, 16], prune_grid(0.0, 0.9),
+                                       space.unstructured_prune_layers)
             start = space.uniform_params(prune=0.0)
-            warm = [space.with_layer_bits(start, b)
-                    for b in warm_start_allocations(sens, ev.layers, [0.15, 0.25, 0.35, 0.5, 0.7])]
+            warm = [space.with_layer_prune(space.with_layer_bits(start, {n: c.bits for n, c in a.items()}),
+                                           {n: c.prune for n, c in a.items()})
+                    for a in warm_start_allocations(sens, ev.layers, WarmStartSpec().fractions)]
         return Problem(["maximize", "minimize"], np.array([1.0, fp32]), np.array([-0.5, 0.125]), cnn, warm,
                        check_reference=np.array([-0.9, 0.25]), evaluate_s=spent)
     space = JointSpace([MergeKnob()], ev.layers, n_checkpoints=ev.n_checkpoints)

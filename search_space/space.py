@@ -265,9 +265,27 @@ class JointSpace:
                     out[slot.name] = max(values)
         return out
 
+    def with_layer_prune(self, params: Mapping[str, Any], prune: Mapping[str, float]) -> dict[str, Any]:
+        """``params`` with unstructured prune knobs set from per-layer ratios (a shared group
+        takes the smallest of its layers', so no layer is pruned more than asked), clipped
+        to each knob's range."""
+        out = dict(params)
+        for slot in self._slots:
+            if slot.role == "prune" and slot.method == "unstructured":
+                values = [prune[layer] for layer in slot.layers if layer in prune]
+                if values:
+                    dist = slot.distribution
+                    out[slot.name] = float(np.clip(min(values), dist.low, dist.high))  # type: ignore[attr-defined]
+        return out
+
     @property
     def bits_layers(self) -> list[str]:
         return [layer for slot in self._slots if slot.role == "bits" for layer in slot.layers]
+
+    @property
+    def unstructured_prune_layers(self) -> list[str]:
+        return [layer for slot in self._slots
+                if slot.role == "prune" and slot.method == "unstructured" for layer in slot.layers]
 
     # -- numeric encoding ----------------------------------------------------------------
     @property

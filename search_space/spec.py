@@ -75,12 +75,14 @@ class FinetuneSpec(_Strict):
 
 
 class WarmStartSpec(_Strict):
-    """First trials from per-layer sensitivity: bit allocations at several byte budgets."""
+    """First trials from per-layer sensitivity: the best (bits, unstructured pruning ratio)
+    per layer by the additive sensitivity model, at several byte budgets."""
 
     method: Literal["sensitivity"] = "sensitivity"
     fractions: list[float] = Field(
-        default_factory=lambda: [0.2, 0.3, 0.45, 0.6],
-        description="budgets as fractions of the bit-knobbed layers' uniform 8-bit weight bytes",
+        default_factory=lambda: [0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6],
+        description="budgets as fractions of the bit-knobbed layers' uniform 8-bit weight bytes; "
+                    "those below what the knobs can reach are skipped",
     )
 
     @field_validator("fractions")

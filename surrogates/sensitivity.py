@@ -1,26 +1,34 @@
 """Cheap per-layer sensitivity, and an ILP that turns it into good first trials.
 
-Sensitivity of a layer at ``b`` bits is measured with only that layer quantized: the drop of
-the task's metric (accuracy, or fidelity when the task has no labels), and a forward-only
-proxy, the MSE of the logits against the uncompressed model on the example batch. That is
-``layers x choices`` cheap evaluations, done once per study by a worker.
+Sensitivity of a layer at ``b`` bits is measured with only that layer quantized, and at
+pruning ratio ``r`` with only that layer pruned (unstructured magnitude pruning): the drop
+of the task's metric (accuracy, or fidelity when the task has no labels), and a
+forward-only proxy, the MSE of the logits against the uncompressed model on the example
+batch. That is ``layers x (bit choices + ratios)`` cheap evaluations, done once per study
+by a worker.
 
-Treating the drops as additive (Hubara et al.; HAWQ-V3), the best bitwidth per layer under
-a byte budget is a multiple-choice knapsack, solved exactly as an integer program with
-SciPy's HiGHS (``scipy.optimize.milp``). Allocations at several budgets become the study's
-first trials (``warm_start: {method: sensitivity}`` in a spec).
+Treating the errors as additive over layers, and within a layer over its quantization and
+its pruning (Hubara et al.; HAWQ-V3), the best (bits, ratio) per layer under a byte budget
+is a multiple-choice knapsack, solved exactly as an integer program with SciPy's HiGHS
+(``scipy.optimize.milp``). Bytes need no such assumption: a layer's packed size depends on
+its own weight alone, and is counted on the real tensor for every (bits, ratio), so the
+zeros that rounding to few bits makes are priced as the packed format stores them. Allocations at several budgets become the study's first trials
+(``warm_start: {method: sensitivity}`` in a spec).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 from paretoml.objectives.evaluate import TrialEvaluator
+from paretoml.objectives.compress.prune import unstructured_mask
+from paretoml.objectives.compress.quantize import quantize_tensor
 from paretoml.objectives.measure import packed_weight_bytes, predict
 from paretoml.search_space.introspect import LayerInfo
 from paretoml.search_space.space import TrialConfig
@@ -33,24 +41,114 @@ class LayerSensitivity:
     drop: dict[int, float]
     #: bits -> MSE of the logits against the uncompressed model (forward-only proxy)
     proxy_mse: dict[int, float]
+    #: unstructured pruning ratio -> drop of the task metric with only this layer pruned
+    prune_drop: dict[float, float] = field(default_factory=dict)
+    #: pruning ratio -> MSE of the logits against the uncompressed model
+    prune_proxy_mse: dict[float, float] = field(default_factory=dict)
+    #: (bits, ratio) -> packed bytes of this layer's weight, counted on the real tensor: the
+    #: zeros that rounding to few bits makes are stored as cheaply as pruned ones
+    weight_bytes: dict[tuple[int, float], int] = field(default_factory=dict)
 
 
-def measure_sensitivity(evaluator: TrialEvaluator, layers: Sequence[str], choices: Sequence[int]) -> list[LayerSensitivity]:
+class LayerChoice(NamedTuple):
+    """What the allocator gives one layer."""
+
+    bits: int
+    prune: float = 0.0
+
+
+def measure_sensitivity(
+    evaluator: TrialEvaluator,
+    layers: Sequence[str],
+    choices: Sequence[int],
+    prune_ratios: Sequence[float] = (),
+    prune_layers: Sequence[str] | None = None,
+) -> list[LayerSensitivity]:
+    """Single-layer degradations: every bit choice of ``layers``, and every ratio of
+    ``prune_ratios`` of the ``prune_layers`` among them (default: all of them)."""
     bundle = evaluator.bundle
     metric = "accuracy" if bundle.val_labels is not None else "fidelity"
     base = evaluator.evaluate(TrialConfig(), [metric]).values[metric]
     reference = predict(bundle.model, bundle.example_input)
+
+    def degradation(config: TrialConfig) -> tuple[float, float]:
+        drop = base - evaluator.evaluate(config, [metric]).values[metric]
+        model, _ = evaluator.build(config)
+        return drop, float(torch.mean((predict(model, bundle.example_input) - reference) ** 2).item())
+
+    prunable = set(layers if prune_layers is None else prune_layers)
+    modules = dict(bundle.model.named_modules())
     result = []
     for layer in layers:
         drop: dict[int, float] = {}
         mse: dict[int, float] = {}
         for bits in choices:
-            config = TrialConfig(bits={layer: bits})
-            drop[bits] = base - evaluator.evaluate(config, [metric]).values[metric]
-            model, _ = evaluator.build(config)
-            mse[bits] = float(torch.mean((predict(model, bundle.example_input) - reference) ** 2).item())
-        result.append(LayerSensitivity(layer, drop, mse))
+            drop[bits], mse[bits] = degradation(TrialConfig(bits={layer: bits}))
+        prune_drop: dict[float, float] = {}
+        prune_mse: dict[float, float] = {}
+        for ratio in prune_ratios if layer in prunable else ():
+            if ratio > 0:
+                prune_drop[ratio], prune_mse[ratio] = degradation(TrialConfig(prune={layer: ratio}))
+        weight = modules[layer].weight.detach()  # type: ignore[union-attr]
+        sizes = {(b, r): _packed_bytes(weight, b, r) for b in choices for r in (0.0, *prune_drop)}
+        result.append(LayerSensitivity(layer, drop, mse, prune_drop, prune_mse, sizes))
     return result
+
+
+@torch.no_grad()
+def _packed_bytes(weight: torch.Tensor, bits: int, ratio: float) -> int:
+    """Packed bytes of ``weight`` pruned to ``ratio`` and rounded to ``bits``."""
+    pruned = weight * unstructured_mask(weight, ratio) if ratio else weight
+    nnz = int(torch.count_nonzero(quantize_tensor(pruned, bits)).item())
+    return packed_weight_bytes(weight.numel(), nnz, weight.shape[0], bits)
+
+
+def prune_grid(low: float, high: float, step: float | None = None) -> list[float]:
+    """The ratios whose sensitivity is measured for an unstructured prune knob: its range's
+    ends and the usual steps between them, on the knob's step grid when it has one."""
+    ratios = {low, high, *(r for r in (0.25, 0.5, 0.7, 0.85) if low < r < high)}
+    if step:
+        ratios = {min(high, low + round((r - low) / step) * step) for r in ratios}
+    return sorted(round(r, 6) for r in ratios if r > 0)
+
+
+def allocate(
+    sensitivities: Sequence[LayerSensitivity],
+    layers: Sequence[LayerInfo],
+    budget_bytes: float,
+    use_proxy: bool = True,
+    prune: bool = True,
+) -> dict[str, LayerChoice] | None:
+    """(bits, pruning ratio) per layer minimising the summed degradation with weight bytes
+    <= ``budget_bytes``; ratios only where they were measured (and ``prune``).
+
+    Returns None when even the smallest choice everywhere exceeds the budget. Ties in the
+    drop (common for a measured accuracy on a small split) are broken by the proxy MSE.
+    """
+    info = {layer.name: layer for layer in layers}
+    options: list[tuple[str, LayerChoice]] = []
+    cost: list[float] = []
+    size: list[int] = []
+    for s in sensitivities:
+        layer = info[s.layer]
+        numel = int(np.prod(layer.weight_shape))
+        ratios = [0.0, *sorted(s.prune_drop)] if prune else [0.0]
+        for b in sorted(s.drop):
+            for r in ratios:
+                proxy = s.proxy_mse[b] + (s.prune_proxy_mse[r] if r else 0.0)
+                drop = max(s.drop[b], 0.0) + (max(s.prune_drop[r], 0.0) if r else 0.0)
+                options.append((s.layer, LayerChoice(b, r)))
+                cost.append((proxy if use_proxy else drop) + 1e-6 * proxy)
+                estimate = packed_weight_bytes(numel, numel - round(r * numel), layer.weight_shape[0], b)
+                size.append(s.weight_bytes.get((b, r), estimate))
+    names = [name for name, _ in options]
+    layer_ids = sorted(set(names), key=names.index)
+    one_each = np.array([[1.0 if name == layer else 0.0 for name in names] for layer in layer_ids])
+    constraints = [LinearConstraint(one_each, 1, 1), LinearConstraint(np.array([size]), -np.inf, budget_bytes)]
+    result = milp(c=np.array(cost), constraints=constraints, integrality=np.ones(len(options)), bounds=Bounds(0, 1))
+    if not result.success:
+        return None
+    return dict(options[i] for i in np.flatnonzero(result.x > 0.5))
 
 
 def allocate_bits(
@@ -59,45 +157,24 @@ def allocate_bits(
     budget_bytes: float,
     use_proxy: bool = True,
 ) -> dict[str, int] | None:
-    """Bits per layer minimising the summed drop with weight bytes <= ``budget_bytes``.
-
-    Returns None when even the fewest bits everywhere exceed the budget. Ties in the drop
-    (common for a measured accuracy on a small split) are broken by the proxy MSE.
-    """
-    info = {layer.name: layer for layer in layers}
-    names, bits, cost, size = [], [], [], []
-    for s in sensitivities:
-        layer = info[s.layer]
-        numel = int(np.prod(layer.weight_shape))
-        for b in sorted(s.drop):
-            names.append(s.layer)
-            bits.append(b)
-            primary = s.proxy_mse[b] if use_proxy else max(s.drop[b], 0.0)
-            cost.append(primary + 1e-6 * s.proxy_mse[b])
-            size.append(packed_weight_bytes(numel, numel, layer.weight_shape[0], b))
-    n = len(names)
-    layer_ids = sorted(set(names), key=names.index)
-    one_each = np.array([[1.0 if names[i] == layer else 0.0 for i in range(n)] for layer in layer_ids])
-    constraints = [LinearConstraint(one_each, 1, 1), LinearConstraint(np.array([size]), -np.inf, budget_bytes)]
-    result = milp(c=np.array(cost), constraints=constraints, integrality=np.ones(n), bounds=Bounds(0, 1))
-    if not result.success:
-        return None
-    chosen = np.flatnonzero(result.x > 0.5)
-    return {names[i]: bits[i] for i in chosen}
+    """Bits per layer alone (no pruning) minimising the summed drop within the budget."""
+    allocation = allocate(sensitivities, layers, budget_bytes, use_proxy, prune=False)
+    return None if allocation is None else {name: choice.bits for name, choice in allocation.items()}
 
 
 def warm_start_allocations(
     sensitivities: Sequence[LayerSensitivity],
     layers: Sequence[LayerInfo],
     fractions: Sequence[float],
-) -> list[dict[str, int]]:
-    """Allocations at budgets given as fractions of the layers' uniform 8-bit weight bytes."""
+) -> list[dict[str, LayerChoice]]:
+    """Allocations at budgets given as fractions of the layers' uniform 8-bit weight bytes
+    (distinct ones, infeasible budgets skipped)."""
     info = {layer.name: layer for layer in layers}
     full = sum(packed_weight_bytes(int(np.prod(info[s.layer].weight_shape)), int(np.prod(info[s.layer].weight_shape)),
                                    info[s.layer].weight_shape[0], 8) for s in sensitivities)
-    allocations: list[dict[str, int]] = []
+    allocations: list[dict[str, LayerChoice]] = []
     for fraction in fractions:
-        allocation = allocate_bits(sensitivities, layers, fraction * full)
+        allocation = allocate(sensitivities, layers, fraction * full)
         if allocation is not None and allocation not in allocations:
             allocations.append(allocation)
     return allocations

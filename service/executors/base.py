@@ -15,10 +15,10 @@ from typing import Any
 
 from paretoml.objectives.evaluate import TrialEvaluator
 from paretoml.search_space.introspect import LayerInfo
-from paretoml.search_space.knobs import BitwidthKnob
+from paretoml.search_space.knobs import BitwidthKnob, PruneKnob
 from paretoml.search_space.space import JointSpace, TrialConfig
 from paretoml.search_space.spec import StudySpec
-from paretoml.surrogates.sensitivity import LayerSensitivity, measure_sensitivity
+from paretoml.surrogates.sensitivity import LayerSensitivity, measure_sensitivity, prune_grid
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,10 @@ def describe(evaluator: TrialEvaluator, spec: StudySpec) -> ModelDescription:
         except ValueError:
             space = None  # the driver reports the spec error
         if space is not None:
-            sensitivity = measure_sensitivity(evaluator, space.bits_layers, bits_knob.choices)
+            prune_knob = next((k for k in spec.knobs if isinstance(k, PruneKnob) and k.method == "unstructured"), None)
+            ratios = prune_grid(prune_knob.low, prune_knob.high, prune_knob.step) if prune_knob else []
+            sensitivity = measure_sensitivity(evaluator, space.bits_layers, bits_knob.choices,
+                                              ratios, space.unstructured_prune_layers)
     return ModelDescription(
         layers=evaluator.layers,
         other_params=evaluator.other_params,

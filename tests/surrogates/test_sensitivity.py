@@ -13,14 +13,29 @@ from paretoml.objectives.measure import packed_weight_bytes
 from paretoml.search_space.spec import parse_spec
 from paretoml.service.executors import create_executor
 from paretoml.service.runner import StudyRunner
-from paretoml.surrogates.sensitivity import allocate_bits, measure_sensitivity, warm_start_allocations
+from paretoml.surrogates.sensitivity import (
+    LayerChoice,
+    LayerSensitivity,
+    allocate,
+    allocate_bits,
+    measure_sensitivity,
+    prune_grid,
+    warm_start_allocations,
+)
 
 CHOICES = [2, 3, 4, 6, 8, 16]
+RATIOS = prune_grid(0.0, 0.9)
 
 
 @pytest.fixture(scope="module")
 def sensitivities(digits_evaluator):
-    return measure_sensitivity(digits_evaluator, [l.name for l in digits_evaluator.layers], CHOICES)
+    return measure_sensitivity(digits_evaluator, [l.name for l in digits_evaluator.layers], CHOICES, RATIOS)
+
+
+def test_prune_grid_covers_the_knob_range_on_its_step():
+    assert RATIOS == [0.25, 0.5, 0.7, 0.85, 0.9]
+    assert prune_grid(0.1, 0.6) == [0.1, 0.25, 0.5, 0.6]
+    assert prune_grid(0.0, 0.75, step=0.125) == [0.25, 0.5, 0.75]  # 0.7 and 0.85 snap onto the grid
 
 
 def test_forward_proxy_ranks_layers_like_the_measured_drop(sensitivities):
@@ -37,12 +52,52 @@ def test_forward_proxy_ranks_layers_like_the_measured_drop(sensitivities):
         assert all(a >= b for a, b in zip(values, values[1:]))
 
 
+def test_pruning_more_of_a_layer_never_hurts_less(sensitivities):
+    for s in sensitivities:
+        assert sorted(s.prune_proxy_mse) == RATIOS
+        values = [s.prune_proxy_mse[r] for r in RATIOS]
+        assert all(a <= b for a, b in zip(values, values[1:])), (s.layer, values)
+    # the forward proxy and the measured accuracy drop agree on which layer suffers most at 90 %
+    worst_by_proxy = max(sensitivities, key=lambda s: s.prune_proxy_mse[0.9]).layer
+    worst_by_drop = max(sensitivities, key=lambda s: s.prune_drop[0.9]).layer
+    assert worst_by_proxy == worst_by_drop
+
+
+def test_joint_ilp_is_the_exact_optimum_over_bits_and_ratios(sensitivities, digits_evaluator):
+    # a brute force over every (bits, ratio) per layer, on a subset of the choices so that
+    # it stays small (9 options per layer, 6,561 combinations)
+    bits, ratios = (2, 4, 8), (0.5, 0.9)
+    subset = [LayerSensitivity(s.layer, {b: s.drop[b] for b in bits}, {b: s.proxy_mse[b] for b in bits},
+                               {r: s.prune_drop[r] for r in ratios}, {r: s.prune_proxy_mse[r] for r in ratios},
+                               s.weight_bytes)
+              for s in sensitivities]
+    layers = {l.name: l for l in digits_evaluator.layers}
+    by_layer = {s.layer: s for s in subset}
+
+    def size(name: str, choice: LayerChoice) -> int:
+        return by_layer[name].weight_bytes[choice]
+
+    def cost(allocation: dict[str, LayerChoice]) -> float:
+        return sum(s.proxy_mse[allocation[s.layer].bits] + s.prune_proxy_mse.get(allocation[s.layer].prune, 0.0)
+                   for s in subset)
+
+    options = [LayerChoice(b, r) for b in bits for r in (0.0, *ratios)]
+    budget = min(sum(s.weight_bytes[(2, 0.0)] for s in subset) - 1, 6000)  # below uniform 2-bit: pruning needed
+    assert allocate_bits(subset, digits_evaluator.layers, budget) is None
+    allocation = allocate(subset, digits_evaluator.layers, budget)
+    assert allocation is not None and set(allocation) == set(layers)
+    assert sum(size(n, c) for n, c in allocation.items()) <= budget
+    best = min((dict(zip(layers, combo)) for combo in itertools.product(options, repeat=len(layers))
+                if sum(size(n, c) for n, c in zip(layers, combo)) <= budget), key=cost)
+    assert cost(allocation) == pytest.approx(cost(best), rel=1e-6)
+
+
 def test_ilp_is_the_exact_optimum_of_the_additive_model(sensitivities, digits_evaluator):
     layers = {l.name: l for l in digits_evaluator.layers}
+    by_layer = {s.layer: s for s in sensitivities}
 
     def size(name: str, bits: int) -> int:
-        numel = int(np.prod(layers[name].weight_shape))
-        return packed_weight_bytes(numel, numel, layers[name].weight_shape[0], bits)
+        return by_layer[name].weight_bytes[(bits, 0.0)]
 
     budget = 12000
     allocation = allocate_bits(sensitivities, digits_evaluator.layers, budget)
@@ -61,11 +116,34 @@ def test_ilp_is_the_exact_optimum_of_the_additive_model(sensitivities, digits_ev
     assert allocate_bits(sensitivities, digits_evaluator.layers, 10) is None  # infeasible budget
 
 
+def test_allocated_bytes_are_the_bytes_the_trial_measures(sensitivities, digits_evaluator):
+    # sizes are counted per layer on the real tensors, so the allocator's total is exact
+    from paretoml.search_space.space import TrialConfig
+
+    fp32 = digits_evaluator.reference(["model_bytes"]).values["model_bytes"]
+    other = fp32 - sum(4 * int(np.prod(l.weight_shape)) for l in digits_evaluator.layers)
+    for budget in (7000, 12000, 20000):
+        allocation = allocate(sensitivities, digits_evaluator.layers, budget)
+        config = TrialConfig(bits={n: c.bits for n, c in allocation.items()},
+                             prune={n: c.prune for n, c in allocation.items() if c.prune})
+        measured = digits_evaluator.evaluate(config, ["model_bytes"]).values["model_bytes"]
+        predicted = sum(s.weight_bytes[allocation[s.layer]] for s in sensitivities)
+        assert measured == other + predicted and predicted <= budget
+    # rounding to 2 bits zeroes many weights: fewer bytes than the dense formula says
+    dense = sum(packed_weight_bytes(int(np.prod(l.weight_shape)), int(np.prod(l.weight_shape)), l.weight_shape[0], 2)
+                for l in digits_evaluator.layers)
+    assert sum(s.weight_bytes[(2, 0.0)] for s in sensitivities) < dense
+
+
 def test_allocations_grow_with_the_budget(sensitivities, digits_evaluator):
-    allocations = warm_start_allocations(sensitivities, digits_evaluator.layers, [0.2, 0.3, 0.45, 0.6])
+    layers = {l.name: l for l in digits_evaluator.layers}
+    allocations = warm_start_allocations(sensitivities, digits_evaluator.layers, [0.1, 0.2, 0.3, 0.45, 0.6])
     assert len(allocations) >= 3
-    mean_bits = [np.mean(list(a.values())) for a in allocations]
-    assert mean_bits == sorted(mean_bits)
+    kept_bits = [sum(c.bits * (1 - c.prune) * np.prod(layers[n].weight_shape) for n, c in a.items())
+                 for a in allocations]
+    assert kept_bits == sorted(kept_bits)
+    # 0.1 of 8-bit is out of reach (skipped); 0.2 is below dense uniform 2-bit, so it needs pruning
+    assert any(c.prune > 0 for c in allocations[0].values())
 
 
 def test_a_spec_with_warm_start_enqueues_the_allocations_first():
@@ -84,3 +162,25 @@ def test_a_spec_with_warm_start_enqueues_the_allocations_first():
     assert [t.user_attrs.get("paretoml:baseline") for t in first] == ["sensitivity warm start"] * 2
     assert first[0].values[1] < first[1].values[1]  # the smaller budget gave the smaller model
     assert first[1].values[0] > 0.95
+
+
+def test_a_spec_with_a_prune_knob_warm_starts_with_pruned_allocations():
+    spec = parse_spec({
+        "task": "digits-cnn",
+        "knobs": [{"kind": "bitwidth", "choices": CHOICES}, {"kind": "prune", "low": 0.0, "high": 0.9}],
+        "objectives": [{"name": "accuracy"}, {"name": "model_bytes"}],
+        "measure": {"latency_repeats": 1, "latency_warmup": 0},
+        "baselines": [2],
+        "warm_start": {"fractions": [0.2, 0.4]},
+        "n_trials": 3,
+    })
+    with create_executor("inprocess", spec) as executor:
+        runner = StudyRunner.create(spec, optuna.storages.InMemoryStorage(), "warm-prune", executor)
+        runner.run()
+    uniform2, *warm = runner.study.trials
+    assert [t.user_attrs.get("paretoml:baseline") for t in warm] == ["sensitivity warm start"] * 2
+    # 0.2 of the 8-bit weight bytes (7.7 kB) is below dense uniform 2-bit (9.8 kB): only pruning
+    # reaches it by the allocator's size model (which counts no zeros that rounding makes)
+    assert any(v > 0 for n, v in warm[0].params.items() if n.startswith("prune:"))
+    assert warm[0].values[1] < warm[1].values[1]
+    assert warm[0].values[0] > uniform2.values[0] and warm[1].values[0] > 0.95
