@@ -100,3 +100,34 @@ def test_beats_random_on_zdt1_at_equal_trials():
             scores.append(hv(study))
         results[name] = np.median(scores)
     assert results["xgboost"] > results["random"] + 0.3, results
+
+
+def _concurrent_suggestions(sampler: XGBoostSampler, n_running: int = 4) -> np.ndarray:
+    """Encoded suggestions of ``n_running`` trials asked at once (none told), after 20
+    completed trials of a smooth one-objective problem whose optimum all of them chase."""
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(lambda t: sum((t.suggest_float(f"x{i}", 0, 1) - 0.3) ** 2 for i in range(4)), n_trials=20)
+    asked = [study.ask() for _ in range(n_running)]
+    for trial in asked:
+        for i in range(4):
+            trial.suggest_float(f"x{i}", 0, 1)
+    return np.array([[t.params[f"x{i}"] for i in range(4)] for t in asked])
+
+
+def test_trials_asked_at_once_keep_apart():
+    # parallel workers each ask while the others' trials run: the sampler pushes a new
+    # suggestion out of a radius around running trials, so a batch does not collapse
+    radius = 0.05 * np.sqrt(4)
+
+    def closest(points: np.ndarray) -> float:
+        return min(np.linalg.norm(a - b) for i, a in enumerate(points) for b in points[i + 1:])
+
+    kwargs = {"seed": 3, "n_startup_trials": 6, "n_candidates": 500, "n_estimators": 20}
+    assert closest(_concurrent_suggestions(XGBoostSampler(**kwargs))) >= radius
+
+    class Blind(XGBoostSampler):  # the same sampler without its crowding term
+        @staticmethod
+        def _crowding(taken: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+            return np.zeros(len(candidates))
+
+    assert closest(_concurrent_suggestions(Blind(**kwargs))) < radius  # what the test guards against
