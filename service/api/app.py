@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
+from fastapi_offline import FastAPIOffline
 
 from paretoml.service.api.errors import install_error_handlers
 from paretoml.service.api.limits import BodySizeLimit
@@ -67,8 +68,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 restore.cancel()
             await run_in_threadpool(scheduler.shutdown)
 
-    app = FastAPI(title="ParetoML", version="1", lifespan=lifespan, docs_url="/docs",
-                  description="Multi-objective search over model compression and hyperparameters.")
+    # FastAPIOffline: FastAPI whose /docs (Swagger UI 5) and /redoc load their scripts from the
+    # installed fastapi-offline package, not from a CDN, so the docs work offline
+    app = FastAPIOffline(title="ParetoML", version="1", lifespan=lifespan, docs_url="/docs", redoc_url="/redoc",
+                         static_url="/docs-static", favicon_url="/ui/static/favicon.svg",
+                         description="Multi-objective search over model compression and hyperparameters.")
     app.state.settings = settings
     install_error_handlers(app)
     for router in (studies.router, analysis.router, catalog.router, health.router):

@@ -117,7 +117,7 @@ def delete_study(study_id: StudyId, jobs: Jobs, reads: Reads) -> Response:
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/specs/validate", response_model=StudySpec, tags=["specs"],
+@router.post("/specs/validate", response_model=StudySpec,
              responses={422: {"description": "the spec's errors, each with its field's location"}})
 async def validate_spec(body: schemas.SpecText) -> Any:
     """Parse a spec written as YAML or JSON and validate it, without submitting it."""

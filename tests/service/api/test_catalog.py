@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from paretoml.objectives.tasks.registry import available_tasks
 from paretoml.surrogates.registry import SAMPLERS
 
@@ -34,4 +36,13 @@ def test_openapi_documents_every_endpoint_and_the_docs_page_is_served(client):
             "/api/v1/studies/{study_id}/frontier", "/api/v1/studies/{study_id}/stop",
             "/api/v1/studies/{study_id}/resume", "/api/v1/tasks", "/api/v1/samplers", "/api/v1/health"} <= set(paths)
     assert "delete" in paths["/api/v1/studies/{study_id}"]
-    assert client.get("/docs").status_code == 200
+
+
+@pytest.mark.parametrize("page, script", [("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")])
+def test_docs_pages_load_their_scripts_from_this_server_not_a_cdn(client, page, script):
+    html = client.get(page)
+    assert html.status_code == 200
+    assert f'src="/docs-static/{script}"' in html.text
+    assert "cdn." not in html.text and "https://" not in html.text.split("<body>")[-1]
+    served = client.get(f"/docs-static/{script}")
+    assert served.status_code == 200 and len(served.content) > 500_000
