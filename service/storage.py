@@ -11,6 +11,7 @@ from pathlib import Path
 import optuna
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 
+from paretoml.service.db.migrate import schema_lock
 from paretoml.service.db.session import tune_sqlite
 from paretoml.service.mirror import MirroredStorage
 
@@ -43,13 +44,14 @@ def open_storage(
         if not parent.is_dir():
             raise StorageError(f"--storage: directory {parent} does not exist")
     try:
-        storage = RDBStorage(
-            url,
-            engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period or 3 * heartbeat_interval,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
-        )
+        with schema_lock(url):  # Optuna creates its tables here; another process may be too
+            storage = RDBStorage(
+                url,
+                engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period or 3 * heartbeat_interval,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
+            )
     except Exception as exc:  # SQLAlchemy raises many kinds for a bad URL or server
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise StorageError(f"--storage: cannot open {url!r}: {first}") from None

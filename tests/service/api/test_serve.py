@@ -101,3 +101,50 @@ def test_kill_9_mid_study_then_restart_resumes_it_to_exactly_its_budget(tmp_path
     assert all(after[number] == record for number, record in before.items())
     trials = optuna.load_study(study_name=study, storage=url).trials
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+
+
+def test_two_servers_share_one_postgres_queue_and_never_run_a_study_twice(tmp_path, postgres_server):
+    # the deployment for a cluster: several `paretoml serve` on one PostgreSQL database, each
+    # with its own Ray; a job is claimed by one UPDATE, so each study runs on exactly one server
+    from paretoml.service.jobs import JobRepository
+
+    url = postgres_server.create_database()
+    ports = [free_port(), free_port()]
+    servers = []
+    for i, port in enumerate(ports):
+        (tmp_path / f"s{i}").mkdir()
+        servers.append(start_server(tmp_path / f"s{i}", url, port, "--concurrency", "1"))
+    bases = [f"http://127.0.0.1:{port}" for port in ports]
+    budget = 8
+    try:
+        for base, server in zip(bases, servers):
+            wait_healthy(base, server)
+        ids = []
+        for k in range(4):
+            spec = synthetic_spec(name=f"shared-{k}", n_trials=budget, seed=k, task_options={"busy_ms": 400})
+            response = httpx.post(f"{bases[k % 2]}/api/v1/studies", json=spec, timeout=10)
+            assert response.status_code == 202, response.text
+            ids.append(response.json()["id"])
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            states = [httpx.get(f"{bases[0]}/api/v1/studies/{i}", timeout=10).json()["status"] for i in ids]
+            if all(s in ("completed", "failed") for s in states):
+                break
+            time.sleep(0.5)
+        assert states == ["completed"] * 4, states
+    finally:
+        for server in servers:
+            server.send_signal(signal.SIGTERM)
+        for server in servers:
+            server.wait(timeout=90)
+    jobs = JobRepository(url)
+    pids = {str(s.pid) for s in servers}
+    runners = set()
+    for study in ids:
+        job = jobs.get(study)
+        assert job.runs == 1, (study, job.runs)  # claimed once, never taken over
+        runners.add(job.owner.split(":")[2])
+        assert len(completed(url, study)) == budget
+        assert not [t for t in optuna.load_study(study_name=study, storage=url).trials
+                    if t.state != TrialState.COMPLETE]
+    assert runners == pids  # both servers ran studies from the one queue
