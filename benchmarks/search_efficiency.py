@@ -131,9 +131,8 @@ def problem(name: str, warm_start: bool = False) -> Problem:
             sens = measure_sensitivity(ev, space.bits_layers, [2, 3, 4, 6, 8, 16], prune_grid(0.0, 0.9),
                                        space.unstructured_prune_layers)
             start = space.uniform_params(prune=0.0)
-            warm = [space.with_layer_prune(space.with_layer_bits(start, {n: c.bits for n, c in a.items()}),
-                                           {n: c.prune for n, c in a.items()})
-                    for a in warm_start_allocations(sens, ev.layers, WarmStartSpec().fractions)]
+            warm = [space.with_allocation(start, allocation)
+                    for allocation in warm_start_allocations(sens, ev.layers, WarmStartSpec().fractions)]
         return Problem(["maximize", "minimize"], np.array([1.0, fp32]), np.array([-0.5, 0.125]), cnn, warm,
                        check_reference=np.array([-0.9, 0.25]), evaluate_s=spent)
     space = JointSpace([MergeKnob()], ev.layers, n_checkpoints=ev.n_checkpoints)

@@ -41,6 +41,13 @@ def packed_weight_bytes(numel: int, nnz: int, rows: int, bits: int) -> int:
     return math.ceil(packed_weight_bits(numel, nnz, rows, bits) / 8)
 
 
+def packed_tensor_bytes(weight: torch.Tensor, bits: int) -> int:
+    """Packed bytes of one weight tensor as it is: its zeros (pruned, or rounded to zero)
+    are counted from the tensor itself."""
+    nnz = int(torch.count_nonzero(weight).item())
+    return packed_weight_bytes(weight.numel(), nnz, weight.shape[0], bits)
+
+
 def packed_model_bytes(model: nn.Module, bits: Mapping[str, int]) -> int:
     """Bytes of ``model`` in the packed format; ``bits`` maps layer names to bitwidths.
 
@@ -53,8 +60,7 @@ def packed_model_bytes(model: nn.Module, bits: Mapping[str, int]) -> int:
     for name, b in bits.items():
         weight = modules[name].weight  # type: ignore[union-attr]
         seen.add(id(weight))
-        nnz = int(torch.count_nonzero(weight).item())
-        total += packed_weight_bytes(weight.numel(), nnz, weight.shape[0], b)
+        total += packed_tensor_bytes(weight, b)
     for tensor in list(model.parameters()) + list(model.buffers()):
         if id(tensor) in seen or not tensor.is_floating_point():
             continue

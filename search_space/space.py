@@ -278,6 +278,14 @@ class JointSpace:
                     out[slot.name] = float(np.clip(min(values), dist.low, dist.high))  # type: ignore[attr-defined]
         return out
 
+    def with_allocation(self, params: Mapping[str, Any],
+                        allocation: Mapping[str, tuple[int, float]]) -> dict[str, Any]:
+        """``params`` with bits and unstructured pruning set from per-layer ``(bits, ratio)``
+        pairs, such as the sensitivity allocator's."""
+        bits = {layer: b for layer, (b, _) in allocation.items()}
+        prune = {layer: r for layer, (_, r) in allocation.items()}
+        return self.with_layer_prune(self.with_layer_bits(params, bits), prune)
+
     @property
     def bits_layers(self) -> list[str]:
         return [layer for slot in self._slots if slot.role == "bits" for layer in slot.layers]

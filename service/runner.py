@@ -184,9 +184,8 @@ class StudyRunner:
         if spec.warm_start is not None and model.sensitivity:
             start = space.uniform_params(prune=0.0)
             fractions = spec.warm_start.fractions
-            warm = [space.with_layer_prune(space.with_layer_bits(start, {n: c.bits for n, c in choice.items()}),
-                                           {n: c.prune for n, c in choice.items()})
-                    for choice in warm_start_allocations(model.sensitivity, model.layers, fractions)]
+            warm = [space.with_allocation(start, allocation)
+                    for allocation in warm_start_allocations(model.sensitivity, model.layers, fractions)]
         study = optuna.create_study(
             storage=storage, study_name=study_name, directions=spec.directions, sampler=make_sampler(spec)
         )

@@ -29,7 +29,7 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from paretoml.objectives.evaluate import TrialEvaluator
 from paretoml.objectives.compress.prune import unstructured_mask
 from paretoml.objectives.compress.quantize import quantize_tensor
-from paretoml.objectives.measure import packed_weight_bytes, predict
+from paretoml.objectives.measure import packed_tensor_bytes, packed_weight_bytes, predict
 from paretoml.search_space.introspect import LayerInfo
 from paretoml.search_space.space import TrialConfig
 
@@ -99,8 +99,7 @@ def measure_sensitivity(
 def _packed_bytes(weight: torch.Tensor, bits: int, ratio: float) -> int:
     """Packed bytes of ``weight`` pruned to ``ratio`` and rounded to ``bits``."""
     pruned = weight * unstructured_mask(weight, ratio) if ratio else weight
-    nnz = int(torch.count_nonzero(quantize_tensor(pruned, bits)).item())
-    return packed_weight_bytes(weight.numel(), nnz, weight.shape[0], bits)
+    return packed_tensor_bytes(quantize_tensor(pruned, bits), bits)
 
 
 def prune_grid(low: float, high: float, step: float | None = None) -> list[float]:
