@@ -75,6 +75,8 @@ def start_ray(options: RayOptions) -> bool:
             spawned = [p for p in _descendants() if _key(p) not in before and _is_ray_process(p)]
             _shutdown_quietly()
             cleaned = end_processes(spawned)
+            if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: cleaned up, then as they were
+                raise
             log.debug("ray.init failed", exc_info=True)
             raise RayStartError(one_line(exc), cleaned) from exc
         return True

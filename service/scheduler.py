@@ -22,7 +22,7 @@ from paretoml.search_space.spec import SpecError, StudySpec, parse_spec
 from paretoml.service.executors.ray_pool import RayPoolExecutor, StartCancelled
 from paretoml.service.frontier import FrontierRecorder
 from paretoml.service.mirror import MirroredStorage
-from paretoml.service.ray_runtime import RayOptions, RayStartError, retry_delay, start_ray
+from paretoml.service.ray_runtime import RayOptions, RayStartError, one_line, retry_delay, start_ray
 from paretoml.service.jobs import Job, JobRepository, JobStatus, owner_name
 from paretoml.service.runner import SPEC_ATTR, StudyRunner, TooManyFailuresError, count_complete
 from paretoml.service.settings import Settings
@@ -120,13 +120,14 @@ class JobScheduler:
         """One attempt to start Ray; a failure is one log line and a longer wait."""
         try:
             self.ensure_ray()
-        except RayStartError as exc:
+        except Exception as exc:  # RayStartError, or anything else on the way: this thread must live on
+            reason, cleaned = (exc.reason, exc.cleaned) if isinstance(exc, RayStartError) else (one_line(exc), 0)
             self._ray_failures += 1
             delay = retry_delay(self._ray_failures, self.settings.ray_retry_base_s, self.settings.ray_retry_max_s)
             self._next_ray_attempt = time.monotonic() + delay
-            self._ray_error = exc.reason
+            self._ray_error = reason
             log.warning("cannot start or join Ray (attempt %d): %s; ended %d leftover process(es); "
-                        "next attempt in %.1f s", self._ray_failures, exc.reason, exc.cleaned, delay)
+                        "next attempt in %.1f s", self._ray_failures, reason, cleaned, delay)
             return
         if self._ray_failures:
             log.warning("Ray is up after %d failed attempt(s)", self._ray_failures)
