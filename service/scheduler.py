@@ -54,6 +54,7 @@ class JobScheduler:
         self._ray_failures = 0
         self._ray_error: str | None = None
         self._next_ray_attempt = 0.0  # time.monotonic() of the next start attempt
+        self._ray_attempting = False
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -97,6 +98,8 @@ class JobScheduler:
         error = self._ray_error
         if error is None:
             return "starting"
+        if self._ray_attempting:
+            return f"down: {error} (attempt {self._ray_failures} failed; trying again now)"
         wait = max(0.0, self._next_ray_attempt - time.monotonic())
         return f"down: {error} (attempt {self._ray_failures} failed; next in {wait:.0f} s)"
 
@@ -118,6 +121,7 @@ class JobScheduler:
 
     def _try_ray(self) -> None:
         """One attempt to start Ray; a failure is one log line and a longer wait."""
+        self._ray_attempting = True
         try:
             self.ensure_ray()
         except Exception as exc:  # RayStartError, or anything else on the way: this thread must live on
@@ -129,6 +133,8 @@ class JobScheduler:
             log.warning("cannot start or join Ray (attempt %d): %s; ended %d leftover process(es); "
                         "next attempt in %.1f s", self._ray_failures, reason, cleaned, delay)
             return
+        finally:
+            self._ray_attempting = False
         if self._ray_failures:
             log.warning("Ray is up after %d failed attempt(s)", self._ray_failures)
         self._ray_error = None

@@ -29,9 +29,10 @@ import psutil
 import pytest
 from optuna.trial import TrialState
 
+from paretoml.service.ray_runtime import RayStartError
+from paretoml.service.scheduler import JobScheduler
+from paretoml.service.settings import Settings
 from tests.service.api.conftest import synthetic_spec
-
-pytestmark = pytest.mark.slow
 
 LAUNCHER = Path(__file__).with_name("ray_faults.py")
 FAILED = "cannot start or join Ray (attempt"
@@ -142,6 +143,7 @@ def is_gcs(process: psutil.Process) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_a_start_that_fails_after_spawning_leaves_at_most_one_cluster_across_ten_retries(scratch):
     # the "node" fault: a whole local cluster is up, but ray.init never held it, so
     # ray.shutdown() alone cannot end it (tests/service/test_ray_runtime.py has both faults)
@@ -178,6 +180,7 @@ def test_a_start_that_fails_after_spawning_leaves_at_most_one_cluster_across_ten
     assert not left, [p.pid for p in left]  # and none left once the server has stopped
 
 
+@pytest.mark.slow
 def test_b_ray_up_on_the_second_attempt_runs_the_queued_study_without_its_working_directory(scratch):
     # relative paths, resolved at start; the working directory is removed while Ray is down
     (scratch / "data").mkdir()
@@ -211,3 +214,35 @@ def test_b_ray_up_on_the_second_attempt_runs_the_queued_study_without_its_workin
     assert len(trials) == budget
     assert list((scratch / "ray").glob("session_*"))  # Ray ran under the temp dir resolved at start
     assert not left, [p.pid for p in left]
+
+
+def test_failed_starts_back_off_exponentially_up_to_the_cap_with_one_line_each(tmp_path, monkeypatch, caplog):
+    # the bookkeeping of the retries alone; the tests above run them on a real Ray
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'jobs.db'}", ray_retry_base_s=0.5, ray_retry_max_s=3.0)
+    scheduler = JobScheduler(settings)
+    assert scheduler.ray_status == "starting"
+    outcomes = [RayStartError("OSError: port taken", cleaned=7)] * 5 + [None]
+
+    def ensure_ray() -> None:
+        outcome = outcomes.pop(0)
+        if outcome is not None:
+            raise outcome
+
+    monkeypatch.setattr(scheduler, "ensure_ray", ensure_ray)
+    delays = []
+    with caplog.at_level("WARNING", logger="paretoml.scheduler"):
+        for _ in range(5):
+            before = time.monotonic()
+            scheduler._try_ray()
+            delays.append(round(scheduler._next_ray_attempt - before, 1))
+            assert scheduler.ray_status.startswith("down: OSError: port taken (attempt ")
+            assert not scheduler.ray_ready.is_set()
+        scheduler._try_ray()
+    assert delays == [0.5, 1.0, 2.0, 3.0, 3.0]
+    assert scheduler.ray_status == "ok" and scheduler.ray_ready.is_set()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 6 and not any(r.exc_info for r in caplog.records)  # one line each, no traceback
+    assert lines[0] == "cannot start or join Ray (attempt 1): OSError: port taken; ended 7 leftover process(es); " \
+                       "next attempt in 0.5 s"
+    assert lines[-1] == "Ray is up after 5 failed attempt(s)"
+    assert JobScheduler(Settings(database_url=settings.database_url, study_concurrency=0)).ray_status == "off"
