@@ -16,6 +16,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from paretoml.service.ray_runtime import RayStartError
+
 EXIT_USAGE = 2
 
 
@@ -98,6 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"paretoml: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except RayStartError as exc:  # already cleaned up: nothing of the failed start is left running
+        print(f"paretoml: error: cannot start or join Ray: {exc.reason}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("paretoml: interrupted; completed trials are stored, continue with `paretoml resume`", file=sys.stderr)
         return 130

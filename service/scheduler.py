@@ -4,15 +4,17 @@ Up to ``study_concurrency`` jobs run at once, each in its own thread driving a
 :class:`StudyRunner` on a Ray pool. One bookkeeping thread claims queued jobs, beats for
 the running ones (which is also how a stop request reaches a runner, even one on another
 server) and queues again any job whose server went silent, so a killed server's jobs are
-resumed by whichever server is up.
+resumed by whichever server is up. The same thread starts Ray: a failed start is cleaned up
+(:mod:`paretoml.service.ray_runtime`) and tried again after a capped exponential back-off,
+and no job is claimed until Ray is up, so queued jobs wait.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
-from typing import Any
 
 import optuna
 
@@ -20,6 +22,7 @@ from paretoml.search_space.spec import SpecError, StudySpec, parse_spec
 from paretoml.service.executors.ray_pool import RayPoolExecutor, StartCancelled
 from paretoml.service.frontier import FrontierRecorder
 from paretoml.service.mirror import MirroredStorage
+from paretoml.service.ray_runtime import RayOptions, RayStartError, one_line, retry_delay, start_ray
 from paretoml.service.jobs import Job, JobRepository, JobStatus, owner_name
 from paretoml.service.runner import SPEC_ATTR, StudyRunner, TooManyFailuresError, count_complete
 from paretoml.service.settings import Settings
@@ -46,9 +49,12 @@ class JobScheduler:
         self._closing = threading.Event()
         self._loop_thread: threading.Thread | None = None
         self._started_ray = False
-        self._ray_lock = threading.Lock()
         #: set once the bookkeeping thread has started (or joined) Ray
         self.ray_ready = threading.Event()
+        self._ray_failures = 0
+        self._ray_error: str | None = None
+        self._next_ray_attempt = 0.0  # time.monotonic() of the next start attempt
+        self._ray_attempting = False
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -81,22 +87,58 @@ class JobScheduler:
         with self._lock:
             return list(self._threads)
 
+    @property
+    def ray_status(self) -> str:
+        """What ``/health`` says of Ray: ``ok``, ``starting``, ``down: <reason>``, or ``off``
+        for a server that runs no studies (it never starts Ray)."""
+        if self.settings.study_concurrency == 0:
+            return "off"
+        if self.ray_ready.is_set():
+            return "ok"
+        error = self._ray_error
+        if error is None:
+            return "starting"
+        if self._ray_attempting:
+            return f"down: {error} (attempt {self._ray_failures} failed; trying again now)"
+        wait = max(0.0, self._next_ray_attempt - time.monotonic())
+        return f"down: {error} (attempt {self._ray_failures} failed; next in {wait:.0f} s)"
+
     # -- the bookkeeping loop ----------------------------------------------------------------
     def _loop(self) -> None:
         while not self._closing.is_set():
-            try:
-                if not self.ray_ready.is_set():
-                    # Ray is started from this thread, which lives as long as the server: Ray's
-                    # processes die with the thread that started them (parent-death signal).
-                    self.ensure_ray()
-                    self.ray_ready.set()
-            except Exception:
-                log.exception("cannot start or join Ray; retrying")
+            if not self.ray_ready.is_set() and time.monotonic() >= self._next_ray_attempt:
+                # Ray is started from this thread, which lives as long as the server: Ray's
+                # processes die with the thread that started them (parent-death signal).
+                self._try_ray()
             try:
                 self.tick()
             except Exception:  # the database may be briefly unavailable; try again next beat
                 log.exception("job bookkeeping failed")
-            self._closing.wait(self.settings.job_heartbeat_s)
+            wait = self.settings.job_heartbeat_s
+            if not self.ray_ready.is_set():
+                wait = min(wait, max(0.05, self._next_ray_attempt - time.monotonic()))
+            self._closing.wait(wait)
+
+    def _try_ray(self) -> None:
+        """One attempt to start Ray; a failure is one log line and a longer wait."""
+        self._ray_attempting = True
+        try:
+            self.ensure_ray()
+        except Exception as exc:  # RayStartError, or anything else on the way: this thread must live on
+            reason, cleaned = (exc.reason, exc.cleaned) if isinstance(exc, RayStartError) else (one_line(exc), 0)
+            self._ray_failures += 1
+            delay = retry_delay(self._ray_failures, self.settings.ray_retry_base_s, self.settings.ray_retry_max_s)
+            self._next_ray_attempt = time.monotonic() + delay
+            self._ray_error = reason
+            log.warning("cannot start or join Ray (attempt %d): %s; ended %d leftover process(es); "
+                        "next attempt in %.1f s", self._ray_failures, reason, cleaned, delay)
+            return
+        finally:
+            self._ray_attempting = False
+        if self._ray_failures:
+            log.warning("Ray is up after %d failed attempt(s)", self._ray_failures)
+        self._ray_error = None
+        self.ray_ready.set()
 
     def tick(self) -> None:
         statuses = self.jobs.beat(self.running, self.owner)
@@ -120,16 +162,10 @@ class JobScheduler:
     # -- one job -------------------------------------------------------------------------
     def ensure_ray(self) -> None:
         """Start (or join) Ray once; idempotent. Call it only from a thread that lives as
-        long as Ray should (the bookkeeping thread, or the main thread)."""
-        import ray
-
-        with self._ray_lock:
-            if ray.is_initialized():
-                return
-            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
-            if self.settings.ray_address:
-                kwargs["address"] = self.settings.ray_address
-            ray.init(**kwargs)
+        long as Ray should (the bookkeeping thread, or the main thread). Raises
+        :class:`RayStartError` after cleaning up a failed start."""
+        options = RayOptions(address=self.settings.ray_address, temp_dir=self.settings.ray_temp_dir)
+        if start_ray(options):
             self._started_ray = True
 
     def _run(self, job: Job) -> None:

@@ -115,6 +115,30 @@ export function renderHeader(active) {
     el("span", { class: "spacer" }),
     el("button", { class: "token", id: "token-button", type: "button", onclick: () => askToken() }));
   renderTokenButton();
+  watchRay();
+}
+
+// -- the Ray banner ---------------------------------------------------------------------
+// Shown while the server's Ray runtime is not up (/health's "ray": "starting" or
+// "down: <reason>"): studies can still be submitted, and wait in the queue.
+export function rayBannerText(ray) {
+  if (!ray || ray === "ok" || ray === "off") return null;
+  if (ray === "starting") return "Ray is starting: queued studies run once it is up.";
+  return `Ray is down (${ray.replace(/^down:\s*/, "")}). The server keeps retrying; queued studies wait and nothing is lost.`;
+}
+
+function watchRay() {
+  const banner = document.getElementById("ray-banner");
+  if (!banner) return;
+  const check = async () => {
+    const health = await api("health");
+    const text = rayBannerText(health.ray);
+    banner.textContent = text ?? "";
+    banner.hidden = text === null;
+    banner.dataset.ray = health.ray;
+    return text === null ? 30000 : 3000;
+  };
+  check().catch((error) => console.warn("health check failed:", error)).finally(() => poll(check, 3000));
 }
 
 function renderTokenButton() {

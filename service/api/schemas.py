@@ -166,6 +166,10 @@ class Health(_Out):
     status: Literal["ok"]
     version: str
     database: str
+    ray: str = Field(pattern=r"^(ok|starting|off|down: .+)$", examples=["ok", "down: FileNotFoundError: ..."],
+                     description="this server's Ray runtime: 'ok'; 'starting' (first attempt under way); "
+                                 "'down: <reason>' (the last start failed; retried with back-off; queued "
+                                 "studies wait); 'off' (study_concurrency 0: this server runs no studies)")
     studies_running_here: int
     queued: int
 

@@ -25,6 +25,7 @@ from paretoml.service.executors.base import (
     describe,
     run_job,
 )
+from paretoml.service.ray_runtime import RayOptions, start_ray
 
 
 class StartCancelled(RuntimeError):
@@ -61,6 +62,7 @@ class RayPoolExecutor(Executor):
         num_gpus: float = 0.0,
         address: str | None = None,
         cancel: threading.Event | None = None,
+        temp_dir: str | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -69,6 +71,7 @@ class RayPoolExecutor(Executor):
         self.num_cpus = num_cpus
         self.num_gpus = num_gpus
         self.address = address
+        self.temp_dir = temp_dir
         self.cancel = cancel
         self._started_ray = False
         self._actors: list[Any] = []
@@ -82,13 +85,10 @@ class RayPoolExecutor(Executor):
         return self.workers
 
     def _ensure_ray(self) -> None:
-        if ray.is_initialized():
-            return
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
-        if self.address:
-            kwargs["address"] = self.address
-        ray.init(**kwargs)
-        self._started_ray = True
+        # a failed start is cleaned up (ray.shutdown and the processes it left) before
+        # RayStartError reaches the caller, so retrying a pool leaks no cluster
+        if start_ray(RayOptions(address=self.address, temp_dir=self.temp_dir)):
+            self._started_ray = True
 
     def _spawn(self) -> Any:
         name = f"worker-{self._spawned}"

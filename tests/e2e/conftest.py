@@ -85,7 +85,10 @@ class Server:
                              f"{self.log.read_text()[-3000:]}")
 
 
-def start_server(folder: Path, token: str | None = None, concurrency: int = 1) -> Server:
+def start_server(folder: Path, token: str | None = None, concurrency: int = 1, extra_env: dict[str, str] | None = None,
+                 command: list[str] | None = None) -> Server:
+    """``paretoml serve`` (or ``command``, e.g. the CLI with a fault injected) in ``folder``,
+    with ``extra_env`` added to its environment."""
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {**os.environ, "PARETOML_DATABASE_URL": f"sqlite:///{folder / 'studies.db'}", "PARETOML_PORT": str(port),
@@ -96,8 +99,9 @@ def start_server(folder: Path, token: str | None = None, concurrency: int = 1) -
     env.pop("PARETOML_API_TOKEN", None)
     if token:
         env["PARETOML_API_TOKEN"] = token
+    env.update(extra_env or {})
     log = folder / "serve.log"
-    process = subprocess.Popen([PARETOML, "serve"], env=env, cwd=folder, stdout=log.open("wb"),
+    process = subprocess.Popen(command or [PARETOML, "serve"], env=env, cwd=folder, stdout=log.open("wb"),
                                stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}", token, process, log)
     deadline = time.monotonic() + 90

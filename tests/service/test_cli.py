@@ -180,3 +180,25 @@ def test_serve_refuses_bad_settings_with_one_line(tmp_path):
     assert result.returncode == 2 and "does not exist" in result.stderr and "Traceback" not in result.stderr
     result = paretoml("serve", "--port", "70000", cwd=tmp_path, timeout=60)
     assert result.returncode == 2 and "port" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_ray_that_cannot_start_is_one_line_and_the_job_is_marked_failed(tmp_path):
+    # the Ray pool's own start (--workers 2), failing after Ray has spawned its processes
+    from paretoml.service.jobs import JobRepository
+
+    spec = write_spec(tmp_path / "s.yaml", n_trials=2)
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    env = {**os.environ, "PARETOML_TEST_RAY_FAILURES": "always", "PARETOML_TEST_RAY_FAULT": "node",
+           "RAY_DISABLE_USAGE_STATS": "1"}
+    env.pop("RAY_ADDRESS", None)
+    launcher = Path(__file__).with_name("ray_faults.py")
+    result = subprocess.run([sys.executable, str(launcher), "run", str(spec), "--workers", "2", "--storage", url,
+                             "--study-name", "no-ray", "--quiet"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "paretoml: error: cannot start or join Ray: RuntimeError: injected fault: the node's processes started, "
+        "then its start failed")
+    assert "Traceback" not in result.stderr
+    job = JobRepository(url).get("no-ray")
+    assert job.status == "failed" and "injected fault" in (job.error or "")

@@ -1,4 +1,4 @@
-"""``/health``: is the server up, and can it reach its database."""
+"""``/health``: is the server up, can it reach its database, and is its Ray runtime up."""
 
 from __future__ import annotations
 
@@ -23,5 +23,5 @@ def _version() -> str:
 @router.get("/health", response_model=schemas.Health)
 def health(jobs: Jobs, scheduler: Scheduler) -> schemas.Health:
     queued = jobs.list(JobStatus.queued, 0, 1).total  # a failing database answers 503 from here
-    return schemas.Health(status="ok", version=_version(), database="ok",
+    return schemas.Health(status="ok", version=_version(), database="ok", ray=scheduler.ray_status,
                           studies_running_here=len(scheduler.running), queued=queued)

@@ -28,6 +28,7 @@ def test_health_reports_the_database_and_the_queue(client):
     body = client.get("/api/v1/health").json()
     assert body["status"] == "ok" and body["database"] == "ok"
     assert body["queued"] == 1 and body["studies_running_here"] == 0
+    assert body["ray"] == "off"  # study_concurrency 0: this server never starts Ray
 
 
 def test_openapi_documents_every_endpoint_and_the_docs_page_is_served(client):

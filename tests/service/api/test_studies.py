@@ -171,6 +171,7 @@ def test_a_submitted_study_runs_to_its_budget_and_every_read_agrees(running_clie
     study = submit(client, n_trials=12, baselines=[8])
     detail = wait_for(client, study, {"completed", "failed"})
     assert detail["status"] == "completed", detail["error"]
+    assert client.get(f"{API}/health").json()["ray"] == "ok"
     assert detail["progress"]["complete"] == 12 and detail["progress"]["fraction"] == 1.0
     assert detail["timings"]["started_at"] and detail["timings"]["finished_at"]
     assert detail["timings"]["mean_trial_s"] > 0 and detail["runs"] == 1

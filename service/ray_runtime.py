@@ -1,0 +1,158 @@
+"""Starting (or joining) Ray so that a failed start leaves nothing running.
+
+``ray.init`` can fail after it has spawned a whole local cluster (GCS, raylet, agents):
+its working directory gone, a port taken, a full /tmp, a GCS slow to answer. Ray keeps no
+handle on a half-started node that ``ray.shutdown`` could always reach, so every retry
+would add one more cluster. :func:`start_ray` shuts Ray down after a failure and ends the
+processes that the attempt spawned (new descendants of this process), then raises
+:class:`RayStartError` with a one-line reason. :func:`retry_delay` is the back-off.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+log = logging.getLogger("paretoml.ray")
+
+#: one start at a time per process: the scheduler's thread and a pool may both ask
+_start_lock = threading.Lock()
+
+
+class RayStartError(RuntimeError):
+    """``ray.init`` failed; whatever the attempt had started has been ended."""
+
+    def __init__(self, reason: str, cleaned: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        #: processes of the failed attempt that were still running after ``ray.shutdown``
+        self.cleaned = cleaned
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """How to reach Ray: a cluster ``address``, or a local runtime under ``temp_dir``."""
+
+    address: str | None = None
+    temp_dir: str | None = None
+
+    def init_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
+        if self.address:
+            kwargs["address"] = self.address
+        elif self.temp_dir:  # only for a local runtime: "auto" looks for its cluster in Ray's default dir
+            kwargs["_temp_dir"] = os.path.abspath(self.temp_dir)
+        return kwargs
+
+
+def retry_delay(attempt: int, base_s: float, max_s: float) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (1, 2, ...): doubling, capped."""
+    return float(min(max_s, base_s * 2.0 ** min(attempt - 1, 60)))
+
+
+def start_ray(options: RayOptions) -> bool:
+    """Start or join Ray unless it is up already; True if this call did.
+
+    Call it from a thread that lives as long as Ray should: Ray's processes die with the
+    thread that started them (parent-death signal). On failure, Ray is shut down, the
+    processes the attempt spawned are ended, and :class:`RayStartError` is raised.
+    """
+    import ray
+
+    with _start_lock:
+        if ray.is_initialized():
+            return False
+        _ensure_working_directory()
+        before = _descendant_keys()
+        try:
+            ray.init(**options.init_kwargs())
+        except BaseException as exc:
+            spawned = [p for p in _descendants() if _key(p) not in before and _is_ray_process(p)]
+            _shutdown_quietly()
+            cleaned = end_processes(spawned)
+            if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: cleaned up, then as they were
+                raise
+            log.debug("ray.init failed", exc_info=True)
+            raise RayStartError(one_line(exc), cleaned) from exc
+        return True
+
+
+def one_line(exc: BaseException) -> str:
+    text = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {text[-1] if text else ''}".rstrip(": ")[:300]
+
+
+def end_processes(processes: list[psutil.Process], grace_s: float = 5.0) -> int:
+    """SIGTERM, then SIGKILL after ``grace_s``; the number that were still running."""
+    alive = [p for p in processes if _running(p)]
+    for process in alive:
+        try:
+            process.terminate()
+        except psutil.Error:
+            pass
+    _, stubborn = psutil.wait_procs(alive, timeout=grace_s)
+    for process in stubborn:
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(stubborn, timeout=grace_s)
+    return len(alive)
+
+
+def _ensure_working_directory() -> None:
+    """Ray's driver puts its working directory on the workers' path and fails without one.
+    The server resolved every path it needs at start, so a removed directory is replaced by /."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        log.warning("the working directory was removed; Ray starts from / instead")
+        os.chdir(os.sep)
+
+
+def _shutdown_quietly() -> None:
+    import ray
+
+    try:
+        ray.shutdown()
+    except Exception:  # a half-initialised worker can fail to disconnect; its processes are ended next
+        log.debug("ray.shutdown after a failed start failed", exc_info=True)
+
+
+def _descendants() -> list[psutil.Process]:
+    try:
+        return psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _key(process: psutil.Process) -> tuple[int, float]:
+    try:
+        return process.pid, process.create_time()
+    except psutil.Error:
+        return process.pid, 0.0
+
+
+def _descendant_keys() -> set[tuple[int, float]]:
+    return {_key(p) for p in _descendants()}
+
+
+def _is_ray_process(process: psutil.Process) -> bool:
+    """Ray's executables and scripts live in the ray package; its workers and agents are
+    named ``ray::...``."""
+    try:
+        return process.name().startswith("ray") or any("ray" in part for part in process.cmdline())
+    except psutil.Error:
+        return False
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
