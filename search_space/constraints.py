@@ -19,7 +19,7 @@ from paretoml.search_space.space import TrialConfig
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class ModelBytesBudget(_Strict):

@@ -24,7 +24,7 @@ LrRule = Literal["none", "linear", "sqrt"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class LayerSelector(_Strict):

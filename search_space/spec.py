@@ -1,8 +1,12 @@
-"""StudySpec: what a user submits, as YAML or JSON, validated before anything is stored."""
+"""StudySpec: what a user submits, as YAML or JSON, validated before anything is stored.
+
+Validation is strict, as the JSON Schema that the API publishes says: ``true`` is no
+integer and ``"3"`` no number (pydantic's lax mode would take both)."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,8 +32,24 @@ class SpecError(ValueError):
     """A spec that cannot be used; the message is one line and names the field."""
 
 
+class _SpecLoader(yaml.SafeLoader):
+    """YAML with YAML 1.2's floats: ``1e-3`` is a number (PyYAML's 1.1 rules make it a string)."""
+
+
+_SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse a spec's YAML text."""
+    return yaml.load(text, Loader=_SpecLoader)  # noqa: S506 (a SafeLoader)
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class ObjectiveSpec(_Strict):
@@ -192,7 +212,7 @@ def load_spec(path: str | Path) -> StudySpec:
     except OSError as exc:
         raise SpecError(f"cannot read spec {path}: {exc.strerror}") from None
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if path.suffix == ".json" else load_yaml(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SpecError(f"{path.name} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {first}") from None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -99,6 +100,17 @@ def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
         seed=spec.seed,
         constraints_func=_constraints_func if spec.constraints else None,
     )
+
+
+def name_metrics(study: optuna.Study, spec: StudySpec) -> None:
+    """Store the objectives' names in the study (Optuna's metric names), so that plain Optuna,
+    its plots and optuna-dashboard label the values "accuracy", "model_bytes", ... rather
+    than "Objective 0", "Objective 1"."""
+    if study.metric_names == spec.objective_names:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # set_metric_names, since 3.2
+        study.set_metric_names(spec.objective_names)
 
 
 def count_complete(study: optuna.Study) -> int:
@@ -189,6 +201,7 @@ class StudyRunner:
         study = optuna.create_study(
             storage=storage, study_name=study_name, directions=spec.directions, sampler=make_sampler(spec)
         )
+        name_metrics(study, spec)
         study.set_user_attr(SPEC_ATTR, spec.model_dump(mode="json"))
         study.set_user_attr(LAYERS_ATTR, [_layer_row(layer) for layer in model.layers])
         study.set_user_attr(REFERENCE_ATTR, model.reference)
@@ -213,6 +226,7 @@ class StudyRunner:
         model = executor.start()
         space = build_space(spec, model.layers, model.n_checkpoints)
         study = optuna.load_study(study_name=study_name, storage=storage, sampler=make_sampler(spec))
+        name_metrics(study, spec)  # studies made before the names were stored get them now
         return cls(study, spec, space, model, executor)
 
     # -- heartbeats and stale trials --------------------------------------------------------

@@ -15,6 +15,7 @@ from fastapi_offline import FastAPIOffline
 
 from paretoml.service.api.errors import install_error_handlers
 from paretoml.service.api.limits import BodySizeLimit
+from paretoml.service.api.openapi import describe_auth, operation_id
 from paretoml.service.api.reads import StudyReads
 from paretoml.dashboard.routes import install_dashboard
 from paretoml.service.api.routes import analysis, catalog, health, studies
@@ -24,6 +25,9 @@ from paretoml.service.scheduler import JobScheduler
 from paretoml.service.settings import Settings
 
 API_PREFIX = "/api/v1"
+# the routers of the REST API, all under API_PREFIX (tests/service/api/test_openapi.py checks
+# that each of their operations declares the errors it can send)
+API_ROUTERS = (studies.router, analysis.router, catalog.router, health.router)
 
 
 def _server_signal_handlers() -> dict[signal.Signals, object]:
@@ -72,10 +76,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # installed fastapi-offline package, not from a CDN, so the docs work offline
     app = FastAPIOffline(title="ParetoML", version="1", lifespan=lifespan, docs_url="/docs", redoc_url="/redoc",
                          static_url="/docs-static", favicon_url="/ui/static/favicon.svg",
-                         description="Multi-objective search over model compression and hyperparameters.")
+                         description="Multi-objective search over model compression and hyperparameters.",
+                         generate_unique_id_function=operation_id)
     app.state.settings = settings
+    describe_auth(app, settings)
     install_error_handlers(app)
-    for router in (studies.router, analysis.router, catalog.router, health.router):
+    for router in API_ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
     install_dashboard(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

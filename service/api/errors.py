@@ -1,12 +1,18 @@
 """Exception handlers: every error is JSON ``{"detail": ...}`` with a 4xx status that
-says what was wrong; an unexpected error is logged here and answered 500 with no trace."""
+says what was wrong; an unexpected error is logged here and answered 500 with no trace.
+A 405 lists in ``Allow`` every method served at that path (Starlette names only those of
+the first route it matched, e.g. ``POST`` for ``/studies`` although GET is served too)."""
 
 from __future__ import annotations
 
 import logging
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
+from starlette.types import Scope
 
 from paretoml.service.jobs import JobNotFoundError, JobStateError
 from paretoml.service.storage import StorageError
@@ -14,7 +20,27 @@ from paretoml.service.storage import StorageError
 log = logging.getLogger("paretoml.api")
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """Every method some route serves at this request's path: asked of each route, as for a
+    request with that method (mounted apps, such as static files, are left out: they match
+    any method)."""
+    routes = [route for route in app.router.routes if not isinstance(route, Mount)]
+    return [method for method in _METHODS
+            if any(route.matches({**scope, "method": method})[0] is Match.FULL for route in routes)]
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405:
+            methods = allowed_methods(app, request.scope)
+            if methods:
+                exc.headers = {**(exc.headers or {}), "Allow": ", ".join(methods)}
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(JobNotFoundError)
     async def _not_found(request: Request, exc: JobNotFoundError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)

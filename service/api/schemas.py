@@ -12,7 +12,6 @@ from paretoml.service.jobs import JobStatus, as_utc
 T = TypeVar("T")
 
 
-
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 
 TrialStateName = Literal["complete", "running", "fail", "pruned", "waiting"]
@@ -177,9 +176,26 @@ class Health(_Out):
 class SpecText(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(max_length=200_000, description="a study spec as YAML or JSON")
+    text: str = Field(min_length=1, max_length=200_000, description="a study spec as YAML or JSON")
     format: Literal["yaml", "json"] = "yaml"
 
 
-class Message(_Out):
-    detail: str
+class FieldError(BaseModel):
+    """One invalid input: where it is (``["body", "n_trials"]``), what is wrong, and its kind."""
+
+    model_config = ConfigDict(extra="allow")  # FastAPI adds "input" and "ctx" to some
+
+    loc: list[str | int] = Field(description="where the error is: 'body', 'query', 'path' or 'header', then fields")
+    msg: str
+    type: str
+
+
+class ApiError(_Out):
+    """Every error answer (4xx, 5xx) of the API: what went wrong, for a person to read.
+
+    A string, or for invalid input (422) one entry per invalid field."""
+
+    detail: str | list[FieldError]
+
+
+Message = ApiError  # the name routes used before the error model was shared

@@ -64,3 +64,27 @@ def test_unreadable_and_malformed_files(tmp_path):
     listy.write_text("- 1\n- 2\n")
     with pytest.raises(SpecError, match="must be a mapping"):
         load_spec(listy)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"n_trials": True}, "n_trials"),
+        ({"n_trials": "5"}, "n_trials"),
+        ({"seed": 1.0}, "seed"),
+        ({"finetune": {"learning_rate": "0.01"}}, "finetune.learning_rate"),
+        ({"finetune": {"learning_rate": False}}, "finetune.learning_rate"),
+        ({"knobs": [{"kind": "float", "name": "x", "low": 0, "high": 1, "log": 1}]}, "knobs.0.float.log"),
+    ],
+)
+def test_types_are_strict_as_the_published_schema_says(change, field):
+    with pytest.raises(SpecError, match=field.replace(".", r"\.")):
+        parse_spec({**BASE, **change})
+
+
+def test_yaml_exponents_are_numbers(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("task: digits-cnn\nknobs: [{kind: bitwidth}]\nobjectives: [{name: accuracy}]\nn_trials: 5\n"
+                    "finetune: {steps: 2, learning_rate: 1e-3}\nname: 1e3-run\n")
+    spec = load_spec(path)
+    assert spec.finetune.learning_rate == 0.001 and spec.name == "1e3-run"

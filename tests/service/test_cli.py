@@ -60,6 +60,8 @@ def test_two_objective_run_end_to_end(tmp_path):
     assert trials[0].user_attrs["paretoml:provenance"]["model_bytes"]["how"] == "estimated"
     assert trials[0].user_attrs["paretoml:provenance"]["accuracy"]["how"] == "measured"
     assert study.user_attrs["paretoml:spec"]["task"] == "digits-cnn"
+    # the objectives' names are Optuna's metric names (optuna-dashboard and plots label axes with them)
+    assert study.metric_names == ["accuracy", "model_bytes"]
     assert {row["name"] for row in study.user_attrs["paretoml:layers"]} == {"conv1", "conv2", "fc1", "fc2"}
     front = study.best_trials
     assert front and all(t.values[0] > 0.1 for t in front)

@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 from paretoml.search_space.spec import parse_spec
 from paretoml.service.executors import create_executor
 from paretoml.service.frontier import FrontierRecorder, stored_front, stored_history
-from paretoml.service.runner import ERROR_ATTR, WORKER_ATTR, StudyRunner
+from paretoml.service.runner import ERROR_ATTR, SPEC_ATTR, WORKER_ATTR, StudyRunner
 from paretoml.service.storage import open_durable_storage
 
 pytestmark = pytest.mark.slow
@@ -90,3 +90,20 @@ def test_four_workers_on_postgres_lose_nothing_over_300_trials(storage_url):
     assert len(complete) == 300 == len(trials)
     assert all(t.values is not None and len(t.values) == 2 for t in complete)
     assert all("paretoml:provenance" in t.user_attrs for t in complete)
+
+
+def test_objective_names_are_optunas_metric_names_and_old_studies_get_them_on_resume(tmp_path):
+    url = f"sqlite:///{tmp_path / 'names.db'}"
+    spec = parse_spec(synthetic_spec(n_trials=2))
+    storage = open_durable_storage(url)
+    with create_executor("inprocess", spec) as executor:
+        StudyRunner.create(spec, storage, "new", executor)
+    assert optuna.load_study(study_name="new", storage=url).metric_names == ["fidelity", "model_bytes"]
+
+    # a study made before the names were stored: directions and spec, no metric names
+    old = optuna.create_study(study_name="old", storage=url, directions=spec.directions)
+    old.set_user_attr(SPEC_ATTR, spec.model_dump(mode="json"))
+    assert optuna.load_study(study_name="old", storage=url).metric_names is None
+    with create_executor("inprocess", spec) as executor:
+        StudyRunner.resume(open_durable_storage(url), "old", executor)
+    assert optuna.load_study(study_name="old", storage=url).metric_names == ["fidelity", "model_bytes"]

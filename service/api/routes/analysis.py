@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field
 
 from paretoml.service.api import schemas
 from paretoml.service.api.deps import Jobs, Reads
+from paretoml.service.api.responses import errors
 
 router = APIRouter(tags=["analysis"])
 
@@ -82,7 +83,7 @@ def compute_importances(study: optuna.Study | None, objectives: list[schemas.Obj
 
 
 @router.get("/studies/{study_id}/importances", response_model=Importances,
-            responses={404: {"model": schemas.Message}})
+            responses=errors(404, 422, 503))
 def get_importances(study_id: StudyId, jobs: Jobs, reads: Reads) -> Any:
     """Parameter importances per objective (PED-ANOVA over the completed trials)."""
     job = jobs.get(study_id)

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 
 from paretoml.service.api import schemas
 from paretoml.service.api.deps import Jobs, Scheduler
+from paretoml.service.api.responses import errors
 from paretoml.service.jobs import JobStatus
 
 router = APIRouter(tags=["health"])
@@ -20,7 +21,7 @@ def _version() -> str:
         return "unknown"
 
 
-@router.get("/health", response_model=schemas.Health)
+@router.get("/health", response_model=schemas.Health, responses=errors(503))
 def health(jobs: Jobs, scheduler: Scheduler) -> schemas.Health:
     queued = jobs.list(JobStatus.queued, 0, 1).total  # a failing database answers 503 from here
     return schemas.Health(status="ok", version=_version(), database="ok", ray=scheduler.ray_status,

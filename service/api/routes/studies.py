@@ -6,14 +6,15 @@ import json
 from typing import Annotated, Any
 
 import yaml
-from fastapi import APIRouter, HTTPException, Path, Query, Response, status
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
-from paretoml.search_space.spec import StudySpec
+from paretoml.search_space.spec import StudySpec, load_yaml
 from paretoml.service.api import schemas
 from paretoml.service.api.deps import Jobs, Reads, Writer
 from paretoml.service.api.reads import STATES_BY_NAME
+from paretoml.service.api.responses import BODY_ERRORS, errors
 from paretoml.service.jobs import JobStatus
 
 router = APIRouter(tags=["studies"])
@@ -22,9 +23,36 @@ StudyId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", des
 Offset = Annotated[int, Query(ge=0, le=10_000_000)]
 
 
+# What a created study's id leads to: OpenAPI links, so clients (and schemathesis's stateful
+# phase) can follow POST /studies to the operations on the new study.
+_ON_CREATED_STUDY = ("get_study", "list_trials", "get_frontier", "get_importances", "stop_study", "resume_study",
+                     "delete_study")
+_CREATED = {
+    "description": "the study is queued; its resource is at `Location`",
+    "headers": {"Location": {"description": "path of the new study", "schema": {"type": "string"}}},
+    "links": {operation: {"operationId": operation, "parameters": {"study_id": "$response.body#/id"}}
+              for operation in _ON_CREATED_STUDY},
+}
+# the demo study (studies/digits_cnn.yaml, shortened): the docs' example, and a request that the
+# contract test sends, so it must stay valid
+_EXAMPLE_SPEC: dict[str, Any] = {
+    "name": "digits-cnn-demo", "task": "digits-cnn",
+    "knobs": [{"kind": "bitwidth", "choices": [2, 4, 8]},
+              {"kind": "prune", "method": "structured", "low": 0.0, "high": 0.75, "step": 0.25}],
+    "objectives": [{"name": "accuracy"}, {"name": "model_bytes"}],
+    "sampler": {"name": "tpe", "options": {"n_startup_trials": 8}},
+    "n_trials": 30,
+}
+_EXAMPLE_YAML = yaml.safe_dump(_EXAMPLE_SPEC, sort_keys=False)
+_SPEC_RULES = ("invalid spec: a field breaks the schema, or a rule the schema cannot state (a task, sampler or "
+               "objective that is not registered, an option the task or sampler lacks, low above high, ...)")
+
+
 @router.post("/studies", status_code=status.HTTP_202_ACCEPTED, response_model=schemas.StudyCreated,
-             dependencies=[Writer], responses={401: {"model": schemas.Message}, 413: {"model": schemas.Message}})
-def submit_study(spec: StudySpec, jobs: Jobs, response: Response) -> schemas.StudyCreated:
+             dependencies=[Writer], responses={202: _CREATED, **errors(*BODY_ERRORS, 401, 503,
+                                                                        descriptions={422: _SPEC_RULES})})
+def submit_study(spec: Annotated[StudySpec, Body(openapi_examples={"digits-cnn": {"value": _EXAMPLE_SPEC}})],
+                 jobs: Jobs, response: Response) -> schemas.StudyCreated:
     """Queue a study. The job is stored before this answers; a runner picks it up."""
     job = jobs.submit(spec)
     location = f"/api/v1/studies/{job.id}"
@@ -32,7 +60,7 @@ def submit_study(spec: StudySpec, jobs: Jobs, response: Response) -> schemas.Stu
     return schemas.StudyCreated(id=job.id, status=JobStatus(job.status), location=location)
 
 
-@router.get("/studies", response_model=schemas.Page[schemas.StudySummary])
+@router.get("/studies", response_model=schemas.Page[schemas.StudySummary], responses=errors(422, 503))
 def list_studies(jobs: Jobs, reads: Reads, status_: Annotated[JobStatus | None, Query(alias="status")] = None,
                  offset: Offset = 0, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> Any:
     page = jobs.list(status_, offset, limit)
@@ -40,13 +68,13 @@ def list_studies(jobs: Jobs, reads: Reads, status_: Annotated[JobStatus | None, 
                                               offset=offset, limit=limit)
 
 
-@router.get("/studies/{study_id}", response_model=schemas.StudyDetail, responses={404: {"model": schemas.Message}})
+@router.get("/studies/{study_id}", response_model=schemas.StudyDetail, responses=errors(404, 422, 503))
 def get_study(study_id: StudyId, jobs: Jobs, reads: Reads) -> schemas.StudyDetail:
     return reads.detail(jobs.get(study_id))
 
 
 @router.get("/studies/{study_id}/trials", response_model=schemas.Page[schemas.Trial] | schemas.Page[schemas.TrialBrief],
-            responses={404: {"model": schemas.Message}})
+            responses=errors(404, 422, 503))
 def list_trials(
     study_id: StudyId, jobs: Jobs, reads: Reads,
     state: Annotated[schemas.TrialStateName | None, Query(description="only trials in this state")] = None,
@@ -71,7 +99,7 @@ def list_trials(
 
 
 @router.get("/studies/{study_id}/trials/{number}", response_model=schemas.Trial,
-            responses={404: {"model": schemas.Message}})
+            responses=errors(404, 422, 503, descriptions={404: "no study with this id, or no trial with this number"}))
 def get_trial(study_id: StudyId, number: Annotated[int, Path(ge=0, le=10_000_000)], jobs: Jobs,
               reads: Reads) -> schemas.Trial:
     job = jobs.get(study_id)
@@ -82,14 +110,13 @@ def get_trial(study_id: StudyId, number: Annotated[int, Path(ge=0, le=10_000_000
 
 
 @router.get("/studies/{study_id}/frontier", response_model=schemas.Frontier,
-            responses={404: {"model": schemas.Message}})
+            responses=errors(404, 422, 503))
 def get_frontier(study_id: StudyId, jobs: Jobs, reads: Reads) -> schemas.Frontier:
     """The stored Pareto front (feasible completed trials) and its hypervolume each time it changed."""
     return reads.frontier(jobs.get(study_id))
 
 
-_WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": schemas.Message}, 404: {"model": schemas.Message}, 409: {"model": schemas.Message}}
+_WRITE_ERRORS = errors(401, 404, 409, 422, 503)
 
 
 @router.post("/studies/{study_id}/stop", response_model=schemas.StudySummary, dependencies=[Writer],
@@ -118,11 +145,13 @@ def delete_study(study_id: StudyId, jobs: Jobs, reads: Reads) -> Response:
 
 
 @router.post("/specs/validate", response_model=StudySpec,
-             responses={422: {"description": "the spec's errors, each with its field's location"}})
-async def validate_spec(body: schemas.SpecText) -> Any:
+             responses=errors(*BODY_ERRORS, descriptions={422: "not YAML/JSON, not a mapping, or " + _SPEC_RULES}))
+async def validate_spec(body: Annotated[schemas.SpecText, Body(openapi_examples={
+        "yaml": {"value": {"format": "yaml", "text": _EXAMPLE_YAML}},
+        "json": {"value": {"format": "json", "text": json.dumps(_EXAMPLE_SPEC)}}})]) -> Any:
     """Parse a spec written as YAML or JSON and validate it, without submitting it."""
     try:
-        data = json.loads(body.text) if body.format == "json" else yaml.safe_load(body.text)
+        data = json.loads(body.text) if body.format == "json" else load_yaml(body.text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise HTTPException(422, [{"loc": ["body", "text"], "msg": f"not valid {body.format.upper()}: {first}",
