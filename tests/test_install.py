@@ -23,6 +23,8 @@ NOISE = re.compile(r"warn|deprecat|would be ignored", re.IGNORECASE)
 # anything shown by Python's warnings module (`file.py:12: Category: message`), except the
 # notice setuptools itself classes as no warning ("InformationOnly: Editable installation.")
 PYTHON_WARNING = re.compile(r"\.py:\d+: (?!InformationOnly:)\w+: ")
+# that same notice as pip 26 relays it from the build backend: information, not a warning
+EDITABLE_NOTICE = re.compile(r"\.py:\d+: (InformationOnly|BuildBackendWarning): Editable installation\.$")
 # the verbose build lists every file it copies; a file's name is not a warning
 FILE_LISTING = re.compile(r"^\s*(copying|adding|creating|writing|reading) ")
 
@@ -49,7 +51,8 @@ def _pip(*args: str, cwd: Path) -> str:
 
 def _noise(output: str) -> list[str]:
     return [line.strip() for line in output.splitlines()
-            if (NOISE.search(line) or PYTHON_WARNING.search(line)) and not FILE_LISTING.match(line)]
+            if (NOISE.search(line) or PYTHON_WARNING.search(line))
+            and not FILE_LISTING.match(line) and not EDITABLE_NOTICE.search(line.strip())]
 
 
 @pytest.mark.parametrize("how", ["editable install", "wheel build"])
@@ -72,8 +75,10 @@ def test_the_check_sees_setuptools_warnings():
   /tmp/pip-build-env-x/overlay/lib/python3.11/site-packages/setuptools/command/build_py.py:215: _Warning: Package 'paretoml.dashboard.static' is absent from the `packages` configuration.
   /tmp/pip-build-env-x/overlay/.../_apply_pyprojecttoml.py:82: SetuptoolsDeprecationWarning: `project.license` as a TOML table is deprecated
   /tmp/pip-build-env-x/overlay/.../editable_wheel.py:354: InformationOnly: Editable installation.
+  /tmp/pip-build-env-x/overlay/.../editable_wheel.py:354: BuildBackendWarning: Editable installation.
+  /tmp/pip-build-env-x/overlay/.../build_py.py:215: BuildBackendWarning: Package 'paretoml.x' is absent from the `packages` configuration.
   /tmp/pip-build-env-x/overlay/.../dist.py:9: FutureNotice: ...
   copying build/lib/paretoml/service/api/warnings.py -> build/bdist.linux-x86_64/wheel/./paretoml/service/api
 """
     assert [line.split(": ")[1] for line in _noise(old)] == ["_Warning", "SetuptoolsDeprecationWarning",
-                                                             "FutureNotice"]
+                                                             "BuildBackendWarning", "FutureNotice"]
