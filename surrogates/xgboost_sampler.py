@@ -15,7 +15,8 @@ one scored; once all have been seen the sampler warns (once) and lets configurat
 Trials that failed for their configuration (``surrogates.trial_history``) are feasibility
 samples: a model of failure keeps suggestions away from them and their neighbours.
 
-The first ``n_startup_trials`` follow a scrambled Sobol sequence (skipping taken configurations).
+The first ``n_startup_trials`` (at most a twelfth of a small discrete space) follow a scrambled
+Sobol sequence (skipping taken configurations).
 Nothing is kept between calls (but memoised encodings): every suggestion is rebuilt from the
 study's trials with a generator seeded by ``(seed, trial.number)``, so seeds reproduce and a
 resumed study continues as it would have.
@@ -96,7 +97,7 @@ class XGBoostSampler(BaseSampler):
         avoid = history.taken_keys
         if self.noisy_objectives:
             avoid -= set(encoding.keys(history.complete_x)) if len(history.complete_x) else set()
-        if len(history.complete) < max(self.n_startup_trials, 1):
+        if len(history.complete) < self._n_startup(encoding.cardinality()):
             return encoding.decode(self._startup_point(encoding, trial.number, avoid, rng))
         candidates = self._unseen_candidates(encoding, history, avoid, rng)
         all_losses = np.array([t.values for t in history.complete], dtype=float) * loss_signs(study.directions)
@@ -115,6 +116,13 @@ class XGBoostSampler(BaseSampler):
         # keep off the running trials and the front (mutations start there); far points are fine
         score = score + self._crowding(np.vstack([x[front], history.running]), candidates)
         return encoding.decode(candidates[int(np.argmin(score))])
+
+    def _n_startup(self, size: int | None) -> int:
+        """``n_startup_trials``, but at most a twelfth of a small discrete space (4 of 48
+        configurations: 10 Sobol trials would be a fifth of it; measured on the quantune-48
+        table, seeds 100-119: median 12 trials to within 0.5 pp of the best with 10, 6.5 with 4)."""
+        n = self.n_startup_trials if size is None else min(self.n_startup_trials, max(2, size // 12))
+        return max(n, 1)
 
     # -- configurations not taken yet ------------------------------------------------------------
     def _unseen_candidates(self, encoding: VectorEncoding, history: History, avoid: set[bytes],
