@@ -235,11 +235,9 @@ class XGBoostSampler(BaseSampler):
         m = losses.shape[1]
         scale = np.where(losses.std(axis=0) > 0, losses.std(axis=0), 1.0)
         z = (losses - losses.mean(axis=0)) / scale
-        lcb = np.empty((len(candidates), m))
-        for j in range(m):
-            q = self._quantile_model(x, z[:, j], candidates)
-            sigma = np.maximum((q[:, 2] - q[:, 0]) / _Z90, 1e-9)
-            lcb[:, j] = q[:, 1] - self.beta * sigma
+        quantiles = np.stack([self._quantile_model(x, z[:, j], candidates) for j in range(m)], axis=1)
+        sigma = np.maximum((quantiles[:, :, 2] - quantiles[:, :, 0]) / _Z90, 1e-9)
+        lcb = quantiles[:, :, 1] - self.beta * sigma
         weights = rng.dirichlet(np.ones(m))
         ideal = z.min(axis=0)
         gap = lcb - ideal
