@@ -148,16 +148,19 @@ class XGBoostSampler(BaseSampler):
 
     @staticmethod
     def _drop_taken(encoding: VectorEncoding, points: np.ndarray, avoid: set[bytes]) -> np.ndarray:
-        """Snapped, distinct, untaken rows of ``points`` (in their first order)."""
-        snapped = encoding.snap(points)
-        keys = encoding.keys(snapped)
+        """The rows of ``points`` whose configurations are untaken and distinct (first kept).
+
+        The rows stay where they were drawn (either decodes to the same configuration), so
+        continuous spaces are scored exactly as before; scoring the snapped rows instead was
+        measured no better (benchmarks/results/search-efficiency.md, issue 17)."""
+        keys = encoding.keys(encoding.snap(points))
         seen = set(avoid)
         keep = []
         for i, key in enumerate(keys):
             if key not in seen:
                 seen.add(key)
                 keep.append(i)
-        return snapped[keep]
+        return points[keep]
 
     def _startup_point(self, encoding: VectorEncoding, index: int, avoid: set[bytes],
                        rng: np.random.Generator) -> np.ndarray:
@@ -215,7 +218,7 @@ class XGBoostSampler(BaseSampler):
                 return candidates
             candidates = self._drop_taken(encoding, rng.random((self.n_candidates, dim)), avoid)
         self._warn_exhausted(None)
-        return encoding.snap(np.vstack([mutated, uniform]))
+        return np.vstack([mutated, uniform])
 
     def _quantile_model(self, x: np.ndarray, y: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """(n_candidates, 3) predicted 10/50/90 % quantiles of the standardised target."""
