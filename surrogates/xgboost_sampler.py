@@ -148,19 +148,16 @@ class XGBoostSampler(BaseSampler):
 
     @staticmethod
     def _drop_taken(encoding: VectorEncoding, points: np.ndarray, avoid: set[bytes]) -> np.ndarray:
-        """The rows of ``points`` whose configurations are untaken and distinct (first kept).
+        """The rows of ``points`` whose configurations are not taken, in their order.
 
-        The rows stay where they were drawn (either decodes to the same configuration), so
-        continuous spaces are scored exactly as before; scoring the snapped rows instead was
-        measured no better (benchmarks/results/search-efficiency.md, issue 17)."""
+        The rows stay where they were drawn (each decodes to its configuration), so continuous
+        spaces are scored exactly as before; two rows of one untaken configuration both stay
+        (the better scored wins). Scoring the snapped rows instead was measured no better
+        (benchmarks/results/search-efficiency.md, issue 17)."""
+        if not avoid:
+            return points
         keys = encoding.keys(encoding.snap(points))
-        seen = set(avoid)
-        keep = []
-        for i, key in enumerate(keys):
-            if key not in seen:
-                seen.add(key)
-                keep.append(i)
-        return points[keep]
+        return points[np.array([key not in avoid for key in keys], dtype=bool)]
 
     def _startup_point(self, encoding: VectorEncoding, index: int, avoid: set[bytes],
                        rng: np.random.Generator) -> np.ndarray:

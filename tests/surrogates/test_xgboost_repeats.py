@@ -143,3 +143,12 @@ def test_resume_is_identical_with_failures_and_a_discrete_space(tmp_path):
     resumed = optuna.load_study(study_name="s", storage=url, sampler=sampler(seed=5))
     resumed.optimize(objective, n_trials=11, catch=(RuntimeError,))
     assert [t.params for t in resumed.trials] == [t.params for t in whole.trials]
+
+
+def test_noisy_objectives_is_a_registry_option():
+    from paretoml.surrogates.registry import SamplerOptionsError, create_sampler, validate_sampler
+
+    assert create_sampler("xgboost", {"noisy_objectives": True}, seed=0).noisy_objectives is True
+    assert create_sampler("xgboost", {}, seed=0).noisy_objectives is False
+    with pytest.raises(SamplerOptionsError, match="noisy_objectives"):
+        validate_sampler("xgboost", {"noisy_objectives": "sometimes"})
