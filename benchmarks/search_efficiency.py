@@ -11,6 +11,13 @@ divided by a fixed per-problem scale) against a fixed reference point in that sp
                 A second reference, (accuracy 0.9, bytes 0.25), is reported as a check.
   digits-merge  per-layer task-arithmetic coefficients of two specialists; accuracy (one
                 objective: hypervolume is the best accuracy, reference 0)
+  quantune-48   every knob categorical (bits, granularity, scheme, clipping of a weight-only
+                PTQ of the digits CNN): 48 configurations measured once
+                (benchmarks/measure_tables.py); accuracy, one objective (hypervolume is the
+                best accuracy, reference 0); also reported: trials to within 0.5 pp of the best
+  bits-table    mixed: per-layer bits {2,3,4,6,8} (categorical) and per-layer pruning in tenths
+                0..8 (integer) of the digits CNN over its measured sensitivity table (additive
+                accuracy drops, measured packed bytes); scale, reference as digits-cnn
 Methods: random, tpe, gp, nsga2, zeroth-order (problems whose knobs are all continuous),
 xgboost, and xgboost+sens (sensitivity warm start: problems with bitwidth knobs).
 GP runs ``--gp-trials`` trials (its suggestion cost grows to seconds per trial).
@@ -41,7 +48,11 @@ warnings.filterwarnings("ignore")
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 METHODS = ["random", "tpe", "gp", "nsga2", "zeroth-order", "xgboost", "xgboost+sens"]
-PROBLEMS = ["zdt1", "dtlz2", "digits-cnn", "digits-merge"]
+PROBLEMS = ["zdt1", "dtlz2", "digits-cnn", "digits-merge", "quantune-48", "bits-table"]
+#: measured tables (benchmarks/measure_tables.py)
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+#: one-objective table problems: also "trials to within 0.5 pp of the best configuration"
+WITHIN = {"quantune-48": 0.005}
 #: zeroth-order moves continuous knobs only: problems with nothing else
 CONTINUOUS = {"zdt1", "dtlz2", "digits-merge"}
 #: the sensitivity warm start allocates bitwidths: problems with bitwidth knobs
@@ -111,6 +122,8 @@ def problem(name: str, warm_start: bool = False) -> Problem:
             return timed(np.array([t.suggest_float(f"x{i}", 0, 1) for i in range(8)]), dtlz2_values)
         return Problem(["minimize"] * 2, np.ones(2), np.array([1.1, 1.1]), dtlz2, evaluate_s=spent)
 
+    if name in ("quantune-48", "bits-table"):
+        return _table_problem(name, timed, spent)
     from paretoml.search_space.knobs import BitwidthKnob, MergeKnob, PruneKnob
     from paretoml.search_space.space import JointSpace
 
@@ -140,6 +153,42 @@ def problem(name: str, warm_start: bool = False) -> Problem:
     def merge(t: optuna.Trial) -> float:
         return timed(space.suggest(t), lambda c: ev.evaluate(c, ["accuracy"])).values["accuracy"]
     return Problem(["maximize"], np.ones(1), np.array([0.0]), merge, evaluate_s=spent)
+
+
+def _table_problem(name: str, timed: Any, spent: list[float]) -> Problem:
+    table = json.load(open(os.path.join(DATA, f"{name}.json")))
+    if name == "quantune-48":
+        knobs = table["knobs"]
+        accuracy = {tuple(row[k] for k in knobs): row["accuracy"] for row in table["rows"]}
+
+        def quantune(t: optuna.Trial) -> float:
+            config = tuple(t.suggest_categorical(k, choices) for k, choices in knobs.items())
+            return timed(config, accuracy.__getitem__)
+        return Problem(["maximize"], np.ones(1), np.array([0.0]), quantune, evaluate_s=spent)
+    layers = table["layers"]
+
+    def values(config: dict[str, tuple[int, int]]) -> tuple[float, float]:
+        drop = sum(layers[n]["bits_drop"][str(b)] + layers[n]["prune_drop"][str(p)] for n, (b, p) in config.items())
+        size = table["other_bytes"] + sum(layers[n]["bytes"][f"{b},{p}"] for n, (b, p) in config.items())
+        return table["fp32_accuracy"] - drop, float(size)
+
+    def bits(t: optuna.Trial) -> tuple[float, float]:
+        config = {n: (t.suggest_categorical(f"bits.{n}", table["bits"]),
+                      t.suggest_int(f"prune_tenths.{n}", 0, max(table["prune_tenths"]))) for n in layers}
+        return timed(config, values)
+    return Problem(["maximize", "minimize"], np.array([1.0, table["fp32_bytes"]]), np.array([-0.5, 0.125]), bits,
+                   check_reference=np.array([-0.9, 0.25]), evaluate_s=spent)
+
+
+def repeated_configurations(params: list[dict[str, Any]]) -> int:
+    """Trials whose parameters equal an earlier trial's (exactly)."""
+    seen: set[tuple[tuple[str, Any], ...]] = set()
+    repeats = 0
+    for p in params:
+        key = tuple(sorted(p.items()))
+        repeats += key in seen
+        seen.add(key)
+    return repeats
 
 
 def normalised_losses(values: np.ndarray, directions: list[str], scale: np.ndarray) -> np.ndarray:
@@ -190,6 +239,7 @@ def run_one(job: tuple[str, str, int, int]) -> dict[str, Any]:
     sampler_s = [max(float(a - b), 0.0) for a, b in zip(trial_s, prob.evaluate_s)]
     return _rounded({"problem": name, "method": method, "seed": seed, "wall_s": wall, "warm_start_s": warm_s,
                      "n_warm": len(prob.warm), "values": values.tolist(), "sampler_s": sampler_s,
+                     "repeats": repeated_configurations([t.params for t in study.trials]),
                      "evaluate_s": prob.evaluate_s,
                      "hv": hypervolume_curve(normalised_losses(values, prob.directions, prob.scale), prob.reference)})
 
@@ -266,8 +316,8 @@ def _table(curves: dict[str, np.ndarray], rows: list[dict[str, Any]], checkpoint
         f"random at its last trial ({target_random:.4g}). Goals for xgboost: best-Optuna in <= 60, random in <= 30.",
         "",
         "| method | " + " | ".join(f"@{c}" for c in checkpoints)
-        + " | trials to best-Optuna | trials to random | sampler s/trial (last 50) | wall s |",
-        "|---|" + "---:|" * (len(checkpoints) + 4),
+        + " | trials to best-Optuna | trials to random | repeated configs | sampler s/trial (last 50) | wall s |",
+        "|---|" + "---:|" * (len(checkpoints) + 5),
     ]
     for method, curve in curves.items():
         med = medians[method]
@@ -279,8 +329,30 @@ def _table(curves: dict[str, np.ndarray], rows: list[dict[str, Any]], checkpoint
         per_trial = (np.median([np.mean(r["sampler_s"][-50:]) for r in mine])
                      if all("sampler_s" in r for r in mine) else float("nan"))
         wall = np.median([r["wall_s"] for r in mine])
+        repeats = [r["repeats"] for r in mine if "repeats" in r]
+        repeat_cell = f"{np.median(repeats):.0f} ({min(repeats)}-{max(repeats)})" if repeats else "-"
         lines.append(f"| {method} | " + " | ".join(cells) + " | " + " | ".join(reach)
-                     + f" | {per_trial:.3g} | {wall:.0f} |")
+                     + f" | {repeat_cell} | {per_trial:.3g} | {wall:.0f} |")
+    return lines
+
+
+def _within_table(rows: list[dict[str, Any]], tolerance: float) -> list[str]:
+    """Trials each method needs to come within ``tolerance`` of the best value in the table
+    (one objective, maximised), per seed; median and the ratio to random's median."""
+    best = max(v[0] for r in rows for v in r["values"])
+    table = json.load(open(os.path.join(DATA, f"{rows[0]['problem']}.json")))
+    best = max(best, max(row["accuracy"] for row in table["rows"]))
+    needed: dict[str, list[float]] = {}
+    for method in METHODS:
+        for r in (r for r in rows if r["method"] == method):
+            hits = [i + 1 for i, v in enumerate(r["values"]) if v[0] >= best - tolerance - 1e-12]
+            needed.setdefault(method, []).append(hits[0] if hits else float("inf"))
+    random_median = np.median(needed.get("random", [np.nan]))
+    lines = [f"Trials to within {100 * tolerance:.1f} pp of the best configuration ({best:.4f}), per seed:", "",
+             "| method | median | ratio to random | per seed |", "|---|---:|---:|---|"]
+    for method, n in needed.items():
+        lines.append(f"| {method} | {np.median(n):g} | {np.median(n) / random_median:.2f} | "
+                     + ", ".join(f"{v:g}" for v in n) + " |")
     return lines
 
 
@@ -305,6 +377,8 @@ def cmd_report(args: argparse.Namespace) -> None:
         print(f"### {name}\n\n{where}\n")
         curves = _curves(rows, name, prob.reference if prob else None)
         print("\n".join(_table(curves, rows, checkpoints)) + "\n")
+        if name in WITHIN:
+            print("\n".join(_within_table(rows, WITHIN[name])) + "\n")
         if prob is not None and prob.check_reference is not None:
             print(f"Check with reference {prob.check_reference.tolist()}:\n")
             print("\n".join(_table(_curves(rows, name, prob.check_reference), rows, checkpoints)) + "\n")

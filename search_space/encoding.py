@@ -3,6 +3,10 @@
 Floats and ints map linearly (logarithmically on log scales) to [0, 1]; categorical
 choices that are all numbers (bitwidths, batch sizes) keep their order as one coordinate;
 other categoricals are one-hot. Decoding snaps to the nearest valid value.
+
+``snap`` maps any points to the encodings of the configurations they decode to (vectorised),
+so configurations can be compared exactly by ``keys``; spaces without continuous floats can be
+counted and enumerated (``cardinality``, ``grid``).
 """
 
 from __future__ import annotations
@@ -12,11 +16,26 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+
+#: decimals kept when comparing encodings: continuous floats decode and re-encode to within ~1e-15
+KEY_DECIMALS = 9
 
 
 def is_ordinal(dist: CategoricalDistribution) -> bool:
     return all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in dist.choices)
+
+
+def n_values(dist: BaseDistribution) -> int | None:
+    """How many values ``dist`` has; None for a continuous float."""
+    if isinstance(dist, CategoricalDistribution):
+        return len(dist.choices)
+    if isinstance(dist, FloatDistribution) and dist.step is None:
+        return None if dist.high > dist.low else 1
+    step = dist.step if dist.step is not None else 1  # type: ignore[attr-defined]
+    if isinstance(dist, IntDistribution) and dist.log:
+        step = 1
+    return int(round((float(dist.high) - float(dist.low)) / step)) + 1  # type: ignore[attr-defined]
 
 
 def width(dist: BaseDistribution) -> int:
@@ -78,3 +97,91 @@ class VectorEncoding:
             x = min(max(x, low), high)
             params[name] = int(round(x)) if isinstance(dist, IntDistribution) else float(x)
         return params
+
+    # -- exact comparison and enumeration ------------------------------------------------------
+    def snap(self, points: np.ndarray) -> np.ndarray:
+        """``encode(decode(p))`` for every row ``p`` of ``points``, without leaving numpy."""
+        points = np.atleast_2d(np.asarray(points, dtype=np.float64))
+        out = np.empty_like(points)
+        i = 0
+        for dist in self.distributions.values():
+            w = width(dist)
+            chunk = points[:, i : i + w]
+            if isinstance(dist, CategoricalDistribution):
+                n = len(dist.choices)
+                if w > 1:
+                    out[:, i : i + w] = np.eye(w)[np.argmax(chunk, axis=1)]
+                else:
+                    index = np.clip(np.round(chunk[:, 0] * (n - 1)), 0, n - 1) if n > 1 else np.zeros(len(chunk))
+                    out[:, i] = index / (n - 1) if n > 1 else 0.0
+            else:
+                out[:, i] = self._snap_numeric(dist, np.clip(chunk[:, 0], 0.0, 1.0))
+            i += w
+        return out
+
+    @staticmethod
+    def _snap_numeric(dist: BaseDistribution, u: np.ndarray) -> np.ndarray:
+        low, high = float(dist.low), float(dist.high)  # type: ignore[attr-defined]
+        if high <= low:
+            return np.zeros_like(u)
+        step = dist.step  # type: ignore[attr-defined]
+        if step is None:
+            return u  # a continuous float decodes to itself
+        log = bool(dist.log)  # type: ignore[attr-defined]
+        x = np.exp(math.log(low) + u * (math.log(high) - math.log(low))) if log else low + u * (high - low)
+        x = np.clip(low + np.round((x - low) / step) * step, low, high)
+        if isinstance(dist, IntDistribution):
+            x = np.round(x)
+        if log:
+            return (np.log(x) - math.log(low)) / (math.log(high) - math.log(low))
+        return (x - low) / (high - low)
+
+    @staticmethod
+    def keys(points: np.ndarray) -> list[bytes]:
+        """One hashable key per row of snapped ``points``: equal keys, equal configurations."""
+        rounded = np.round(np.atleast_2d(points), KEY_DECIMALS) + 0.0  # + 0.0 turns -0.0 into 0.0
+        return [row.tobytes() for row in rounded]
+
+    def cardinality(self) -> int | None:
+        """The number of configurations; None when a float is continuous."""
+        total = 1
+        for dist in self.distributions.values():
+            n = n_values(dist)
+            if n is None:
+                return None
+            total *= n
+        return total
+
+    def grid(self) -> np.ndarray:
+        """Every configuration, encoded (one row each): only for small discrete spaces."""
+        axes: list[np.ndarray] = []
+        for dist in self.distributions.values():
+            n = n_values(dist)
+            if n is None:
+                raise ValueError("a continuous float has no grid")
+            if isinstance(dist, CategoricalDistribution) and width(dist) > 1:
+                axes.append(np.eye(n))
+            else:
+                values = self._numeric_values(dist, n)
+                axes.append(values[:, None])
+        rows = np.zeros((1, 0))
+        for axis in axes:
+            rows = np.hstack([np.repeat(rows, len(axis), axis=0), np.tile(axis, (len(rows), 1))])
+        return rows
+
+    def _numeric_values(self, dist: BaseDistribution, n: int) -> np.ndarray:
+        if isinstance(dist, CategoricalDistribution):
+            return np.arange(n) / (n - 1) if n > 1 else np.zeros(1)
+        low = float(dist.low)  # type: ignore[attr-defined]
+        step = 1 if isinstance(dist, IntDistribution) and dist.log else dist.step  # type: ignore[attr-defined]
+        values = np.array([low + k * step for k in range(n)])
+        return np.unique(np.round(self.encode_values(dist, values), 15))
+
+    @staticmethod
+    def encode_values(dist: BaseDistribution, values: np.ndarray) -> np.ndarray:
+        low, high = float(dist.low), float(dist.high)  # type: ignore[attr-defined]
+        if high <= low:
+            return np.zeros(len(values))
+        if dist.log:  # type: ignore[attr-defined]
+            return (np.log(values) - math.log(low)) / (math.log(high) - math.log(low))
+        return (values - low) / (high - low)

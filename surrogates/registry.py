@@ -53,6 +53,8 @@ class XGBoostOptions(_Options):
     max_depth: int = Field(5, ge=1, le=16)
     max_train: int = Field(400, ge=10)
     beta: float = Field(1.0, ge=0)
+    noisy_objectives: bool = Field(
+        False, description="let completed configurations be tried again (otherwise no configuration is spent twice)")
 
 
 def _xgboost(**kwargs: Any) -> BaseSampler:
