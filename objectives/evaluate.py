@@ -81,7 +81,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-Split_ = str  # "validation" | "calibration"
+Split_ = str  # "validation" | "calibration" | "test"
 
 
 class TrialEvaluator:
@@ -185,7 +185,7 @@ class TrialEvaluator:
         return self.measure(self.model, TrialConfig(), usable)
 
     def _split(self, name: Split_) -> tuple[Any, Any]:
-        split = self.data.calibration if name == "calibration" else self.data.validation
+        split = {"calibration": self.data.calibration, "test": self.data.test}.get(name, self.data.validation)
         if split is None:
             split, name = self.data.validation, "validation"
         if name not in self._references:
@@ -217,8 +217,12 @@ class TrialEvaluator:
         }
         t0 = time.perf_counter()
         task_metrics = [name for name in objectives if name not in SYSTEM_OBJECTIVES]
+        scored: dict[str, float] = {}
         if task_metrics:
-            scored = data.scorer.score(model, split_data[0], split_data[1], task_metrics)
+            # a real model's task scores all its metrics from one pass (e.g. one set of
+            # embeddings); those the study does not optimise are kept as attributes
+            wanted = task_metrics if self.bundle is not None else [m.name for m in data.scorer.metrics]
+            scored = data.scorer.score(model, split_data[0], split_data[1], wanted)
             for name in task_metrics:
                 values[name] = float(scored[name])
                 detail[name] = f"{self.catalog[name].summary}; {size}{split} samples"
@@ -233,6 +237,8 @@ class TrialEvaluator:
                 values[name] = mean_bits(self.layers, config)
             provenance[name] = {"how": self.catalog[name].how, "detail": detail[name]}
         attrs: dict[str, Any] = {"timings": {"measure_s": time.perf_counter() - t0}}
+        if self.bundle is None and scored:
+            attrs["metrics"] = {name: float(value) for name, value in scored.items()}
         bundle = self.bundle
         if bundle is not None and bundle.test_inputs is not None and bundle.test_labels is not None:
             attrs["test_accuracy"] = measure.accuracy(model, bundle.test_inputs, bundle.test_labels)
