@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -149,10 +150,14 @@ class StudySpec(_Strict):
         if task is None:
             return value
         catalog = objective_catalog(_task(task, info).metrics)
-        for o in value:
+        for i, o in enumerate(value):
             if o.name not in catalog:
-                raise ValueError(f"unknown objective {o.name!r}: task {task!r} does not define it; "
-                                 f"available: {', '.join(catalog)}")
+                message = (f"unknown objective {o.name!r}: task {task!r} does not define it; "
+                           f"available: {', '.join(catalog)}")
+                # raised with the objective's own location (objectives.<i>.name)
+                raise ValidationError.from_exception_data("StudySpec", [InitErrorDetails(
+                    type=PydanticCustomError("value_error", "{message}", {"message": message}),
+                    loc=(i, "name"), input=o.name)])
         # the natural direction is stored with the spec, so readers need not know the task
         return [o if o.direction else ObjectiveSpec(name=o.name, direction=catalog[o.name].direction)
                 for o in value]

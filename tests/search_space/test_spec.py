@@ -34,7 +34,7 @@ def test_defaults_and_directions():
         ({"knobs": [{"kind": "bitwidth", "choices": [4, 9]}]}, "knobs.0.bitwidth.choices: bits [9] not supported"),
         ({"knobs": [{"kind": "prune", "high": 1.5}]}, "knobs.0.prune: prune ratio range [0.0, 1.5]"),
         ({"knobs": [{"kind": "quantum"}]}, "knobs.0: Input tag 'quantum' found using 'kind' does not match"),
-        ({"objectives": [{"name": "speed"}]}, "objectives: unknown objective 'speed'"),
+        ({"objectives": [{"name": "speed"}]}, "objectives.0.name: unknown objective 'speed'"),
         ({"sampler": {"name": "magic"}}, "sampler: unknown sampler 'magic'; available: gp, nsga2, random, tpe, xgboost, zeroth-order"),
         ({"sampler": {"name": "tpe", "options": {"gamma": "x"}}}, "sampler: sampler 'tpe' has no option 'gamma'"),
         ({"task_options": {"epochs": 0}}, "task_options: epochs: Input should be greater than or equal to 1"),

@@ -128,7 +128,7 @@ def test_an_evaluate_that_raises_fails_its_trial_alone(tmp_path):
     ({"knobs": [{"kind": "bitwidth", "layers": {"include": "^encoder"}}]},
      "knobs: bitwidth knob's include pattern '^encoder' matches no layer; the model's layers are: left.0, left.2, right"),
     ({"objectives": ["accuracy", "perplexity"]},
-     "objectives: unknown objective 'perplexity': task 'python-model' does not define it; available: "
+     "objectives.1.name: unknown objective 'perplexity': task 'python-model' does not define it; available: "
      "accuracy, latency_ms, model_bytes, peak_memory_bytes, mean_bits"),
     ({"metrics": {"latency_ms": "minimize"}},
      "metrics: 'latency_ms' is a system objective; name your metric otherwise"),
