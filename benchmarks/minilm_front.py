@@ -50,7 +50,7 @@ def main() -> None:
           f"re-measured on the {options['n_test']} held-out test sentences")
     print(f"machine: {machine()}; latency: batch {evaluator.data.example.batch_size} sentences, 1 thread, "
           f"median of {args.repeats} (a shared machine: others' load disturbs it)\n")
-    print("| trial | fidelity (test) | recall@10 (test) | MB | latency ms | mean bits | share of heads / FFN neurons pruned | fidelity (val, in study) |")
+    print("| trial | fidelity (test) | recall@10 (test) | MB | latency ms | mean layer bits | share of heads / FFN neurons pruned | fidelity (val, in study) |")
     print("|---|---|---|---|---|---|---|---|")
     for label, config, trial in rows:
         values = evaluator.evaluate(config, METRICS, split="test").values
