@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,29 +19,26 @@ from paretoml.objectives import measure
 from paretoml.objectives.compress.merge import merge_state_dicts
 from paretoml.objectives.compress.prune import prune_structured, prune_unstructured
 from paretoml.objectives.compress.quantize import quantize_model
-from paretoml.objectives.tasks.base import Task, TaskBundle
+from paretoml.objectives.tasks.base import (
+    CLASSIFIER_METRICS,
+    Direction,
+    How,
+    ModelBundle,
+    ObjectiveDef,
+    Task,
+    TaskBundle,
+    first_tensor,
+)
+from paretoml.objectives.tasks.classifier import classifier_bundle
 from paretoml.objectives.train import FinetuneSettings, finetune
 from paretoml.search_space.constraints import mean_bits
 from paretoml.search_space.introspect import LayerInfo, introspect
 from paretoml.search_space.space import TrialConfig
 
-Direction = Literal["minimize", "maximize"]
-How = Literal["measured", "estimated"]
-
-
-@dataclass(frozen=True)
-class ObjectiveDef:
-    name: str
-    direction: Direction
-    how: How
-    summary: str
-
-
-OBJECTIVES: dict[str, ObjectiveDef] = {
+#: What every task gets from the system itself, beside the task's own metrics.
+SYSTEM_OBJECTIVES: dict[str, ObjectiveDef] = {
     o.name: o
     for o in (
-        ObjectiveDef("accuracy", "maximize", "measured", "top-1 accuracy on the task's validation split"),
-        ObjectiveDef("fidelity", "maximize", "measured", "top-1 agreement with the uncompressed model"),
         ObjectiveDef("latency_ms", "minimize", "measured",
                      "median forward time of the deployable model on this device"),
         ObjectiveDef("model_bytes", "minimize", "estimated",
@@ -50,6 +48,13 @@ OBJECTIVES: dict[str, ObjectiveDef] = {
         ObjectiveDef("mean_bits", "minimize", "estimated", "parameter-weighted mean weight bitwidth"),
     )
 }
+#: The objectives of a classifier task (the digits tasks).
+OBJECTIVES: dict[str, ObjectiveDef] = {**{m.name: m for m in CLASSIFIER_METRICS}, **SYSTEM_OBJECTIVES}
+
+
+def objective_catalog(metrics: Sequence[ObjectiveDef]) -> dict[str, ObjectiveDef]:
+    """The objectives a task offers: its own metrics, then the system's."""
+    return {**{m.name: m for m in metrics}, **SYSTEM_OBJECTIVES}
 
 
 @dataclass(frozen=True)
@@ -76,34 +81,68 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+Split_ = str  # "validation" | "calibration" | "test"
+
+
 class TrialEvaluator:
-    """One task loaded on one device, ready to evaluate configs."""
+    """One task loaded on one device, ready to evaluate configs.
+
+    ``data`` is the task in its general form (a :class:`ModelBundle`); ``bundle`` is the
+    classifier form where the task gave one (it alone carries training data for fine-tuning
+    and merge checkpoints).
+    """
 
     def __init__(self, task: Task, settings: MeasureSettings, device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device) if isinstance(device, str) else device
         self.settings = settings
         self.task = task
-        self.bundle: TaskBundle = task.load(self.device)
-        self.layers: list[LayerInfo] = introspect(self.bundle.model, self.bundle.example_input)
+        loaded = task.load(self.device)
+        self.bundle: TaskBundle | None = loaded if isinstance(loaded, TaskBundle) else None
+        self.data: ModelBundle = classifier_bundle(loaded) if isinstance(loaded, TaskBundle) else loaded
+        self.model: nn.Module = self.data.model
+        self.catalog: dict[str, ObjectiveDef] = objective_catalog(self.data.scorer.metrics)
+        self.layers: list[LayerInfo] = introspect(self.model, self.data.example, links=self.data.links)
         self._links = {layer.name: layer.link for layer in self.layers if layer.link is not None}
-        self._reference_logits = measure.predict(self.bundle.model, self.bundle.val_inputs)
-        weights = {id(getattr(self.bundle.model.get_submodule(l.name), "weight")) for l in self.layers}
-        tensors = list(self.bundle.model.parameters()) + list(self.bundle.model.buffers())
+        self._references: dict[str, Any] = {"validation": self.data.scorer.reference(self.model, self.data.validation)}
+        weights = {id(getattr(self.model.get_submodule(l.name), "weight")) for l in self.layers}
+        tensors = list(self.model.parameters()) + list(self.model.buffers())
         #: fp32 parameters and buffers besides the knob-able weights (biases, norms)
         self.other_params = sum(t.numel() for t in tensors if id(t) not in weights and t.is_floating_point())
 
     @property
     def n_checkpoints(self) -> int:
-        return len(self.bundle.checkpoints)
+        return len(self.bundle.checkpoints) if self.bundle is not None else 0
+
+    @property
+    def primary_metric(self) -> str:
+        """The task metric cheap passes (sensitivity) rank by: accuracy where there are labels."""
+        if self.bundle is not None:
+            return "accuracy" if self.bundle.val_labels is not None else "fidelity"
+        return self.data.scorer.metrics[0].name
+
+    @property
+    def cheap_split(self) -> str:
+        """The split cheap passes use: calibration where the task has one."""
+        return "calibration" if self.data.calibration is not None else "validation"
+
+    @torch.inference_mode()
+    def example_output(self, model: nn.Module) -> torch.Tensor:
+        """The main output tensor of ``model`` on the example inputs (a forward-only proxy)."""
+        model.eval()
+        if self.bundle is not None:
+            return measure.predict(model, self.bundle.example_input)
+        return first_tensor(self.data.example(model))
 
     def build(self, config: TrialConfig, seed: int = 0, number: int = -1) -> tuple[nn.Module, dict[str, float]]:
         """The compressed copy of the model for ``config``, and how long each step took."""
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         self.task.on_trial(config, number)
-        model = copy.deepcopy(self.bundle.model)
+        model = copy.deepcopy(self.model)
         if config.merge:
-            base = self.bundle.model.state_dict()
+            if self.bundle is None:
+                raise ValueError("merge knobs need a task with checkpoints")
+            base = self.model.state_dict()
             model.load_state_dict(merge_state_dicts(base, self.bundle.checkpoints, config.merge))
         structured = {n: r for n, r in config.prune.items() if config.prune_method.get(n) == "structured"}
         unstructured = {n: r for n, r in config.prune.items() if config.prune_method.get(n) != "structured"}
@@ -111,12 +150,13 @@ class TrialEvaluator:
         masks = prune_unstructured(model, unstructured)
         timings["compress_s"] = time.perf_counter() - t0
         steps = self.settings.finetune_steps
-        if steps > 0 and self.bundle.train_inputs is not None and self.bundle.train_labels is not None:
+        bundle = self.bundle
+        if steps > 0 and bundle is not None and bundle.train_inputs is not None and bundle.train_labels is not None:
             t1 = time.perf_counter()
             finetune(
                 model,
-                self.bundle.train_inputs,
-                self.bundle.train_labels,
+                bundle.train_inputs,
+                bundle.train_labels,
                 FinetuneSettings(
                     steps=steps,
                     batch_size=config.batch_size or self.settings.default_batch_size,
@@ -129,9 +169,10 @@ class TrialEvaluator:
         quantize_model(model, config.bits)
         return model.eval(), timings
 
-    def evaluate(self, config: TrialConfig, objectives: list[str], seed: int = 0, number: int = -1) -> TrialResult:
+    def evaluate(self, config: TrialConfig, objectives: list[str], seed: int = 0, number: int = -1,
+                 split: Split_ = "validation") -> TrialResult:
         model, timings = self.build(config, seed, number)
-        result = self.measure(model, config, objectives)
+        result = self.measure(model, config, objectives, split)
         result.attrs["timings"].update(timings)
         return result
 
@@ -140,19 +181,30 @@ class TrialEvaluator:
 
         Also warms up the process (allocator, kernels) so the first trial's latency is fair.
         """
-        usable = [o for o in objectives if o != "accuracy" or self.bundle.val_labels is not None]
-        return self.measure(self.bundle.model, TrialConfig(), usable)
+        usable = [o for o in objectives if o != "accuracy" or self.bundle is None or self.bundle.val_labels is not None]
+        return self.measure(self.model, TrialConfig(), usable)
 
-    def measure(self, model: nn.Module, config: TrialConfig, objectives: list[str]) -> TrialResult:
-        bundle = self.bundle
+    def _split(self, name: Split_) -> tuple[Any, Any]:
+        split = {"calibration": self.data.calibration, "test": self.data.test}.get(name, self.data.validation)
+        if split is None:
+            split, name = self.data.validation, "validation"
+        if name not in self._references:
+            self._references[name] = self.data.scorer.reference(self.model, split)
+        return split, self._references[name]
+
+    def measure(self, model: nn.Module, config: TrialConfig, objectives: list[str],
+                split: Split_ = "validation") -> TrialResult:
+        unknown = [name for name in objectives if name not in self.catalog]
+        if unknown:
+            raise KeyError(f"unknown objective {unknown[0]!r}; available: {', '.join(self.catalog)}")
         values: dict[str, float] = {}
         provenance: dict[str, dict[str, str]] = {}
         lat = self.settings.latency
+        data, split_data = self.data, self._split(split)
+        size = f"{split_data[0].size} " if split_data[0].size is not None else ""
         detail = {
-            "accuracy": f"{len(bundle.val_inputs)} validation samples",
-            "fidelity": f"{len(bundle.val_inputs)} validation samples vs the uncompressed model",
             "latency_ms": (
-                f"median of {lat.repeats} passes after {lat.warmup} warm-up, batch {lat.batch_size}, "
+                f"median of {lat.repeats} passes after {lat.warmup} warm-up, batch {self._latency_batch()}, "
                 f"{lat.threads} thread(s), {self.device.type}, fp32 kernels (weights rounded to their "
                 "bitwidth; structured pruning removes channels)"
             ),
@@ -164,27 +216,41 @@ class TrialEvaluator:
             "mean_bits": "from the config's bitwidths, weighted by parameter count",
         }
         t0 = time.perf_counter()
+        task_metrics = [name for name in objectives if name not in SYSTEM_OBJECTIVES]
+        scored: dict[str, float] = {}
+        if task_metrics:
+            # a real model's task scores all its metrics from one pass (e.g. one set of
+            # embeddings); those the study does not optimise are kept as attributes
+            wanted = task_metrics if self.bundle is not None else [m.name for m in data.scorer.metrics]
+            scored = data.scorer.score(model, split_data[0], split_data[1], wanted)
+            for name in task_metrics:
+                values[name] = float(scored[name])
+                detail[name] = f"{self.catalog[name].summary}; {size}{split} samples"
         for name in objectives:
-            if name == "accuracy":
-                if bundle.val_labels is None:
-                    raise ValueError("objective 'accuracy' needs labels; this task has none, use 'fidelity'")
-                values[name] = measure.accuracy(model, bundle.val_inputs, bundle.val_labels)
-            elif name == "fidelity":
-                values[name] = measure.fidelity(model, bundle.val_inputs, self._reference_logits)
-            elif name == "latency_ms":
-                values[name] = measure.latency_ms(model, bundle.example_input, lat)
+            if name == "latency_ms":
+                values[name] = measure.latency_ms(model, self._latency_example(), lat)
             elif name == "model_bytes":
                 values[name] = float(measure.packed_model_bytes(model, config.bits))
             elif name == "peak_memory_bytes":
-                values[name] = float(measure.peak_memory_bytes(model, bundle.example_input))
+                values[name] = float(measure.peak_memory_bytes(model, self._latency_example()))
             elif name == "mean_bits":
                 values[name] = mean_bits(self.layers, config)
-            else:
-                raise KeyError(f"unknown objective {name!r}; available: {', '.join(OBJECTIVES)}")
-            provenance[name] = {"how": OBJECTIVES[name].how, "detail": detail[name]}
+            provenance[name] = {"how": self.catalog[name].how, "detail": detail[name]}
         attrs: dict[str, Any] = {"timings": {"measure_s": time.perf_counter() - t0}}
-        if bundle.test_inputs is not None and bundle.test_labels is not None:
+        if self.bundle is None and scored:
+            attrs["metrics"] = {name: float(value) for name, value in scored.items()}
+        bundle = self.bundle
+        if bundle is not None and bundle.test_inputs is not None and bundle.test_labels is not None:
             attrs["test_accuracy"] = measure.accuracy(model, bundle.test_inputs, bundle.test_labels)
         if "model_bytes" not in values:
             attrs["model_bytes"] = measure.packed_model_bytes(model, config.bits)
         return TrialResult(values, provenance, attrs)
+
+    def _latency_example(self) -> Any:
+        """A classifier's example tensor (cut to the latency batch), or the task's inputs."""
+        return self.bundle.example_input if self.bundle is not None else self.data.example
+
+    def _latency_batch(self) -> int:
+        if self.bundle is not None:
+            return min(self.settings.latency.batch_size, len(self.bundle.example_input))
+        return self.data.example.batch_size

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from paretoml.objectives.tasks.base import ExampleInputs
+
 FP16_SCALE_BYTES = 2
 
 
@@ -96,26 +98,33 @@ class LatencySettings:
     threads: int = 1
 
 
+def _example(example: torch.Tensor | ExampleInputs, batch_size: int | None = None) -> ExampleInputs:
+    """A tensor example is cut to ``batch_size``; an ExampleInputs is used as the task made it."""
+    if isinstance(example, ExampleInputs):
+        return example
+    return ExampleInputs((example if batch_size is None else example[:batch_size],))
+
+
 @torch.inference_mode()
-def latency_ms(model: nn.Module, example: torch.Tensor, settings: LatencySettings) -> float:
+def latency_ms(model: nn.Module, example: torch.Tensor | ExampleInputs, settings: LatencySettings) -> float:
     """Median wall time of one forward pass, after warm-up, with a fixed thread count.
 
     On CUDA the device is synchronised around every pass, so the time is the device's.
     """
     model.eval()
-    batch = example[: settings.batch_size]
+    batch = _example(example, settings.batch_size)
     cuda = batch.is_cuda
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(settings.threads)
     try:
         for _ in range(settings.warmup):
-            model(batch)
+            batch(model)
         times: list[float] = []
         for _ in range(settings.repeats):
             if cuda:
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            model(batch)
+            batch(model)
             if cuda:
                 torch.cuda.synchronize()
             times.append((time.perf_counter() - start) * 1e3)
@@ -125,25 +134,26 @@ def latency_ms(model: nn.Module, example: torch.Tensor, settings: LatencySetting
 
 
 @torch.inference_mode()
-def peak_memory_bytes(model: nn.Module, example: torch.Tensor) -> int:
+def peak_memory_bytes(model: nn.Module, example: torch.Tensor | ExampleInputs) -> int:
     """Peak bytes allocated during one forward pass, parameters included.
 
     CUDA: the allocator's high-water mark. CPU: PyTorch's profiler records every
     allocation and free of the pass; the running sum's maximum is the peak.
     """
     model.eval()
+    example = _example(example)
     resident = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
     if example.is_cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats(example.device)
         base = torch.cuda.memory_allocated(example.device)
-        model(example)
+        example(model)
         torch.cuda.synchronize()
         return resident + torch.cuda.max_memory_allocated(example.device) - base
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        model(example)
+        example(model)
     # Allocations are charged to the op that made them (self usage, so nested ops are not
     # counted twice); frees of tensors that outlive their op appear as "[memory]" events.
     live = peak = 0

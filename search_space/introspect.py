@@ -3,13 +3,20 @@
 Shapes come from one traced forward pass on an example input (``torch.fx`` with shape
 propagation). The same trace tells, for each layer, which layer consumes its output
 channels: structured pruning needs that to remove channels for real rather than zero them.
+
+Many real models (most Hugging Face ones) cannot be traced by ``torch.fx``; they are then
+walked module by module, with forward hooks recording each layer's output shape on the
+example inputs (MACs follow from them). Channel links cannot be found without a graph, so
+the task may give them (e.g. attention heads and FFN neurons of a transformer).
 """
 
 from __future__ import annotations
 
 import math
 import operator
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +55,14 @@ class ChannelLink:
     norms: tuple[str, ...] = ()
     #: Input features of the consumer per producer channel (spatial size when flattened).
     features_per_channel: int = 1
+    #: Channels are removed in blocks of this many rows (an attention head's width).
+    block: int = 1
+    #: Layers whose output rows are removed together with the producer's (key and value
+    #: projections beside the query's); they are ranked together.
+    siblings: tuple[str, ...] = ()
+    #: ``(module, attribute, per)``: after pruning, ``module.attribute = kept_rows // per``
+    #: (e.g. an attention module's head count).
+    resize: tuple[tuple[str, str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,8 +90,104 @@ def layer_kind(module: nn.Module) -> str | None:
     return None
 
 
-def introspect(model: nn.Module, example_input: torch.Tensor) -> list[LayerInfo]:
-    """List the knob-able layers of ``model`` in forward order."""
+def introspect(
+    model: nn.Module, example_input: Any, links: Mapping[str, ChannelLink] | None = None
+) -> list[LayerInfo]:
+    """List the knob-able layers of ``model`` in forward order.
+
+    ``example_input`` is a tensor, a tuple of args, a dict of kwargs, or anything with
+    ``args`` and ``kwargs`` (an ``ExampleInputs``). ``links`` add or replace channel links.
+    """
+    args, kwargs = _as_call(example_input)
+    layers: list[LayerInfo] | None = None
+    if len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor):
+        try:
+            layers = _introspect_traced(model, args[0])
+        except Exception:  # torch.fx cannot trace every model: walk it with hooks instead
+            layers = None
+    if layers is None:
+        layers = _introspect_by_hooks(model, args, kwargs)
+    if links:
+        layers = [replace(layer, link=links.get(layer.name, layer.link)) for layer in layers]
+    return layers
+
+
+def _as_call(example: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if hasattr(example, "args") and hasattr(example, "kwargs"):
+        return tuple(example.args), dict(example.kwargs)
+    if isinstance(example, Mapping):
+        return (), dict(example)
+    if isinstance(example, (tuple, list)):
+        return tuple(example), {}
+    return (example,), {}
+
+
+def _first_tensor(values: Any) -> torch.Tensor | None:
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            return value
+    return None
+
+
+def _macs_and_channels(module: nn.Module, kind: str, out_per_sample: int) -> tuple[int, int]:
+    if kind == "linear":
+        return out_per_sample * module.in_features, module.out_features
+    if kind == "conv":
+        return (out_per_sample * (module.in_channels // module.groups) * math.prod(module.kernel_size),
+                module.out_channels)
+    return 0, module.embedding_dim
+
+
+def _layer_info(name: str, module: nn.Module, kind: str, out_per_sample: int,
+                link: ChannelLink | None) -> LayerInfo:
+    macs, out_channels = _macs_and_channels(module, kind, out_per_sample)
+    return LayerInfo(
+        name=name,
+        kind=kind,
+        module_type=type(module).__name__,
+        weight_shape=tuple(module.weight.shape),
+        num_params=sum(p.numel() for p in module.parameters(recurse=False)),
+        macs=int(macs),
+        out_channels=int(out_channels),
+        link=link,
+    )
+
+
+@torch.no_grad()
+def _introspect_by_hooks(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[LayerInfo]:
+    """Module walk + forward hooks: layers in the order they first run, shapes as seen."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    modules = {name: m for name, m in model.named_modules() if layer_kind(m) is not None}
+
+    def hook(name: str) -> Any:
+        def record(module: nn.Module, inputs: Any, output: Any) -> None:
+            if name not in shapes and isinstance(output, torch.Tensor):
+                shapes[name] = tuple(output.shape)
+        return record
+
+    handles = [m.register_forward_hook(hook(name)) for name, m in modules.items()]
+    was_training = model.training
+    model.eval()
+    try:
+        model(*args, **kwargs)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    first = _first_tensor((*args, *kwargs.values()))
+    batch = int(first.shape[0]) if first is not None and first.dim() > 0 else 1
+    layers = []
+    for name, shape in shapes.items():  # dicts keep insertion order: the forward order
+        module = modules[name]
+        kind = layer_kind(module)
+        assert kind is not None
+        layers.append(_layer_info(name, module, kind, math.prod(shape) // batch, None))
+    if not layers:
+        raise ValueError("the model has no Linear, Conv or Embedding layer to attach knobs to")
+    return layers
+
+
+def _introspect_traced(model: nn.Module, example_input: torch.Tensor) -> list[LayerInfo]:
     graph = fx.symbolic_trace(model)
     ShapeProp(graph).propagate(example_input)
     modules = dict(model.named_modules())
@@ -90,32 +201,10 @@ def introspect(model: nn.Module, example_input: torch.Tensor) -> list[LayerInfo]
         if kind is None:
             continue
         out_shape = node.meta["tensor_meta"].shape
-        out_per_sample = math.prod(out_shape) // batch
-        weight = module.weight
-        if kind == "linear":
-            macs = out_per_sample * module.in_features
-            out_channels = module.out_features
-        elif kind == "conv":
-            macs = out_per_sample * (module.in_channels // module.groups) * math.prod(module.kernel_size)
-            out_channels = module.out_channels
-        else:
-            macs = 0
-            out_channels = module.embedding_dim
         link = _channel_link(node, modules) if kind != "embedding" else None
         if kind == "conv" and module.groups != 1:
             link = None
-        layers.append(
-            LayerInfo(
-                name=node.target,
-                kind=kind,
-                module_type=type(module).__name__,
-                weight_shape=tuple(weight.shape),
-                num_params=sum(p.numel() for p in module.parameters(recurse=False)),
-                macs=int(macs),
-                out_channels=int(out_channels),
-                link=link,
-            )
-        )
+        layers.append(_layer_info(node.target, module, kind, math.prod(out_shape) // batch, link))
     if not layers:
         raise ValueError("the model has no Linear, Conv or Embedding layer to attach knobs to")
     return layers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -134,6 +135,12 @@ class JointSpace:
 
     def _add_per_layer(self, knob: BitwidthKnob | PruneKnob | MergeKnob, taken: dict[str, set[str]]) -> None:
         role = {"bitwidth": "bits", "prune": "prune", "merge": "merge"}[knob.kind]
+        pattern = knob.layers.include
+        if pattern is not None and not any(re.search(pattern, layer.name) for layer in self.layers):
+            names = [layer.name for layer in self.layers]
+            shown = ", ".join(names[:6]) + (f", ... ({len(names)} layers)" if len(names) > 6 else "")
+            raise ValueError(f"knobs: {knob.kind} knob's include pattern {pattern!r} matches no layer; "
+                             f"the model's layers are: {shown}")
         selected: list[str] = []
         for layer in self.layers:
             if not knob.layers.matches(layer.name, layer.kind):

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -21,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from paretoml.objectives.evaluate import OBJECTIVES, Direction
+from paretoml.objectives.evaluate import OBJECTIVES, Direction, objective_catalog
 from paretoml.objectives.tasks.registry import UnknownTaskError, task_class
 from paretoml.search_space.constraints import Constraint
 from paretoml.search_space.knobs import SUPPORTED_BITS, Knob
@@ -53,19 +54,25 @@ class _Strict(BaseModel):
 
 
 class ObjectiveSpec(_Strict):
-    name: str
-    direction: Direction | None = Field(None, description="defaults to the objective's natural direction")
+    """An objective by name: one of the task's own metrics or a system objective (checked
+    against the task by :class:`StudySpec`, which also fills in its natural direction)."""
 
-    @field_validator("name")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        if value not in OBJECTIVES:
-            raise ValueError(f"unknown objective {value!r}; available: {', '.join(OBJECTIVES)}")
-        return value
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.@-]{0,63}$")
+    direction: Direction | None = Field(None, description="defaults to the objective's natural direction")
 
     @property
     def resolved_direction(self) -> Direction:
         return self.direction or OBJECTIVES[self.name].direction
+
+
+#: Validation context key: tasks given in this process (the Python API), by name, beside
+#: the registered ones. A client of the REST API never sets it.
+LOCAL_TASKS = "paretoml:local_tasks"
+
+
+def _task(name: str, info: ValidationInfo) -> Any:
+    local = (info.context or {}).get(LOCAL_TASKS, {})
+    return local[name] if name in local else task_class(name)
 
 
 class SamplerSpec(_Strict):
@@ -134,9 +141,9 @@ class StudySpec(_Strict):
 
     @field_validator("task")
     @classmethod
-    def _known_task(cls, value: str) -> str:
+    def _known_task(cls, value: str, info: ValidationInfo) -> str:
         try:
-            task_class(value)
+            _task(value, info)
         except UnknownTaskError as exc:
             raise ValueError(str(exc)) from None
         return value
@@ -148,18 +155,32 @@ class StudySpec(_Strict):
         if task is None:  # the task itself failed; that error is enough
             return value
         try:
-            task_class(task).Options.model_validate(value)
+            _task(task, info).Options.model_validate(value)
         except ValidationError as exc:
             raise ValueError(format_validation_error(exc)) from None
         return value
 
     @field_validator("objectives")
     @classmethod
-    def _distinct(cls, value: list[ObjectiveSpec]) -> list[ObjectiveSpec]:
+    def _distinct_and_defined(cls, value: list[ObjectiveSpec], info: ValidationInfo) -> list[ObjectiveSpec]:
         names = [o.name for o in value]
         if len(set(names)) != len(names):
             raise ValueError(f"objectives repeat a name: {names}")
-        return value
+        task = info.data.get("task")
+        if task is None:
+            return value
+        catalog = objective_catalog(_task(task, info).metrics)
+        for i, o in enumerate(value):
+            if o.name not in catalog:
+                message = (f"unknown objective {o.name!r}: task {task!r} does not define it; "
+                           f"available: {', '.join(catalog)}")
+                # raised with the objective's own location (objectives.<i>.name)
+                raise ValidationError.from_exception_data("StudySpec", [InitErrorDetails(
+                    type=PydanticCustomError("value_error", "{message}", {"message": message}),
+                    loc=(i, "name"), input=o.name)])
+        # the natural direction is stored with the spec, so readers need not know the task
+        return [o if o.direction else ObjectiveSpec(name=o.name, direction=catalog[o.name].direction)
+                for o in value]
 
     @field_validator("baselines")
     @classmethod
@@ -194,12 +215,14 @@ def format_validation_error(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def parse_spec(data: Any) -> StudySpec:
-    """Validate a parsed document; raises :class:`SpecError` with a one-line message."""
+def parse_spec(data: Any, local_tasks: dict[str, Any] | None = None) -> StudySpec:
+    """Validate a parsed document; raises :class:`SpecError` with a one-line message.
+
+    ``local_tasks`` (name -> task) are tasks given in this process by the Python API."""
     if not isinstance(data, dict):
         raise SpecError("(spec): the spec must be a mapping of fields")
     try:
-        return StudySpec.model_validate(data)
+        return StudySpec.model_validate(data, context={LOCAL_TASKS: local_tasks or {}})
     except ValidationError as exc:
         raise SpecError(format_validation_error(exc)) from None
 

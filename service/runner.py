@@ -26,6 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from paretoml.objectives.evaluate import MeasureSettings, TrialEvaluator, resolve_device
 from paretoml.objectives.measure import LatencySettings
+from paretoml.objectives.tasks.base import Task
 from paretoml.objectives.tasks.registry import create_task
 from paretoml.search_space.constraints import constraint_values
 from paretoml.search_space.introspect import LayerInfo
@@ -76,9 +77,13 @@ def measure_settings(spec: StudySpec) -> MeasureSettings:
     )
 
 
-def build_evaluator(spec: StudySpec) -> TrialEvaluator:
-    """What every worker builds once: the task's model and data, ready for trials."""
-    task = create_task(spec.task, spec.task_options)
+def build_evaluator(spec: StudySpec, task: Task | None = None) -> TrialEvaluator:
+    """What every worker builds once: the task's model and data, ready for trials.
+
+    ``task`` is a task given in this process (the Python API); otherwise the spec's task is
+    created by its registered name."""
+    if task is None:
+        task = create_task(spec.task, spec.task_options)
     return TrialEvaluator(task, measure_settings(spec), resolve_device(spec.measure.device))
 
 

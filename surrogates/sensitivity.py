@@ -2,9 +2,9 @@
 
 Sensitivity of a layer at ``b`` bits is measured with only that layer quantized, and at
 pruning ratio ``r`` with only that layer pruned (unstructured magnitude pruning): the drop
-of the task's metric (accuracy, or fidelity when the task has no labels), and a
-forward-only proxy, the MSE of the logits against the uncompressed model on the example
-batch. That is ``layers x (bit choices + ratios)`` cheap evaluations, done once per study
+of the task's metric (accuracy, or fidelity when the task has no labels; a real model's
+task ranks by its first metric, on its calibration split), and a forward-only proxy, the
+MSE of the outputs against the uncompressed model on the example batch. That is ``layers x (bit choices + ratios)`` cheap evaluations, done once per study
 by a worker.
 
 Treating the errors as additive over layers, and within a layer over its quantization and
@@ -29,7 +29,7 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from paretoml.objectives.evaluate import TrialEvaluator
 from paretoml.objectives.compress.prune import unstructured_mask
 from paretoml.objectives.compress.quantize import quantize_tensor
-from paretoml.objectives.measure import packed_tensor_bytes, packed_weight_bytes, predict
+from paretoml.objectives.measure import packed_tensor_bytes, packed_weight_bytes
 from paretoml.search_space.introspect import LayerInfo
 from paretoml.search_space.space import TrialConfig
 
@@ -66,18 +66,18 @@ def measure_sensitivity(
 ) -> list[LayerSensitivity]:
     """Single-layer degradations: every bit choice of ``layers``, and every ratio of
     ``prune_ratios`` of the ``prune_layers`` among them (default: all of them)."""
-    bundle = evaluator.bundle
-    metric = "accuracy" if bundle.val_labels is not None else "fidelity"
-    base = evaluator.evaluate(TrialConfig(), [metric]).values[metric]
-    reference = predict(bundle.model, bundle.example_input)
+    metric = evaluator.primary_metric
+    split = evaluator.cheap_split
+    base = evaluator.evaluate(TrialConfig(), [metric], split=split).values[metric]
+    reference = evaluator.example_output(evaluator.model)
 
     def degradation(config: TrialConfig) -> tuple[float, float]:
-        drop = base - evaluator.evaluate(config, [metric]).values[metric]
         model, _ = evaluator.build(config)
-        return drop, float(torch.mean((predict(model, bundle.example_input) - reference) ** 2).item())
+        drop = base - evaluator.measure(model, config, [metric], split).values[metric]
+        return drop, float(torch.mean((evaluator.example_output(model) - reference) ** 2).item())
 
     prunable = set(layers if prune_layers is None else prune_layers)
-    modules = dict(bundle.model.named_modules())
+    modules = dict(evaluator.model.named_modules())
     result = []
     for layer in layers:
         drop: dict[int, float] = {}

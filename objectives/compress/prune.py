@@ -3,7 +3,11 @@
 Unstructured pruning zeroes the ``round(ratio * numel)`` smallest-magnitude weights of a
 layer. Structured pruning removes the ``round(ratio * rows)`` output channels of smallest
 L2 norm for real: the layer, the norms behind it and the inputs of the layer that reads it
-are rebuilt smaller, so latency is measured on the model that would be deployed.
+are rebuilt smaller, so latency is measured on the model that would be deployed. The same
+mechanism prunes transformers: an FFN's intermediate neurons (rows of its first layer,
+columns of its second), and whole attention heads (blocks of ``head_dim`` rows of the
+query, key and value projections, ranked together, and the matching columns of the
+attention output), as described by the task's :class:`ChannelLink`.
 """
 
 from __future__ import annotations
@@ -56,21 +60,35 @@ def prune_structured(
             raise ValueError(f"layer {name!r} cannot be pruned structurally: its channels feed no single layer")
         modules = dict(model.named_modules())
         layer = modules[name]
-        weight = layer.weight  # type: ignore[union-attr]
-        rows = weight.shape[0]
-        removed = channels_to_remove(rows, ratio)
+        link = links[name]
+        producers = [name, *link.siblings]
+        rows = layer.weight.shape[0]  # type: ignore[union-attr]
+        units = rows // link.block
+        removed = channels_to_remove(units, ratio)
         if removed == 0:
             continue
-        norms = weight.reshape(rows, -1).norm(dim=1)
-        keep = torch.sort(torch.argsort(norms, descending=True, stable=True)[: rows - removed]).values
-        link = links[name]
-        _set_module(model, name, _slice_out(layer, keep))
+        # rank channels (or blocks of rows: attention heads) by the L2 norm of every
+        # producer's rows together
+        norms = torch.stack(
+            [modules[p].weight.reshape(units, -1).norm(dim=1) ** 2 for p in producers]  # type: ignore[union-attr]
+        ).sum(dim=0)
+        kept_units = torch.sort(torch.argsort(norms, descending=True, stable=True)[: units - removed]).values
+        keep = _expand(kept_units, link.block)
+        for producer in producers:
+            _set_module(model, producer, _slice_out(modules[producer], keep))
         for norm_name in link.norms:
             _set_module(model, norm_name, _slice_norm(modules[norm_name], keep))
-        f = link.features_per_channel
-        inputs = (keep[:, None] * f + torch.arange(f, device=keep.device)[None, :]).flatten()
-        _set_module(model, link.consumer, _slice_in(modules[link.consumer], inputs))
+        _set_module(model, link.consumer, _slice_in(modules[link.consumer], _expand(keep, link.features_per_channel)))
+        for module_name, attribute, per in link.resize:
+            setattr(model.get_submodule(module_name), attribute, len(keep) // per)
     return model
+
+
+def _expand(indices: torch.Tensor, width: int) -> torch.Tensor:
+    """Row indices of the blocks ``indices`` when each block is ``width`` rows wide."""
+    if width == 1:
+        return indices
+    return (indices[:, None] * width + torch.arange(width, device=indices.device)[None, :]).flatten()
 
 
 def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:

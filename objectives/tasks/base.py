@@ -1,16 +1,50 @@
-"""Task = model + data + evaluation, loaded once per worker and kept in memory."""
+"""Task = model + data + evaluation, loaded once per worker and kept in memory.
+
+Two forms of loaded task exist:
+
+* :class:`TaskBundle`: a classifier that takes one tensor, with every split held as a
+  tensor (the digits tasks). The evaluator turns it into the general form itself.
+* :class:`ModelBundle`: the general form for real models: batches of any structure (a
+  tensor, a tuple, or a dict of tensors such as HF ``input_ids`` + ``attention_mask``),
+  splits streamed from re-iterable sources, example inputs as args/kwargs, and a
+  :class:`Scorer` that computes the task's own metrics.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from paretoml.search_space.introspect import ChannelLink
 from paretoml.search_space.space import TrialConfig
+
+Direction = Literal["minimize", "maximize"]
+How = Literal["measured", "estimated"]
+#: A batch as the model takes it: a tensor, a tuple of args, or a dict of kwargs.
+Batch = Any
+
+
+@dataclass(frozen=True)
+class ObjectiveDef:
+    """An objective a study may ask for: its direction and how it is obtained."""
+
+    name: str
+    direction: Direction
+    how: How
+    summary: str
+
+
+#: The metrics of a classifier task (a :class:`TaskBundle`): what digits tasks measure.
+CLASSIFIER_METRICS: tuple[ObjectiveDef, ...] = (
+    ObjectiveDef("accuracy", "maximize", "measured", "top-1 accuracy on the task's validation split"),
+    ObjectiveDef("fidelity", "maximize", "measured", "top-1 agreement with the uncompressed model"),
+)
 
 
 class TaskOptions(BaseModel):
@@ -19,9 +53,135 @@ class TaskOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def call_model(model: nn.Module, batch: Batch) -> Any:
+    """Run ``model`` on a batch of any structure: ``model(x)``, ``model(*t)`` or ``model(**d)``."""
+    if isinstance(batch, Mapping):
+        return model(**batch)
+    if isinstance(batch, (tuple, list)):
+        return model(*batch)
+    return model(batch)
+
+
+def first_tensor(value: Any) -> torch.Tensor:
+    """The main tensor of a model output or batch: itself, the first of a tuple/dict, or an
+    HF output's ``last_hidden_state`` / first field."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, Mapping):
+        for item in value.values():
+            if isinstance(item, torch.Tensor):
+                return item
+    if isinstance(value, (tuple, list)):
+        for item in value:
+            if isinstance(item, torch.Tensor):
+                return item
+    to_tuple = getattr(value, "to_tuple", None)
+    if to_tuple is not None:
+        return first_tensor(to_tuple())
+    raise TypeError(f"no tensor in {type(value).__name__}")
+
+
+def batch_to(batch: Batch, device: torch.device) -> Batch:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, Mapping):
+        return {k: batch_to(v, device) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(batch_to(v, device) for v in batch)
+    return batch
+
+
+@dataclass(frozen=True)
+class ExampleInputs:
+    """The inputs latency, memory and introspection run the model on: ``model(*args, **kwargs)``."""
+
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, value: Any) -> ExampleInputs:
+        """From a tensor (one arg), a tuple/list (args), a dict (kwargs) or an ExampleInputs."""
+        if isinstance(value, ExampleInputs):
+            return value
+        if isinstance(value, Mapping):
+            return cls((), dict(value))
+        if isinstance(value, (tuple, list)):
+            return cls(tuple(value), {})
+        return cls((value,), {})
+
+    def __call__(self, model: nn.Module) -> Any:
+        return model(*self.args, **self.kwargs)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [t for t in (*self.args, *self.kwargs.values()) if isinstance(t, torch.Tensor)]
+
+    @property
+    def batch_size(self) -> int:
+        tensors = self.tensors()
+        return int(tensors[0].shape[0]) if tensors and tensors[0].dim() > 0 else 1
+
+    @property
+    def is_cuda(self) -> bool:
+        return any(t.is_cuda for t in self.tensors())
+
+    @property
+    def device(self) -> torch.device:
+        tensors = self.tensors()
+        return tensors[0].device if tensors else torch.device("cpu")
+
+    def to(self, device: torch.device) -> ExampleInputs:
+        return ExampleInputs(batch_to(self.args, device), batch_to(self.kwargs, device))
+
+
+class Split:
+    """A re-iterable stream of batches: iterating it again starts again from the first batch.
+
+    ``source`` is a sequence of batches, or a function returning a fresh iterable (a
+    generator reading from disk, a DataLoader): nothing requires the split in memory.
+    """
+
+    def __init__(self, source: Sequence[Batch] | Callable[[], Iterable[Batch]], size: int | None = None,
+                 description: str = "") -> None:
+        self._source = source
+        self.size = size
+        self.description = description
+
+    def __iter__(self) -> Iterator[Batch]:
+        return iter(self._source() if callable(self._source) else self._source)
+
+    @classmethod
+    def of_tensors(cls, *tensors: torch.Tensor, batch_size: int = 512, description: str = "") -> Split:
+        """Batches of aligned tensors (one tensor: the batch is the tensor itself)."""
+        n = len(tensors[0])
+
+        def batches() -> Iterator[Batch]:
+            for i in range(0, n, batch_size):
+                parts = tuple(t[i : i + batch_size] for t in tensors)
+                yield parts[0] if len(parts) == 1 else parts
+
+        return cls(batches, size=n, description=description)
+
+
+class Scorer(ABC):
+    """Computes a task's own metrics on a split, against the uncompressed model's reference.
+
+    ``reference`` is called once per split on the uncompressed model (e.g. its embeddings);
+    ``score`` once per trial, for the metrics the study asks for.
+    """
+
+    metrics: tuple[ObjectiveDef, ...] = ()
+
+    def reference(self, model: nn.Module, split: Split) -> Any:
+        return None
+
+    @abstractmethod
+    def score(self, model: nn.Module, split: Split, reference: Any, names: Sequence[str]) -> dict[str, float]:
+        """``{name: value}`` for each of ``names`` (all among ``metrics``)."""
+
+
 @dataclass
 class TaskBundle:
-    """Everything a trial needs, already on the task's device.
+    """A classifier task with every split in memory (the digits tasks).
 
     ``val_labels`` may be None: the task then has no labels and trials are scored by their
     fidelity to the uncompressed model. ``checkpoints`` are the extra state dicts that merge
@@ -40,18 +200,40 @@ class TaskBundle:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class ModelBundle:
+    """A real model's task: streamed splits, example inputs and the task's own scorer.
+
+    ``calibration`` is what cheap passes use (the sensitivity warm start); trials are scored
+    on ``validation``; ``test`` is held out. ``links`` are the channel links the task knows
+    of (where ``torch.fx`` cannot trace the model, introspection cannot find them itself),
+    so structured pruning can remove heads and neurons for real.
+    """
+
+    model: nn.Module
+    example: ExampleInputs
+    validation: Split
+    scorer: Scorer
+    calibration: Split | None = None
+    test: Split | None = None
+    links: dict[str, ChannelLink] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
 class Task(ABC):
-    """A named, registered workload. Subclasses set ``name``, ``summary`` and ``Options``."""
+    """A named, registered workload. Subclasses set ``name``, ``summary`` and ``Options``,
+    and ``metrics`` when they define their own (a :class:`ModelBundle` task)."""
 
     name: ClassVar[str]
     summary: ClassVar[str]
     Options: ClassVar[type[TaskOptions]] = TaskOptions
+    metrics: ClassVar[tuple[ObjectiveDef, ...]] = CLASSIFIER_METRICS
 
     def __init__(self, options: TaskOptions | None = None) -> None:
         self.options = options if options is not None else self.Options()
 
     @abstractmethod
-    def load(self, device: torch.device) -> TaskBundle:
+    def load(self, device: torch.device) -> TaskBundle | ModelBundle:
         """Build or fetch from the local cache the model and data; called once per worker."""
 
     def on_trial(self, config: TrialConfig, number: int) -> None:

@@ -64,12 +64,13 @@ class ModelDescription:
     sensitivity: list[LayerSensitivity] | None = None
 
 
-def describe(evaluator: TrialEvaluator, spec: StudySpec) -> ModelDescription:
-    """The model as the driver needs it; per-layer sensitivities too when the spec asks."""
+def describe(evaluator: TrialEvaluator, spec: StudySpec, sensitivity: bool = True) -> ModelDescription:
+    """The model as the driver needs it; per-layer sensitivities too when the spec asks (and
+    ``sensitivity``: a pool measures them on one worker only)."""
     reference = evaluator.reference(spec.objective_names)
-    sensitivity = None
+    measured = None
     bits_knob = next((k for k in spec.knobs if isinstance(k, BitwidthKnob)), None)
-    if spec.warm_start is not None and bits_knob is not None:
+    if sensitivity and spec.warm_start is not None and bits_knob is not None:
         try:
             space = JointSpace(spec.knobs, evaluator.layers, n_checkpoints=evaluator.n_checkpoints)
         except ValueError:
@@ -77,14 +78,14 @@ def describe(evaluator: TrialEvaluator, spec: StudySpec) -> ModelDescription:
         if space is not None:
             prune_knob = next((k for k in spec.knobs if isinstance(k, PruneKnob) and k.method == "unstructured"), None)
             ratios = prune_grid(prune_knob.low, prune_knob.high, prune_knob.step) if prune_knob else []
-            sensitivity = measure_sensitivity(evaluator, space.bits_layers, bits_knob.choices,
-                                              ratios, space.unstructured_prune_layers)
+            measured = measure_sensitivity(evaluator, space.bits_layers, bits_knob.choices,
+                                           ratios, space.unstructured_prune_layers)
     return ModelDescription(
         layers=evaluator.layers,
         other_params=evaluator.other_params,
         n_checkpoints=evaluator.n_checkpoints,
         reference={**reference.values, **{k: v for k, v in reference.attrs.items() if k != "timings"}},
-        sensitivity=sensitivity,
+        sensitivity=measured,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 
+from paretoml.objectives.tasks.base import Task
 from paretoml.search_space.spec import StudySpec
 from paretoml.service.executors.base import (
     Executor,
@@ -17,8 +18,9 @@ from paretoml.service.executors.base import (
 
 
 class InProcessExecutor(Executor):
-    def __init__(self, spec: StudySpec) -> None:
+    def __init__(self, spec: StudySpec, task: Task | None = None) -> None:
         self.spec = spec
+        self.task = task
         self._queue: deque[TrialJob] = deque()
         self._evaluator = None
         self._info = local_worker_info("inprocess")
@@ -31,7 +33,7 @@ class InProcessExecutor(Executor):
         from paretoml.service.runner import build_evaluator
 
         if self._evaluator is None:
-            self._evaluator = build_evaluator(self.spec)
+            self._evaluator = build_evaluator(self.spec, self.task)
         return describe(self._evaluator, self.spec)
 
     def submit(self, job: TrialJob) -> None:

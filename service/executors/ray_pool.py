@@ -15,6 +15,7 @@ from typing import Any
 import ray
 from ray.exceptions import RayError, RayTaskError
 
+from paretoml.objectives.tasks.base import Task
 from paretoml.search_space.spec import StudySpec
 from paretoml.service.executors.base import (
     Executor,
@@ -35,19 +36,19 @@ class StartCancelled(RuntimeError):
 class TrialWorker:
     """The actor: one task loaded once, then any number of trials."""
 
-    def __init__(self, spec_json: dict[str, Any], name: str) -> None:
+    def __init__(self, spec_json: dict[str, Any], name: str, task: Any = None) -> None:
         from paretoml.search_space.spec import parse_spec
         from paretoml.service.runner import build_evaluator
 
-        self.spec = parse_spec(spec_json)
-        self.evaluator = build_evaluator(self.spec)
+        self.spec = parse_spec(spec_json, {task.name: task} if task is not None else None)
+        self.evaluator = build_evaluator(self.spec, task)
         context = ray.get_runtime_context()
         import os
 
         self.info = WorkerInfo(worker=name, node=context.get_node_id(), pid=os.getpid())
 
-    def describe(self) -> ModelDescription:
-        return describe(self.evaluator, self.spec)
+    def describe(self, sensitivity: bool = True) -> ModelDescription:
+        return describe(self.evaluator, self.spec, sensitivity)
 
     def run(self, job: TrialJob) -> TrialOutcome:
         return run_job(self.evaluator, job, self.info)
@@ -63,6 +64,7 @@ class RayPoolExecutor(Executor):
         address: str | None = None,
         cancel: threading.Event | None = None,
         temp_dir: str | None = None,
+        task: Task | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -73,6 +75,8 @@ class RayPoolExecutor(Executor):
         self.address = address
         self.temp_dir = temp_dir
         self.cancel = cancel
+        #: a task given in this process (Python API): shipped to every worker by value
+        self.task = task
         self._started_ray = False
         self._actors: list[Any] = []
         self._idle: list[int] = []
@@ -96,13 +100,13 @@ class RayPoolExecutor(Executor):
         actor_cls = ray.remote(TrialWorker).options(
             num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_restarts=0, max_task_retries=0
         )
-        return actor_cls.remote(self.spec.model_dump(mode="json"), name)
+        return actor_cls.remote(self.spec.model_dump(mode="json"), name, self.task)
 
     def start(self) -> ModelDescription:
         self._ensure_ray()
         self._actors = [self._spawn() for _ in range(self.workers)]
         # every actor loads its model now, so the first trials do not pay for it
-        refs = [actor.describe.remote() for actor in self._actors]
+        refs = [actor.describe.remote(i == 0) for i, actor in enumerate(self._actors)]
         while True:  # wait in steps, so a stop or shutdown is not stuck behind pending actors
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=1.0)
             if len(ready) == len(refs):

@@ -56,3 +56,32 @@ def test_grouping_per_layer_block_and_shared():
         "layer1.0": ["layer1.0.conv1", "layer1.0.conv2"], "layer1.1": ["layer1.1.conv1"], "fc": ["fc"]}
     assert group_layers(names, "block", block_depth=1) == {"layer1": names[:3], "fc": ["fc"]}
     assert group_layers(names, "shared") == {"all": names}
+
+
+class Untraceable(nn.Module):
+    """A data-dependent branch and keyword inputs: torch.fx cannot trace it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(20, 8)
+        self.up = nn.Linear(8, 16)
+        self.down = nn.Linear(16, 4)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.emb(ids)
+        if bool(mask.sum() > 0):
+            h = self.down(torch.relu(self.up(h)))
+        return h.mean(dim=1)
+
+
+def test_untraceable_models_are_walked_with_hooks():
+    from paretoml.search_space.introspect import ChannelLink
+
+    model = Untraceable()
+    example = {"ids": torch.zeros(3, 5, dtype=torch.long), "mask": torch.ones(3, 5)}
+    link = ChannelLink("down")
+    layers = {l.name: l for l in introspect(model, example, links={"up": link})}
+    assert list(layers) == ["emb", "up", "down"]  # forward order
+    assert layers["up"].macs == 5 * 16 * 8  # 5 tokens per sample
+    assert layers["down"].macs == 5 * 4 * 16
+    assert layers["up"].link == link and not layers["down"].structured_ok

@@ -69,3 +69,25 @@ def test_structured_with_batchnorm_slices_the_norm():
     prune_structured(model, {"0": 0.5}, links)
     assert model[1].num_features == 4 and model[1].running_mean.shape == (4,)
     assert model(x).shape == (2, 4, 4, 4)
+
+
+def test_heads_are_pruned_in_blocks_with_their_siblings():
+    """Blocks of rows (heads) ranked over the query, key and value together; the consumer's
+    columns and a head-count attribute follow."""
+    from paretoml.search_space.introspect import ChannelLink
+
+    torch.manual_seed(0)
+    model = nn.ModuleDict({"q": nn.Linear(6, 8), "k": nn.Linear(6, 8), "v": nn.Linear(6, 8), "o": nn.Linear(8, 6)})
+    model.heads = 4
+    with torch.no_grad():
+        for name in ("q", "k", "v"):
+            model[name].weight[2:4] *= 0.01  # head 1 is the weakest in every projection
+    link = ChannelLink("o", block=2, siblings=("k", "v"), resize=(("", "heads", 2),))
+    x = torch.randn(3, 6)
+    kept_rows = [0, 1, 4, 5, 6, 7]
+    expected = model["o"].weight[:, kept_rows].clone()
+    prune_structured(model, {"q": 0.25}, {"q": link})
+    assert all(model[n].weight.shape == (6, 6) for n in ("q", "k", "v"))
+    assert model["o"].weight.shape == (6, 6) and torch.equal(model["o"].weight, expected)
+    assert model.heads == 3
+    assert model["o"](model["v"](x)).shape == (3, 6)

@@ -1,0 +1,42 @@
+"""The task API's pieces for real models: streamed splits, example inputs, calling conventions."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from paretoml.objectives.tasks.base import ExampleInputs, Split, call_model, first_tensor
+
+
+def test_a_split_streams_from_a_generator_and_restarts():
+    made: list[int] = []
+
+    def batches():
+        for i in range(3):
+            made.append(i)  # made only when reached
+            yield {"x": torch.full((2,), float(i))}
+
+    split = Split(batches, size=6)
+    stream = iter(split)
+    next(stream)
+    assert made == [0]
+    assert [float(b["x"][0]) for b in split] == [0.0, 1.0, 2.0]  # a second pass starts again
+    chunks = list(Split.of_tensors(torch.arange(5), torch.arange(5) * 2, batch_size=2))
+    assert [len(x) for x, _ in chunks] == [2, 2, 1] and torch.equal(chunks[2][1], torch.tensor([8]))
+
+
+class Adder(nn.Module):
+    def forward(self, a: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+        return a if b is None else a + b
+
+
+def test_batches_of_any_structure_call_the_model():
+    a, b = torch.ones(2), torch.full((2,), 2.0)
+    model = Adder()
+    assert torch.equal(call_model(model, a), a)
+    assert torch.equal(call_model(model, (a, b)), a + b)
+    assert torch.equal(call_model(model, {"a": a, "b": b}), a + b)
+    example = ExampleInputs.of({"a": torch.ones(4, 3), "b": torch.ones(4, 3)})
+    assert example.batch_size == 4 and example(model).sum() == 24
+    assert ExampleInputs.of(a).args == (a,) and ExampleInputs.of((a, b)).args == (a, b)
+    assert first_tensor({"last_hidden_state": a}) is a and first_tensor((None, b)) is b
