@@ -1,0 +1,189 @@
+"""The deployable form of a compressed model: each knob-bearing layer swapped for the
+kernel its format and the device call for (:mod:`.formats`), the rest in the device's
+float type (fp32 on CPU, bf16 on CUDA)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from paretoml.objectives.deploy import kernels as K
+from paretoml.objectives.deploy.formats import (
+    LayerFormat,
+    compute_dtype,
+    float_kernel,
+    kernels_on,
+    own_kernel,
+    stand_in_kernels,
+)
+from paretoml.objectives.deploy.pack import to_int_weight
+from paretoml.search_space.space import TrialConfig
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    name: str
+    shape: tuple[int, ...]
+    format: LayerFormat
+    own_kernel: str | None  # the format's own kernel on this device, None if it has none
+    kernel: str  # what ran
+
+    @property
+    def native(self) -> bool:
+        """The layer runs its format's own kernel: its time is that format's, measured."""
+        return self.own_kernel is not None and self.kernel == self.own_kernel
+
+
+@dataclass
+class Deployment:
+    model: nn.Module
+    device: torch.device
+    layers: list[LayerPlan] = field(default_factory=list)
+
+    @property
+    def all_native(self) -> bool:
+        return all(layer.native for layer in self.layers)
+
+    def kernel_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for layer in self.layers:
+            counts[layer.kernel] = counts.get(layer.kernel, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def describe(self) -> str:
+        """One line for the latency objective's provenance: which kernels ran, which not."""
+        ran = ", ".join(f"{n}x {k}" for k, n in self.kernel_counts().items()) or "no knob layers"
+        text = f"deployable model on {self.device.type}: {ran}"
+        stand_ins = [layer for layer in self.layers if not layer.native]
+        if stand_ins:
+            shown = "; ".join(f"{l.name} ({l.format.label} {l.format.kind}) in {l.kernel}" for l in stand_ins[:6])
+            more = f" and {len(stand_ins) - 6} more" if len(stand_ins) > 6 else ""
+            text += f"; no kernel of their own format here, ran in a kernel holding their values: {shown}{more}"
+        return text
+
+
+class DeployedModel(nn.Module):
+    """Runs ``inner`` in the device's compute dtype: float inputs are cast on the way in,
+    float outputs back to fp32 on the way out (metrics see the same dtype everywhere)."""
+
+    def __init__(self, inner: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.inner = inner
+        self.dtype = dtype
+
+    def forward(self, *args: object) -> object:
+        cast = [a.to(self.dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args]
+        out = self.inner(*cast)
+        if isinstance(out, torch.Tensor) and out.is_floating_point():
+            return out.to(torch.float32)
+        return out
+
+
+def build_kernel(kernel: str, weight: torch.Tensor, bias: torch.Tensor | None, bits: int,
+                 device: torch.device) -> nn.Module:
+    """A Linear running ``kernel`` on ``weight`` (fp32, values on the trial's grid)."""
+    weight = weight.detach().to(device=device, dtype=torch.float32)
+    bias = None if bias is None else bias.detach().to(device=device, dtype=compute_dtype(device))
+    if kernel in ("int8-dynamic", "int8-weight-only", "int4-weight-only"):
+        iw = to_int_weight(weight, min(bits, 8))
+        if kernel == "int8-dynamic":
+            return K.Int8DynamicLinear(iw, bias).to(device)
+        if kernel == "int8-weight-only":
+            return K.Int8WeightOnlyLinear(iw, bias, compute_dtype(device)).to(device)
+        return K.Int4WeightOnlyLinear(iw, bias, device)
+    if kernel == "fp8-rowwise":
+        return K.Fp8Linear(weight, bias).to(device)
+    if kernel == "sparse-2:4":
+        return K.SemiSparseLinear(weight, bias, compute_dtype(device)).to(device)
+    raise ValueError(f"unknown kernel {kernel!r}")
+
+
+def layer_format(name: str, kind: str, config: TrialConfig) -> LayerFormat:
+    return LayerFormat(
+        kind=kind,
+        weight_bits=config.bits.get(name, 32),
+        act_bits=getattr(config, "act_bits", {}).get(name),
+        pattern="2:4" if config.prune_method.get(name) == "2:4" and config.prune.get(name, 0.0) > 0 else "dense",
+    )
+
+
+def _kind(module: nn.Module) -> str:
+    if isinstance(module, nn.Linear):
+        return "linear"
+    if isinstance(module, nn.Embedding):
+        return "embedding"
+    return "conv"
+
+
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+def _shape_fits(kernel: str, shape: tuple[int, ...], device: torch.device) -> bool:
+    """Alignment the GPU kernels need (the CPU ones take any shape)."""
+    n, k = shape[0], shape[1]
+    if kernel == "int4-weight-only":
+        return K.int4_layout(k, n) is not None
+    if kernel == "fp8-rowwise":
+        return n % 16 == 0 and k % 16 == 0
+    if kernel == "int8-dynamic" and device.type == "cuda":
+        return n % 8 == 0 and k % 8 == 0
+    if kernel == "sparse-2:4":
+        return n % 32 == 0 and k % 64 == 0
+    return True
+
+
+def plan_layers(model: nn.Module, config: TrialConfig, device: torch.device,
+                available: frozenset[str] | None = None) -> list[LayerPlan]:
+    """The kernel of every layer the config touches, without building anything."""
+    available = kernels_on(device) if available is None else available
+    modules = dict(model.named_modules())
+    names = sorted(set(config.bits) | set(getattr(config, "act_bits", {}))
+                   | {n for n, m in config.prune_method.items() if m == "2:4"}, key=list(modules).index)
+    plans: list[LayerPlan] = []
+    for name in names:
+        module = modules[name]
+        fmt = layer_format(name, _kind(module), config)
+        shape = tuple(module.weight.shape)  # type: ignore[union-attr]
+        own = own_kernel(fmt, device, available)
+        fits = [k for k in stand_in_kernels(fmt, device, available) if _shape_fits(k, shape, device)]
+        kernel = (own if own is not None and _shape_fits(own, shape, device)
+                  else fits[0] if fits else float_kernel(device))
+        plans.append(LayerPlan(name, shape, fmt, own, kernel))
+    return plans
+
+
+@torch.no_grad()
+def deployable(model: nn.Module, config: TrialConfig, device: torch.device | str,
+               inplace: bool = False, available: frozenset[str] | None = None) -> Deployment:
+    """The model as it would be deployed: real kernels per layer, the device's dtype.
+
+    ``model`` holds the trial's compressed weights (fake-quantized values, pruned zeros).
+    """
+    device = torch.device(device)
+    model = model if inplace else copy.deepcopy(model)
+    plans = plan_layers(model, config, device, available)
+    modules = dict(model.named_modules())
+    weights = {p.name: (modules[p.name].weight.detach().float().clone(),  # type: ignore[union-attr]
+                        getattr(modules[p.name], "bias", None)) for p in plans}
+    dtype = compute_dtype(device)
+    model.to(device=device, dtype=dtype)
+    for plan in plans:
+        if plan.kernel in ("fp32", "bf16"):
+            continue
+        weight, bias = weights[plan.name]
+        bias = None if bias is None else bias.detach().float()
+        _set_module(model, plan.name, build_kernel(plan.kernel, weight, bias, plan.format.weight_bits, device))
+    wrapped = DeployedModel(model.eval(), dtype) if dtype != torch.float32 else model.eval()
+    return Deployment(wrapped, device, plans)
+
+
+def kernel_summary(plans: list[LayerPlan]) -> dict[str, Mapping[str, object]]:
+    """Per layer: its format, own kernel and the kernel that ran (stored with the trial)."""
+    return {p.name: {"format": p.format.label, "own_kernel": p.own_kernel, "kernel": p.kernel} for p in plans}
