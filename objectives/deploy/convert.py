@@ -58,6 +58,8 @@ class Deployment:
         """One line for the latency objective's provenance: which kernels ran, which not."""
         ran = ", ".join(f"{n}x {k}" for k, n in self.kernel_counts().items()) or "no knob layers"
         text = f"deployable model on {self.device.type}: {ran}"
+        if self.device.type == "cuda":
+            text += " (bf16 elsewhere; timed as a CUDA graph replay when the forward pass can be captured)"
         stand_ins = [layer for layer in self.layers if not layer.native]
         if stand_ins:
             shown = "; ".join(f"{l.name} ({l.format.label} {l.format.kind}) in {l.kernel}" for l in stand_ins[:6])
@@ -68,19 +70,59 @@ class Deployment:
 
 class DeployedModel(nn.Module):
     """Runs ``inner`` in the device's compute dtype: float inputs are cast on the way in,
-    float outputs back to fp32 on the way out (metrics see the same dtype everywhere)."""
+    float outputs back to fp32 on the way out (metrics see the same dtype everywhere).
 
-    def __init__(self, inner: nn.Module, dtype: torch.dtype) -> None:
+    On CUDA, inference calls repeating one input shape run as a CUDA graph replay, as
+    deployed GPU models are served: one launch for the whole forward pass, so the latency
+    is the kernels' and not Python's. A graph is captured on the second call with a shape
+    (the first warms up); a model that cannot be captured runs eagerly.
+    """
+
+    def __init__(self, inner: nn.Module, dtype: torch.dtype, graphs: bool = False) -> None:
         super().__init__()
         self.inner = inner
         self.dtype = dtype
+        self.graphs = graphs
+        self._graph: tuple[object, torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor] | None = None
+        self._last_key: object = None
+        self._uncapturable: set[object] = set()
 
-    def forward(self, *args: object) -> object:
-        cast = [a.to(self.dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args]
-        out = self.inner(*cast)
-        if isinstance(out, torch.Tensor) and out.is_floating_point():
-            return out.to(torch.float32)
-        return out
+    def _eager(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.inner(x.to(self.dtype) if x.is_floating_point() else x)
+        return out.to(torch.float32) if isinstance(out, torch.Tensor) and out.is_floating_point() else out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.graphs and x.is_cuda and torch.is_inference_mode_enabled()):
+            return self._eager(x)
+        key = (tuple(x.shape), x.dtype)
+        if self._graph is not None and self._graph[0] == key:
+            _, graph, static_in, static_out = self._graph
+            static_in.copy_(x)
+            graph.replay()
+            return static_out.clone()
+        if key == self._last_key and key not in self._uncapturable:
+            try:
+                self._graph = self._capture(x, key)
+                return self.forward(x)
+            except Exception:  # an op that syncs with the host or is not capturable
+                self._graph = None
+                self._uncapturable.add(key)
+        self._last_key = key
+        return self._eager(x)
+
+    def _capture(self, x: torch.Tensor, key: object) -> tuple[object, torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
+        self._graph = None  # one graph at a time: its memory pool is freed with it
+        static_in = x.clone()
+        stream = torch.cuda.Stream(device=x.device)
+        stream.wait_stream(torch.cuda.current_stream(x.device))
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                self._eager(static_in)
+        torch.cuda.current_stream(x.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self._eager(static_in)
+        return key, graph, static_in, static_out
 
 
 def build_kernel(kernel: str, weight: torch.Tensor, bias: torch.Tensor | None, bits: int,
@@ -180,7 +222,8 @@ def deployable(model: nn.Module, config: TrialConfig, device: torch.device | str
         weight, bias = weights[plan.name]
         bias = None if bias is None else bias.detach().float()
         _set_module(model, plan.name, build_kernel(plan.kernel, weight, bias, plan.format.weight_bits, device))
-    wrapped = DeployedModel(model.eval(), dtype) if dtype != torch.float32 else model.eval()
+    wrapped = DeployedModel(model.eval(), dtype, graphs=device.type == "cuda") if device.type == "cuda" \
+        else model.eval()
     return Deployment(wrapped, device, plans)
 
 
