@@ -149,7 +149,8 @@ class TrialEvaluator:
         bundle = self.bundle
         # Everything but the packed size is measured on the deployable form of the model:
         # the real low-bit and sparse kernels of this device (objectives/deploy).
-        deployment = deploy.deployable(model, config, self.device)
+        deployment = deploy.deployable(model, config, self.device,
+                                       example=bundle.example_input[: self.settings.latency.batch_size])
         run = deployment.model
         values: dict[str, float] = {}
         provenance: dict[str, dict[str, str]] = {}

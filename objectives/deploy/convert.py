@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -22,6 +23,21 @@ from paretoml.objectives.deploy.formats import (
 )
 from paretoml.objectives.deploy.pack import to_int_weight
 from paretoml.search_space.space import TrialConfig
+
+if TYPE_CHECKING:
+    from paretoml.objectives.deploy.kernel_table import KernelTable
+
+_TABLES: dict[str, KernelTable] = {}
+
+
+def kernel_table(device: torch.device) -> KernelTable:
+    """This process's view of the device's kernel table (one per device)."""
+    from paretoml.objectives.deploy.kernel_table import KernelTable
+
+    key = str(device)
+    if key not in _TABLES:
+        _TABLES[key] = KernelTable(device)
+    return _TABLES[key]
 
 
 @dataclass(frozen=True)
@@ -141,6 +157,8 @@ def build_kernel(kernel: str, weight: torch.Tensor, bias: torch.Tensor | None, b
         return K.Fp8Linear(weight, bias).to(device)
     if kernel == "sparse-2:4":
         return K.SemiSparseLinear(weight, bias, compute_dtype(device)).to(device)
+    if kernel == "emulated-a8":
+        return K.EmulatedA8Linear(weight, bias, compute_dtype(device)).to(device)
     raise ValueError(f"unknown kernel {kernel!r}")
 
 
@@ -182,8 +200,14 @@ def _shape_fits(kernel: str, shape: tuple[int, ...], device: torch.device) -> bo
 
 
 def plan_layers(model: nn.Module, config: TrialConfig, device: torch.device,
-                available: frozenset[str] | None = None) -> list[LayerPlan]:
-    """The kernel of every layer the config touches, without building anything."""
+                available: frozenset[str] | None = None, rows: Mapping[str, int] | None = None,
+                table: KernelTable | None = None) -> list[LayerPlan]:
+    """The kernel of every layer the config touches, without building anything.
+
+    Among the kernels that can run a layer (its format's own, and stand-ins holding its
+    values), the fastest by ``table`` at the layer's ``rows`` (input rows of the latency
+    pass); without them, the own kernel, else the first stand-in.
+    """
     available = kernels_on(device) if available is None else available
     modules = dict(model.named_modules())
     names = sorted(set(config.bits) | set(getattr(config, "act_bits", {}))
@@ -194,23 +218,51 @@ def plan_layers(model: nn.Module, config: TrialConfig, device: torch.device,
         fmt = layer_format(name, _kind(module), config)
         shape = tuple(module.weight.shape)  # type: ignore[union-attr]
         own = own_kernel(fmt, device, available)
-        fits = [k for k in stand_in_kernels(fmt, device, available) if _shape_fits(k, shape, device)]
-        kernel = (own if own is not None and _shape_fits(own, shape, device)
-                  else fits[0] if fits else float_kernel(device))
+        candidates = list(dict.fromkeys(([own] if own else []) + stand_in_kernels(fmt, device, available)))
+        candidates = [k for k in candidates if _shape_fits(k, shape, device)]
+        if len(candidates) > 1:  # emulation is the last resort, never a choice for speed
+            candidates = [k for k in candidates if k != "emulated-a8"]
+        kernel = candidates[0]
+        if table is not None and rows is not None and name in rows and len(candidates) > 1:
+            kernel = min(candidates, key=lambda k: table.get(k, shape[0], shape[1], rows[name]).time_us)
         plans.append(LayerPlan(name, shape, fmt, own, kernel))
     return plans
 
 
 @torch.no_grad()
+def layer_rows(model: nn.Module, names: list[str], example: torch.Tensor) -> dict[str, int]:
+    """Input rows (tokens x batch) each named layer sees in one forward pass of ``example``."""
+    rows: dict[str, int] = {}
+    modules = dict(model.named_modules())
+    hooks = [modules[name].register_forward_pre_hook(
+        lambda _m, args, name=name: rows.__setitem__(name, args[0].numel() // args[0].shape[-1]))
+        for name in names]
+    try:
+        model.eval()(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return rows
+
+
+@torch.no_grad()
 def deployable(model: nn.Module, config: TrialConfig, device: torch.device | str,
-               inplace: bool = False, available: frozenset[str] | None = None) -> Deployment:
+               inplace: bool = False, available: frozenset[str] | None = None,
+               example: torch.Tensor | None = None) -> Deployment:
     """The model as it would be deployed: real kernels per layer, the device's dtype.
 
     ``model`` holds the trial's compressed weights (fake-quantized values, pruned zeros).
+    With ``example`` (the latency pass's input), each layer runs the fastest kernel that
+    holds its values, by the device's cached kernel table.
     """
     device = torch.device(device)
     model = model if inplace else copy.deepcopy(model)
-    plans = plan_layers(model, config, device, available)
+    rows = table = None
+    if example is not None:
+        linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+        rows = layer_rows(model, linear, example.to(device))
+        table = kernel_table(device)
+    plans = plan_layers(model, config, device, available, rows, table)
     modules = dict(model.named_modules())
     weights = {p.name: (modules[p.name].weight.detach().float().clone(),  # type: ignore[union-attr]
                         getattr(modules[p.name], "bias", None)) for p in plans}
@@ -218,7 +270,7 @@ def deployable(model: nn.Module, config: TrialConfig, device: torch.device | str
     model.to(device=device, dtype=dtype)
     for plan in plans:
         if plan.kernel in ("fp32", "bf16"):
-            continue
+            continue  # the module as it is, in the device's float type
         weight, bias = weights[plan.name]
         bias = None if bias is None else bias.detach().float()
         _set_module(model, plan.name, build_kernel(plan.kernel, weight, bias, plan.format.weight_bits, device))

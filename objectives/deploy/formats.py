@@ -14,9 +14,12 @@ Own kernels, by device (availability is probed once per process, see :func:`kern
   ``fp8-rowwise`` (sm89+) else ``int8-dynamic``; 2:4 with 16/32 bits -> ``sparse-2:4``;
   16 and 32 bits -> ``bf16``.
 
-Stand-ins (no own kernel): on the CPU a low-bit weight without activation bits runs in
-fp32, although ``int8-weight-only`` could hold it, because that kernel measured 10-100x
-slower than fp32 on x86 (benchmarks/results/deploy_kernels_cpu.md).
+Where several kernels can run a layer (its own and stand-ins holding its values), the
+device's kernel table (:mod:`.kernel_table`, profiled once per layer shape and row count,
+cached on disk) picks the fastest at the rows the layer sees in the latency pass. So an
+8-bit weight without activation bits runs in fp32/bf16 wherever PyTorch's int8
+weight-only kernel is slower (it measured 10-100x slower than fp32 on x86 and than bf16 on
+the H200: benchmarks/results/deploy_kernels_*.md), and its latency is then ``estimated``.
 """
 
 from __future__ import annotations
@@ -78,19 +81,19 @@ def own_kernel(fmt: LayerFormat, device: torch.device, available: frozenset[str]
 
 
 def stand_in_kernels(fmt: LayerFormat, device: torch.device, available: frozenset[str]) -> list[str]:
-    """Kernels that hold the format's values exactly, in order of preference."""
+    """Kernels that hold the format's values exactly, in order of preference when no
+    kernel times are known (the device's kernel table picks among them otherwise)."""
     if fmt.kind != "linear":
         return [float_kernel(device)]
     w, a = fmt.weight_bits, fmt.act_bits
+    if a == 8:  # only kernels that quantize activations hold an A8 format
+        return [k for k in ("int8-dynamic",) if k in available] + ["emulated-a8"]
     candidates: list[str] = []
-    if a == 8 and w <= 8:
-        candidates.append("int8-dynamic")
-    if device.type == "cuda":
-        if w <= 4:
-            candidates.append("int4-weight-only")
-        if w <= 8:
-            candidates.append("int8-weight-only")
+    if device.type == "cuda" and w <= 4:
+        candidates.append("int4-weight-only")
     candidates.append(float_kernel(device))
+    if w <= 8:
+        candidates.append("int8-weight-only")
     return [k for k in candidates if k in available]
 
 

@@ -28,7 +28,7 @@ from paretoml.objectives.deploy.sparse import semi_structured_mask
 FLOAT_KERNELS = ("fp32", "bf16", "fp16")
 #: the weight grid each kernel is timed with
 KERNEL_BITS = {"int8-dynamic": 8, "int8-weight-only": 8, "int4-weight-only": 4, "fp8-rowwise": 8,
-               "sparse-2:4": 16, "fp32": 16, "bf16": 16, "fp16": 16}
+               "sparse-2:4": 16, "emulated-a8": 8, "fp32": 16, "bf16": 16, "fp16": 16}
 
 
 @dataclass(frozen=True)
@@ -101,24 +101,34 @@ def _time_cpu(fn, x: torch.Tensor, repeats: int) -> float:
     return statistics.median(samples)
 
 
-@torch.inference_mode()
 def profile_kernel(kernel: str, out_features: int, in_features: int, batch: int, device: torch.device,
-                   repeats: int = 50, seed: int = 0) -> KernelTime:
+                   budget_s: float = 0.25, seed: int = 0) -> KernelTime:
+    """Time one layer; repeats are fitted to ``budget_s`` (slow kernels get few)."""
     g = torch.Generator().manual_seed(seed)
-    weight = torch.randn(out_features, in_features, generator=g) / in_features ** 0.5
-    if kernel == "sparse-2:4":
-        weight = weight * semi_structured_mask(weight)
-    weight = quantize_tensor(weight, KERNEL_BITS[kernel])
-    bias = torch.randn(out_features, generator=g) * 0.01
-    layer = _layer(kernel, weight.to(device), bias.to(device), device)
+    with torch.no_grad():  # built as deployable() builds it: outside inference mode
+        weight = torch.randn(out_features, in_features, generator=g) / in_features ** 0.5
+        if kernel == "sparse-2:4":
+            weight = weight * semi_structured_mask(weight)
+        weight = quantize_tensor(weight, KERNEL_BITS[kernel])
+        bias = torch.randn(out_features, generator=g) * 0.01
+        layer = _layer(kernel, weight.to(device), bias.to(device), device)
     dtype = compute_dtype(device) if kernel not in FLOAT_KERNELS else layer.weight.dtype
     x = torch.randn(batch, in_features, generator=g).to(device=device, dtype=dtype)
-    ref = torch.nn.functional.linear(x.float(), weight.to(device), bias.to(device))
-    err = float((layer(x).float() - ref).norm() / ref.norm().clamp_min(1e-12))
-    if device.type == "cuda":
-        graph_us, eager_us = _time_cuda(layer, x, repeats)
-        return KernelTime(kernel, out_features, in_features, batch, graph_us, eager_us, err)
-    return KernelTime(kernel, out_features, in_features, batch, _time_cpu(layer, x, repeats), None, err)
+    with torch.inference_mode():
+        ref = torch.nn.functional.linear(x.float(), weight.to(device), bias.to(device))
+        err = float((layer(x).float() - ref).norm() / ref.norm().clamp_min(1e-12))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        layer(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        once = time.perf_counter() - t0
+        repeats = max(3, min(50, int(budget_s / 10 / max(once, 1e-6))))
+        if device.type == "cuda":
+            graph_us, eager_us = _time_cuda(layer, x, repeats)
+            return KernelTime(kernel, out_features, in_features, batch, graph_us, eager_us, err)
+        return KernelTime(kernel, out_features, in_features, batch, _time_cpu(layer, x, repeats), None, err)
 
 
 class KernelTable:

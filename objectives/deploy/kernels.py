@@ -184,3 +184,22 @@ class SemiSparseLinear(_DeployedLinear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = _rows(x).to(self.weight.dtype)
         return self._finish(F.linear(rows, self.weight), x)
+
+
+class EmulatedA8Linear(_DeployedLinear):
+    """Last resort for an A8 layer no integer kernel can take (GPU alignment): activations
+    rounded per token to int8 in floating point, then a float GEMM. Same values as W8A8,
+    float speed: a trial with such a layer has an ``estimated`` latency."""
+
+    kernel = "emulated-a8"
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> None:
+        n, k = weight.shape
+        super().__init__(k, n, bias)
+        self.register_buffer("weight", weight.detach().to(dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = _rows(x).to(torch.float32)
+        scale = xf.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127.0
+        xq = torch.round(xf / scale).clamp_(-127, 127) * scale
+        return self._finish(F.linear(xq.to(self.weight.dtype), self.weight), x)

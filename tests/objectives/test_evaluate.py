@@ -1,7 +1,7 @@
 import pytest
 
 from paretoml.objectives.evaluate import OBJECTIVES
-from paretoml.search_space.knobs import BitwidthKnob, LayerSelector, MergeKnob, PruneKnob
+from paretoml.search_space.knobs import ActivationBitsKnob, BitwidthKnob, LayerSelector, MergeKnob, PruneKnob
 from paretoml.search_space.space import JointSpace, TrialConfig
 
 
@@ -15,10 +15,11 @@ def test_every_objective_is_measured_with_provenance(digits_evaluator):
     assert {k: v["how"] for k, v in result.provenance.items()} == {
         k: "estimated" if k == "latency_ms" else o.how for k, o in OBJECTIVES.items()}
     assert "conv1 (w8 conv) in fp32" in result.provenance["latency_ms"]["detail"]
-    linear_only = JointSpace([BitwidthKnob(layers=LayerSelector(kinds=["linear"]))], ev.layers)
-    native = ev.evaluate(linear_only.config_from_params(linear_only.uniform_params(bits=8)), ["latency_ms"])
+    linear_w8a8 = JointSpace([BitwidthKnob(layers=LayerSelector(kinds=["linear"])), ActivationBitsKnob(choices=[8])],
+                             ev.layers)
+    native = ev.evaluate(linear_w8a8.config_from_params(linear_w8a8.uniform_params(bits=8)), ["latency_ms"])
     assert native.provenance["latency_ms"]["how"] == "measured"
-    assert "2x int8-weight-only" in native.provenance["latency_ms"]["detail"]
+    assert "2x int8-dynamic" in native.provenance["latency_ms"]["detail"]
     reference = ev.reference(list(OBJECTIVES))
     assert reference.values["accuracy"] > 0.9  # the trained CNN
     assert result.values["model_bytes"] < reference.values["model_bytes"] / 4
