@@ -31,13 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", help="also write the markdown table here")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    table = KernelTable(device)
+    table = KernelTable(device, threads=args.threads)
     base = float_kernel(device)
     kernels = [k for k in ("int8-dynamic", "int8-weight-only", "int4-weight-only", "fp8-rowwise", "sparse-2:4")
                if k in kernels_on(device)]
-    lines = [f"# Deployable kernels on {device_name(device)} (torch {torch.__version__})", "",
+    lines = [f"# Deployable kernels on {device_name(device, args.threads)} (torch {torch.__version__})", "",
              f"`python benchmarks/deploy_kernels.py --device {args.device} --batches {' '.join(map(str, args.batches))}"
              f" --shapes {' '.join(args.shapes)}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
              f"Kernels found: {', '.join(sorted(kernels_on(device)))}. Time in µs "

@@ -42,12 +42,12 @@ class KernelTime:
     rel_err: float
 
 
-def device_name(device: torch.device) -> str:
+def device_name(device: torch.device, threads: int = 1) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     import platform
 
-    return f"cpu-{platform.machine()}-{torch.get_num_threads()}threads"
+    return f"cpu-{platform.machine()}-{threads}threads"
 
 
 def _layer(kernel: str, weight: torch.Tensor, bias: torch.Tensor, device: torch.device) -> nn.Module:
@@ -134,11 +134,13 @@ def profile_kernel(kernel: str, out_features: int, in_features: int, batch: int,
 class KernelTable:
     """The cached table of one device: ``get`` profiles what is missing and saves it."""
 
-    def __init__(self, device: torch.device, path: Path | None = None) -> None:
+    def __init__(self, device: torch.device, path: Path | None = None, threads: int = 1) -> None:
+        """CPU kernels are timed with ``threads`` threads (1, like the default latency pass)."""
         from paretoml.objectives.tasks.cache import cache_dir
 
         self.device = device
-        slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{device_name(device)}-torch{torch.__version__}").strip("-")
+        self.threads = threads
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{device_name(device, threads)}-torch{torch.__version__}").strip("-")
         self.path = path or cache_dir() / "kernel-times" / f"{slug}.json"
         self._rows: dict[str, dict] = json.loads(self.path.read_text()) if self.path.exists() else {}
 
@@ -149,7 +151,13 @@ class KernelTable:
     def get(self, kernel: str, out_features: int, in_features: int, batch: int) -> KernelTime:
         key = self.key(kernel, out_features, in_features, batch)
         if key not in self._rows:
-            self._rows[key] = asdict(profile_kernel(kernel, out_features, in_features, batch, self.device))
+            previous = torch.get_num_threads()
+            if self.device.type == "cpu":
+                torch.set_num_threads(self.threads)
+            try:
+                self._rows[key] = asdict(profile_kernel(kernel, out_features, in_features, batch, self.device))
+            finally:
+                torch.set_num_threads(previous)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(".tmp")
             tmp.write_text(json.dumps(self._rows, indent=1, sort_keys=True))
