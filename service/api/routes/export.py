@@ -7,18 +7,21 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Response, status
 from fastapi.concurrency import run_in_threadpool
 
-from paretoml.service.api import schemas
 from paretoml.service.api.deps import Jobs, Reads
+from paretoml.service.api.responses import errors
 from paretoml.service.api.routes.studies import StudyId
 from paretoml.service.export import ExportNotFoundError, TrialNotCompleteError, export_archive
 
 router = APIRouter(tags=["export"])
 
+_ARCHIVE = {"description": "a zip of `model.safetensors` (packed weights, scales, masks) and `manifest.json`",
+            "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}}
+
 
 @router.get("/studies/{study_id}/trials/{number}/export", response_class=Response,
-            responses={200: {"content": {"application/zip": {}},
-                             "description": "a zip of model.safetensors and manifest.json"},
-                       404: {"model": schemas.Message}, 409: {"model": schemas.Message}})
+            responses={200: _ARCHIVE, **errors(404, 409, 422, 503, descriptions={
+                404: "no study with this id, or no trial with this number in it",
+                409: "the trial is not complete (running, failed or pruned): only completed trials are exported"})})
 async def export_trial(study_id: StudyId, number: Annotated[int, Path(ge=0, le=10_000_000)], jobs: Jobs,
                        reads: Reads) -> Response:
     """The trial's compressed model: packed integer weights, scales and masks as safetensors,
