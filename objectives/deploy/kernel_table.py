@@ -10,10 +10,13 @@ a wrong packing shows up next to its time.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
 import statistics
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -158,8 +161,20 @@ class KernelTable:
                 self._rows[key] = asdict(profile_kernel(kernel, out_features, in_features, batch, self.device))
             finally:
                 torch.set_num_threads(previous)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self._rows, indent=1, sort_keys=True))
-            tmp.replace(self.path)
+            self._save()
         return KernelTime(**self._rows[key])
+
+    def _save(self) -> None:
+        """Merge into the file and replace it atomically; workers of one machine share it, so
+        each writes its own temporary file. The table is a cache: a failed write loses nothing."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # read, merge and write as one step
+                on_disk = json.loads(self.path.read_text()) if self.path.exists() else {}
+                self._rows = {**on_disk, **self._rows}
+                tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+                tmp.write_text(json.dumps(self._rows, indent=1, sort_keys=True))
+                os.replace(tmp, self.path)
+        except (OSError, ValueError):
+            pass

@@ -47,3 +47,20 @@ def test_the_table_picks_the_fastest_kernel_holding_the_values(tmp_path):
 def _row(kernel: str, us: float) -> dict:
     return {"kernel": kernel, "out_features": 256, "in_features": 256, "batch": 12, "time_us": us,
             "eager_us": None, "rel_err": 0.0}
+
+
+def test_workers_sharing_the_file_keep_each_others_entries(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "shared.json"
+    tables = [KernelTable(CPU, path=path) for _ in range(4)]
+    with ThreadPoolExecutor(4) as pool:  # like Ray workers of one machine, writing at once
+        list(pool.map(lambda i: tables[i].get("fp32", 16 * (i + 1), 32, 4), range(4)))
+    assert sorted(json.loads(path.read_text())) == [f"fp32|{16 * (i + 1)}x32|4" for i in range(4)]
+    assert not list(tmp_path.glob("*.tmp"))
+    # and the file is re-read under a lock before each write: none of the four is lost
+    for _ in range(3):
+        with ThreadPoolExecutor(4) as pool:
+            fresh = [KernelTable(CPU, path=tmp_path / "again.json") for _ in range(4)]
+            list(pool.map(lambda i: fresh[i].get("fp32", 16 * (i + 1), 32, 4), range(4)))
+    assert len(json.loads((tmp_path / "again.json").read_text())) == 4
