@@ -2,9 +2,12 @@
 
 A layer's *format* is what the trial asks of it: weight bits, activation bits, sparsity
 pattern. Its *own kernel* is a kernel built for exactly that format on this device; when
-there is none, the layer runs in the narrowest kernel that holds its values exactly (a
-3-bit weight in the int4 kernel, a 4-bit CPU weight in fp32), and the trial's latency is
-then ``estimated``, never ``measured``: a native kernel for the format could be faster.
+there is none, the layer runs in a stand-in that holds its values exactly (a 3-bit weight
+in the int4 kernel, a 4-bit CPU weight in fp32, a W4A8 layer in the int8 GEMM), and the
+trial's latency is then ``estimated``, never ``measured``: it is the time of a real
+deployment with stand-ins, and a native kernel for the format could be faster. A8 formats
+only run in kernels that quantize activations (``emulated-a8``, float GEMM on int8-rounded
+activations, is the last resort where no integer kernel takes the layer's shape).
 
 Own kernels, by device (availability is probed once per process, see :func:`kernels_on`):
 
@@ -19,7 +22,7 @@ device's kernel table (:mod:`.kernel_table`, profiled once per layer shape and r
 cached on disk) picks the fastest at the rows the layer sees in the latency pass. So an
 8-bit weight without activation bits runs in fp32/bf16 wherever PyTorch's int8
 weight-only kernel is slower (it measured 10-100x slower than fp32 on x86 and than bf16 on
-the H200: benchmarks/results/deploy_kernels_*.md), and its latency is then ``estimated``.
+the H200: benchmarks/results/deploy-kernels-*.md), and its latency is then ``estimated``.
 """
 
 from __future__ import annotations

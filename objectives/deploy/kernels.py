@@ -17,6 +17,7 @@ kernel                 op                                          devices
                        activations, per-row / per-token scales
 ``sparse-2:4``         ``to_sparse_semi_structured`` (cuSPARSELt   cuda, sm80+
                        / CUTLASS), fp16 or bf16
+``emulated-a8``        float GEMM on int8-rounded activations      any (last resort)
 =====================  ==========================================  ==================
 """
 
