@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from paretoml.objectives import measure
+from paretoml.objectives import deploy, measure
 from paretoml.objectives.compress.merge import merge_state_dicts
 from paretoml.objectives.compress.prune import prune_structured, prune_unstructured
 from paretoml.objectives.compress.quantize import quantize_model
@@ -145,9 +145,11 @@ class TrialEvaluator:
             base = self.model.state_dict()
             model.load_state_dict(merge_state_dicts(base, self.bundle.checkpoints, config.merge))
         structured = {n: r for n, r in config.prune.items() if config.prune_method.get(n) == "structured"}
-        unstructured = {n: r for n, r in config.prune.items() if config.prune_method.get(n) != "structured"}
+        unstructured = {n: r for n, r in config.prune.items()
+                        if config.prune_method.get(n) not in ("structured", "2:4")}
         prune_structured(model, structured, self._links)
         masks = prune_unstructured(model, unstructured)
+        masks.update(deploy.prune_semi_structured(model, deploy.semi_structured_layers(config)))
         timings["compress_s"] = time.perf_counter() - t0
         steps = self.settings.finetune_steps
         bundle = self.bundle
@@ -192,11 +194,22 @@ class TrialEvaluator:
             self._references[name] = self.data.scorer.reference(self.model, split)
         return split, self._references[name]
 
+    def score(self, model: nn.Module, names: list[str], split: Split_ = "validation") -> dict[str, float]:
+        """The task's own metrics of ``model`` on a split, against the uncompressed model's
+        reference (e.g. an exported model reloaded: the same numbers as its trial)."""
+        data, reference = self._split(split)
+        return {name: float(value) for name, value in self.data.scorer.score(model, data, reference, names).items()}
+
     def measure(self, model: nn.Module, config: TrialConfig, objectives: list[str],
                 split: Split_ = "validation") -> TrialResult:
         unknown = [name for name in objectives if name not in self.catalog]
         if unknown:
             raise KeyError(f"unknown objective {unknown[0]!r}; available: {', '.join(self.catalog)}")
+        # Everything but the packed size is measured on the deployable form of the model:
+        # the real low-bit and sparse kernels of this device (objectives/deploy).
+        example = measure.example_inputs(self._latency_example(), self.settings.latency.batch_size)
+        deployment = deploy.deployable(model, config, self.device, example=example)
+        run = deployment.model
         values: dict[str, float] = {}
         provenance: dict[str, dict[str, str]] = {}
         lat = self.settings.latency
@@ -205,8 +218,7 @@ class TrialEvaluator:
         detail = {
             "latency_ms": (
                 f"median of {lat.repeats} passes after {lat.warmup} warm-up, batch {self._latency_batch()}, "
-                f"{lat.threads} thread(s), {self.device.type}, fp32 kernels (weights rounded to their "
-                "bitwidth; structured pruning removes channels)"
+                f"{lat.threads} thread(s); {deployment.describe()}"
             ),
             "model_bytes": "packed format: b-bit values + fp16 per-channel scales, bitmap for sparsity, fp32 rest",
             "peak_memory_bytes": (
@@ -222,26 +234,30 @@ class TrialEvaluator:
             # a real model's task scores all its metrics from one pass (e.g. one set of
             # embeddings); those the study does not optimise are kept as attributes
             wanted = task_metrics if self.bundle is not None else [m.name for m in data.scorer.metrics]
-            scored = data.scorer.score(model, split_data[0], split_data[1], wanted)
+            scored = data.scorer.score(run, split_data[0], split_data[1], wanted)
             for name in task_metrics:
                 values[name] = float(scored[name])
                 detail[name] = f"{self.catalog[name].summary}; {size}{split} samples"
         for name in objectives:
             if name == "latency_ms":
-                values[name] = measure.latency_ms(model, self._latency_example(), lat)
+                values[name] = measure.latency_ms(run, example, lat)
             elif name == "model_bytes":
                 values[name] = float(measure.packed_model_bytes(model, config.bits))
             elif name == "peak_memory_bytes":
-                values[name] = float(measure.peak_memory_bytes(model, self._latency_example()))
+                values[name] = float(measure.peak_memory_bytes(run, self._latency_example()))
             elif name == "mean_bits":
                 values[name] = mean_bits(self.layers, config)
-            provenance[name] = {"how": self.catalog[name].how, "detail": detail[name]}
-        attrs: dict[str, Any] = {"timings": {"measure_s": time.perf_counter() - t0}}
+            how = self.catalog[name].how
+            if name == "latency_ms" and not deployment.all_native:
+                how = "estimated"  # some layer ran a stand-in kernel, not one of its own format
+            provenance[name] = {"how": how, "detail": detail[name]}
+        attrs: dict[str, Any] = {"timings": {"measure_s": time.perf_counter() - t0},
+                                 "kernels": deploy.kernel_summary(deployment.layers)}
         if self.bundle is None and scored:
             attrs["metrics"] = {name: float(value) for name, value in scored.items()}
         bundle = self.bundle
         if bundle is not None and bundle.test_inputs is not None and bundle.test_labels is not None:
-            attrs["test_accuracy"] = measure.accuracy(model, bundle.test_inputs, bundle.test_labels)
+            attrs["test_accuracy"] = measure.accuracy(run, bundle.test_inputs, bundle.test_labels)
         if "model_bytes" not in values:
             attrs["model_bytes"] = measure.packed_model_bytes(model, config.bits)
         return TrialResult(values, provenance, attrs)

@@ -98,7 +98,7 @@ class LatencySettings:
     threads: int = 1
 
 
-def _example(example: torch.Tensor | ExampleInputs, batch_size: int | None = None) -> ExampleInputs:
+def example_inputs(example: torch.Tensor | ExampleInputs, batch_size: int | None = None) -> ExampleInputs:
     """A tensor example is cut to ``batch_size``; an ExampleInputs is used as the task made it."""
     if isinstance(example, ExampleInputs):
         return example
@@ -112,7 +112,7 @@ def latency_ms(model: nn.Module, example: torch.Tensor | ExampleInputs, settings
     On CUDA the device is synchronised around every pass, so the time is the device's.
     """
     model.eval()
-    batch = _example(example, settings.batch_size)
+    batch = example_inputs(example, settings.batch_size)
     cuda = batch.is_cuda
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(settings.threads)
@@ -141,7 +141,7 @@ def peak_memory_bytes(model: nn.Module, example: torch.Tensor | ExampleInputs) -
     allocation and free of the pass; the running sum's maximum is the peak.
     """
     model.eval()
-    example = _example(example)
+    example = example_inputs(example)
     resident = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
     if example.is_cuda:
         torch.cuda.synchronize()

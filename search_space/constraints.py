@@ -1,13 +1,15 @@
 """Budgets as Optuna constraint values: ``value <= 0`` means feasible.
 
-Constraints are computed from the config and the introspected layers before a trial is
+Size budgets are computed from the config and the introspected layers before a trial is
 evaluated, so a sampler learns feasibility without paying for a measurement. The byte
-formula is the one :mod:`paretoml.objectives.measure` applies to real tensors.
+formula is the one :mod:`paretoml.objectives.measure` applies to real tensors. A latency
+budget can only be known once the deployable model has run: its value comes from the
+trial's measured ``latency_ms`` (see :func:`needs_measurement`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -32,7 +34,20 @@ class MeanBitsBudget(_Strict):
     max_bits: float = Field(gt=0, le=32)
 
 
-Constraint = Annotated[Union[ModelBytesBudget, MeanBitsBudget], Field(discriminator="kind")]
+class LatencyBudget(_Strict):
+    """Latency of the deployable model (``latency_ms`` as measured for the trial)."""
+
+    kind: Literal["latency_ms"] = "latency_ms"
+    max_ms: float = Field(gt=0)
+
+
+Constraint = Annotated[Union[ModelBytesBudget, MeanBitsBudget, LatencyBudget], Field(discriminator="kind")]
+AnyBudget = Union[ModelBytesBudget, MeanBitsBudget, LatencyBudget]
+
+
+def needs_measurement(constraints: Sequence[AnyBudget]) -> list[str]:
+    """Objectives a trial must measure for its constraint values (beyond the study's own)."""
+    return ["latency_ms"] if any(isinstance(c, LatencyBudget) for c in constraints) else []
 
 
 def estimate_model_bytes(layers: Sequence[LayerInfo], config: TrialConfig, other_params: int) -> int:
@@ -89,15 +104,21 @@ def mean_bits(layers: Sequence[LayerInfo], config: TrialConfig) -> float:
 
 
 def constraint_values(
-    constraints: Sequence[ModelBytesBudget | MeanBitsBudget],
+    constraints: Sequence[AnyBudget],
     layers: Sequence[LayerInfo],
     config: TrialConfig,
     other_params: int,
+    measured: Mapping[str, float] | None = None,
 ) -> list[float]:
+    """One value per constraint; a latency budget needs ``measured["latency_ms"]``."""
     values: list[float] = []
     for constraint in constraints:
         if isinstance(constraint, ModelBytesBudget):
             values.append(float(estimate_model_bytes(layers, config, other_params) - constraint.max_bytes))
+        elif isinstance(constraint, LatencyBudget):
+            if measured is None or "latency_ms" not in measured:
+                raise ValueError("a latency_ms budget needs the trial's measured latency")
+            values.append(float(measured["latency_ms"]) - constraint.max_ms)
         else:
             values.append(mean_bits(layers, config) - constraint.max_bits)
     return values

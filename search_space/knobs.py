@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 #: Bitwidths the quantizer implements: round-to-nearest integers, and 16 meaning fp16.
 SUPPORTED_BITS: frozenset[int] = frozenset({2, 3, 4, 5, 6, 7, 8, 16})
+#: Activation bitwidths with a kernel somewhere: 8 (W8A8), 16 (the device's float type).
+SUPPORTED_ACT_BITS: frozenset[int] = frozenset({8, 16})
 #: Pruning above this leaves too little of a layer to be worth searching.
 MAX_PRUNE_RATIO = 0.95
 
@@ -77,11 +79,31 @@ class BitwidthKnob(_PerLayerKnob):
         return sorted(set(value))
 
 
+class ActivationBitsKnob(_PerLayerKnob):
+    """Activation bitwidth per layer: 8 quantizes a layer's inputs per token at run time
+    (W8A8 kernels: int8 on CPU, fp8 on H100/H200), 16 leaves them in the device's float type."""
+
+    kind: Literal["activation_bits"] = "activation_bits"
+    layers: LayerSelector = Field(default_factory=lambda: LayerSelector(kinds=["linear"]))
+    choices: list[int] = Field(default_factory=lambda: [8, 16])
+
+    @field_validator("choices")
+    @classmethod
+    def _valid_bits(cls, value: list[int]) -> list[int]:
+        if not value:
+            raise ValueError("needs at least one activation bitwidth")
+        bad = sorted(set(value) - SUPPORTED_ACT_BITS)
+        if bad:
+            raise ValueError(f"activation bits {bad} not supported; choose from {sorted(SUPPORTED_ACT_BITS)}")
+        return sorted(set(value))
+
+
 class PruneKnob(_PerLayerKnob):
-    """Magnitude pruning ratio per layer: unstructured weights or whole output channels."""
+    """Magnitude pruning ratio per layer: unstructured weights, whole output channels, or
+    the 2:4 pattern of sparse tensor cores (then each layer is either dense or 2:4, ratio 0.5)."""
 
     kind: Literal["prune"] = "prune"
-    method: Literal["unstructured", "structured"] = "unstructured"
+    method: Literal["unstructured", "structured", "2:4"] = "unstructured"
     low: float = 0.0
     high: float = 0.9
     step: float | None = Field(None, gt=0)
@@ -203,6 +225,7 @@ class CategoricalKnob(_Strict):
 Knob = Annotated[
     Union[
         BitwidthKnob,
+        ActivationBitsKnob,
         PruneKnob,
         MergeKnob,
         BatchSizeKnob,
@@ -213,7 +236,7 @@ Knob = Annotated[
     ],
     Field(discriminator="kind"),
 ]
-PerLayerKnob = Union[BitwidthKnob, PruneKnob, MergeKnob]
+PerLayerKnob = Union[BitwidthKnob, ActivationBitsKnob, PruneKnob, MergeKnob]
 
 
 def scaled_learning_rate(base_lr: float, batch_size: int, base_batch: int, rule: LrRule) -> float:

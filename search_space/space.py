@@ -20,6 +20,7 @@ from optuna.distributions import (
 from paretoml.search_space.encoding import VectorEncoding
 from paretoml.search_space.introspect import LayerInfo, group_layers
 from paretoml.search_space.knobs import (
+    ActivationBitsKnob,
     BatchSizeKnob,
     BitwidthKnob,
     CategoricalKnob,
@@ -33,6 +34,9 @@ from paretoml.search_space.knobs import (
 )
 
 BITS_PREFIX = "bits:"
+ACT_BITS_PREFIX = "abits:"
+#: The ratio of the 2:4 pattern: a layer under a 2:4 prune knob is dense (0) or 2:4 (this).
+SEMI_STRUCTURED_RATIO = 0.5
 PRUNE_PREFIX = "prune:"
 MERGE_PREFIX = "merge"  # merge{k}:{group}
 BATCH_PARAM = "batch_size"
@@ -50,6 +54,8 @@ class TrialConfig:
     batch_size: int | None = None
     learning_rate: float | None = None
     hparams: dict[str, Any] = field(default_factory=dict)
+    #: activation bits per layer (8); layers not named keep float activations
+    act_bits: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -66,6 +72,7 @@ class TrialConfig:
             batch_size=data.get("batch_size"),
             learning_rate=data.get("learning_rate"),
             hparams=dict(data.get("hparams", {})),
+            act_bits={k: int(v) for k, v in data.get("act_bits", {}).items()},
         )
 
 
@@ -102,7 +109,7 @@ class JointSpace:
         self._slots: list[_Slot] = []
         taken: dict[str, set[str]] = {}
         for knob in knobs:
-            if isinstance(knob, (BitwidthKnob, PruneKnob, MergeKnob)):
+            if isinstance(knob, (BitwidthKnob, ActivationBitsKnob, PruneKnob, MergeKnob)):
                 self._add_per_layer(knob, taken)
             elif isinstance(knob, BatchSizeKnob):
                 self._single(knob, "batch", BATCH_PARAM, CategoricalDistribution(knob.choices))
@@ -133,8 +140,9 @@ class JointSpace:
             raise ValueError(f"knobs: parameter {name!r} is declared twice")
         self._slots.append(_Slot(name, dist, role))
 
-    def _add_per_layer(self, knob: BitwidthKnob | PruneKnob | MergeKnob, taken: dict[str, set[str]]) -> None:
-        role = {"bitwidth": "bits", "prune": "prune", "merge": "merge"}[knob.kind]
+    def _add_per_layer(self, knob: BitwidthKnob | ActivationBitsKnob | PruneKnob | MergeKnob,
+                       taken: dict[str, set[str]]) -> None:
+        role = {"bitwidth": "bits", "activation_bits": "act_bits", "prune": "prune", "merge": "merge"}[knob.kind]
         pattern = knob.layers.include
         if pattern is not None and not any(re.search(pattern, layer.name) for layer in self.layers):
             names = [layer.name for layer in self.layers]
@@ -153,6 +161,10 @@ class JointSpace:
                 continue
             if isinstance(knob, PruneKnob) and layer.kind == "embedding":
                 continue
+            if isinstance(knob, PruneKnob) and knob.method == "2:4" and (
+                    layer.kind != "linear" or layer.weight_shape[1] % 4):
+                self.notes.append(f"2:4 pruning skips {layer.name}: only Linear layers with a multiple of 4 inputs")
+                continue
             if layer.name in taken.setdefault(role, set()):
                 raise ValueError(f"knobs: layer {layer.name!r} is selected by two {knob.kind} knobs")
             taken[role].add(layer.name)
@@ -166,9 +178,16 @@ class JointSpace:
                 self._slots.append(
                     _Slot(f"{BITS_PREFIX}{key}", CategoricalDistribution(knob.choices), role, tuple(members))
                 )
+        elif isinstance(knob, ActivationBitsKnob):
+            for key, members in groups.items():
+                self._slots.append(
+                    _Slot(f"{ACT_BITS_PREFIX}{key}", CategoricalDistribution(knob.choices), role, tuple(members))
+                )
         elif isinstance(knob, PruneKnob):
             for key, members in groups.items():
-                dist = FloatDistribution(knob.low, knob.high, step=knob.step)
+                dist: BaseDistribution = FloatDistribution(knob.low, knob.high, step=knob.step)
+                if knob.method == "2:4":
+                    dist = CategoricalDistribution([0.0, SEMI_STRUCTURED_RATIO])
                 self._slots.append(
                     _Slot(f"{PRUNE_PREFIX}{key}", dist, role, tuple(members), method=knob.method)
                 )
@@ -201,6 +220,7 @@ class JointSpace:
         if missing:
             raise KeyError(f"parameters missing from the trial: {missing}")
         bits: dict[str, int] = {}
+        act_bits: dict[str, int] = {}
         prune: dict[str, float] = {}
         method: dict[str, str] = {}
         merge: dict[str, list[float]] = {}
@@ -211,6 +231,9 @@ class JointSpace:
             value = params[slot.name]
             if slot.role == "bits":
                 bits.update({layer: int(value) for layer in slot.layers})
+            elif slot.role == "act_bits":
+                if int(value) < 16:
+                    act_bits.update({layer: int(value) for layer in slot.layers})
             elif slot.role == "prune":
                 prune.update({layer: float(value) for layer in slot.layers})
                 method.update({layer: slot.method for layer in slot.layers})
@@ -235,6 +258,7 @@ class JointSpace:
             batch_size=batch,
             learning_rate=lr,
             hparams=hparams,
+            act_bits=act_bits,
         )
 
     def uniform_params(self, bits: int | None = None, prune: float | None = None,
@@ -247,7 +271,11 @@ class JointSpace:
         params: dict[str, Any] = {}
         for slot in self._slots:
             dist = slot.distribution
-            if slot.role == "bits" and bits is not None:
+            if slot.role == "act_bits":  # baselines keep float activations
+                params[slot.name] = max(dist.choices)  # type: ignore[attr-defined]
+            elif slot.role == "prune" and slot.method == "2:4":
+                params[slot.name] = SEMI_STRUCTURED_RATIO if prune else 0.0
+            elif slot.role == "bits" and bits is not None:
                 if bits not in dist.choices:  # type: ignore[attr-defined]
                     raise ValueError(f"bits {bits} is not among the knob's choices {dist.choices}")  # type: ignore[attr-defined]
                 params[slot.name] = bits

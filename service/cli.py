@@ -60,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     front.add_argument("study", help="study name")
     storage_arg(front)
 
+    export = sub.add_parser("export", help="write a completed trial's compressed model (safetensors + manifest)")
+    export.add_argument("study", help="study name")
+    export.add_argument("trial", type=_non_negative_int, help="trial number")
+    export.add_argument("-o", "--output", required=True, help="directory to write (created; must be empty)")
+    storage_arg(export)
+
     sub.add_parser("tasks", help="list the registered tasks")
 
     serve = sub.add_parser("serve", help="run the REST API and the job runners (settings: PARETOML_* or .env)")
@@ -93,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _resume(args, console)
         if args.command == "front":
             return _front(args, console)
+        if args.command == "export":
+            return _export(args, console)
         if args.command == "tasks":
             return _tasks(console)
         if args.command == "serve":
@@ -113,6 +121,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
     return value
 
 
@@ -279,6 +294,26 @@ def _front(args: argparse.Namespace, console: Console) -> int:
     # has a spec this process cannot validate, and its front is still worth printing
     names = [o["name"] for o in raw["objectives"]] if raw else [f"value{i}" for i in range(len(study.directions))]
     console.print(front_table(study, names, f"Pareto front of {args.study}"))
+    return 0
+
+
+def _export(args: argparse.Namespace, console: Console) -> int:
+    from paretoml.objectives.deploy.export import weights_file_bytes
+    from paretoml.service.export import ExportNotFoundError, TrialNotCompleteError, export_trial
+
+    out = Path(args.output)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise CliError(f"--output {out} exists and is not an empty directory")
+    storage = _open(args.storage)
+    try:
+        manifest = export_trial(storage, args.study, args.trial, out)
+    except (ExportNotFoundError, TrialNotCompleteError) as exc:
+        raise CliError(str(exc)) from None
+    size, header = weights_file_bytes(out)
+    kernels = sorted({layer.kernel for layer in manifest.layers})
+    console.print(f"trial {args.trial} of {args.study} written to {out}: {size:,} bytes of weights "
+                  f"({header:,} of them the safetensors header), {len(manifest.layers)} compressed layers, "
+                  f"kernels on {manifest.export_device}: {', '.join(kernels) or 'none'}")
     return 0
 
 

@@ -28,9 +28,9 @@ from paretoml.objectives.evaluate import MeasureSettings, TrialEvaluator, resolv
 from paretoml.objectives.measure import LatencySettings
 from paretoml.objectives.tasks.base import Task
 from paretoml.objectives.tasks.registry import create_task
-from paretoml.search_space.constraints import constraint_values
+from paretoml.search_space.constraints import constraint_values, needs_measurement
 from paretoml.search_space.introspect import LayerInfo
-from paretoml.search_space.space import JointSpace
+from paretoml.search_space.space import JointSpace, TrialConfig
 from paretoml.search_space.spec import SpecError, StudySpec, parse_spec
 from paretoml.service.executors.base import Executor, ModelDescription, TrialJob, TrialOutcome
 from paretoml.service.storage import fail_stale_trials, study_exists
@@ -318,7 +318,7 @@ class StudyRunner:
         try:
             config = self.space.suggest(trial)
             trial.set_user_attr(CONFIG_ATTR, config.to_dict())
-            if self.spec.constraints:
+            if self.spec.constraints and not needs_measurement(self.spec.constraints):
                 trial.set_user_attr(
                     CONSTRAINTS_ATTR,
                     constraint_values(self.spec.constraints, self.model.layers, config, self.model.other_params),
@@ -331,7 +331,8 @@ class StudyRunner:
             flush = getattr(self.study._storage, "flush", None)
             if flush is not None:
                 flush(trial._trial_id)
-        return TrialJob(trial._trial_id, trial.number, config.to_dict(), self.spec.objective_names,
+        extra = [n for n in needs_measurement(self.spec.constraints) if n not in self.spec.objective_names]
+        return TrialJob(trial._trial_id, trial.number, config.to_dict(), self.spec.objective_names + extra,
                         self.spec.seed + trial.number)
 
     def _finish(self, trial: optuna.Trial, outcome: TrialOutcome) -> FrozenTrial:
@@ -341,6 +342,10 @@ class StudyRunner:
             frozen = self.study.tell(trial, state=TrialState.FAIL)
         else:
             trial.set_user_attr(PROVENANCE_ATTR, outcome.provenance)
+            if self.spec.constraints and needs_measurement(self.spec.constraints):
+                config = TrialConfig.from_dict(outcome.job.config)
+                trial.set_user_attr(CONSTRAINTS_ATTR, constraint_values(
+                    self.spec.constraints, self.model.layers, config, self.model.other_params, outcome.values))
             for key, value in outcome.attrs.items():
                 trial.set_user_attr(f"paretoml:{key}", value)
             frozen = self.study.tell(trial, [outcome.values[n] for n in self.spec.objective_names])

@@ -34,6 +34,12 @@ export async function renderTrial(container, { studyId, number, objectives, refe
     el("span", { style: { marginLeft: "auto" }, class: "row" },
       el("button", { type: "button", id: "download-config", disabled: !trial.config,
         onclick: () => download(`${studyId}-trial-${trial.number}-config.json`, trial.config) }, "Download config JSON"),
+      trial.state === "complete"
+        ? el("a", { class: "button", id: "download-model", download: "",
+            title: "packed weights (safetensors) and a manifest; the model is rebuilt on the server, a few seconds",
+            href: `/api/v1/studies/${encodeURIComponent(studyId)}/trials/${trial.number}/export` },
+          "Download compressed model")
+        : null,
       standalone ? null : el("a", { href: `/studies/${encodeURIComponent(studyId)}/trials/${trial.number}` }, "open ↗")));
 
   const objectiveRows = names.flatMap((name) => {

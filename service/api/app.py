@@ -18,7 +18,7 @@ from paretoml.service.api.limits import BodySizeLimit
 from paretoml.service.api.openapi import describe_auth, operation_id
 from paretoml.service.api.reads import StudyReads
 from paretoml.dashboard.routes import install_dashboard
-from paretoml.service.api.routes import analysis, catalog, health, studies
+from paretoml.service.api.routes import analysis, catalog, export, health, studies
 from paretoml.service.db.session import engine_for
 from paretoml.service.jobs import JobRepository
 from paretoml.service.scheduler import JobScheduler
@@ -27,7 +27,7 @@ from paretoml.service.settings import Settings
 API_PREFIX = "/api/v1"
 # the routers of the REST API, all under API_PREFIX (tests/service/api/test_openapi.py checks
 # that each of their operations declares the errors it can send)
-API_ROUTERS = (studies.router, analysis.router, catalog.router, health.router)
+API_ROUTERS = (studies.router, analysis.router, catalog.router, health.router, export.router)
 
 
 def _server_signal_handlers() -> dict[signal.Signals, object]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,13 @@ def test_click_on_a_point_opens_that_trial(server: Server, page: Any, shots: Pat
     assert page.locator("#trial").inner_text().startswith(f"Trial #{number}")
     assert page.evaluate("document.getElementById('layer-chart')._fullData.length") >= 2
     page.screenshot(path=shots / "04-trial-page.png", full_page=True)
+    # the compressed model, rebuilt by the server from the trial's config
+    with page.expect_download(timeout=60_000) as download:
+        page.click("#download-model")
+    assert download.value.suggested_filename == f"{sid}-trial{number}.zip"
+    with zipfile.ZipFile(download.value.path()) as archive:
+        manifest = json.loads(archive.read(f"{sid}-trial{number}/manifest.json"))
+    assert manifest["trial"] == number and manifest["config"] == trial["config"]
 
 
 def test_new_study_form_submits_and_the_study_appears(server: Server, page: Any, shots: Path) -> None:

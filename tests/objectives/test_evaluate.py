@@ -1,7 +1,7 @@
 import pytest
 
 from paretoml.objectives.evaluate import OBJECTIVES
-from paretoml.search_space.knobs import BitwidthKnob, MergeKnob, PruneKnob
+from paretoml.search_space.knobs import ActivationBitsKnob, BitwidthKnob, LayerSelector, MergeKnob, PruneKnob
 from paretoml.search_space.space import JointSpace, TrialConfig
 
 
@@ -11,7 +11,15 @@ def test_every_objective_is_measured_with_provenance(digits_evaluator):
     config = space.config_from_params(space.uniform_params(bits=8, prune=0.5))
     result = ev.evaluate(config, list(OBJECTIVES))
     assert set(result.values) == set(OBJECTIVES)
-    assert {k: v["how"] for k, v in result.provenance.items()} == {k: o.how for k, o in OBJECTIVES.items()}
+    # 8-bit convolutions have no int8 kernel on the CPU: they run fp32, so latency is estimated
+    assert {k: v["how"] for k, v in result.provenance.items()} == {
+        k: "estimated" if k == "latency_ms" else o.how for k, o in OBJECTIVES.items()}
+    assert "conv1 (w8 conv) in fp32" in result.provenance["latency_ms"]["detail"]
+    linear_w8a8 = JointSpace([BitwidthKnob(layers=LayerSelector(kinds=["linear"])), ActivationBitsKnob(choices=[8])],
+                             ev.layers)
+    native = ev.evaluate(linear_w8a8.config_from_params(linear_w8a8.uniform_params(bits=8)), ["latency_ms"])
+    assert native.provenance["latency_ms"]["how"] == "measured"
+    assert "2x int8-dynamic" in native.provenance["latency_ms"]["detail"]
     reference = ev.reference(list(OBJECTIVES))
     assert reference.values["accuracy"] > 0.9  # the trained CNN
     assert result.values["model_bytes"] < reference.values["model_bytes"] / 4
