@@ -126,8 +126,12 @@ def stop(server: Server) -> list[psutil.Process]:
         except subprocess.TimeoutExpired:
             server.process.kill()
             server.process.wait(10)
-    time.sleep(1.0)  # Ray's processes end a moment after their driver
+    # Ray's processes end a moment after their driver (seconds on a loaded machine)
+    deadline = time.monotonic() + 15
     left = server.ray_processes()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = server.ray_processes()
     for process in left:
         try:
             process.kill()
