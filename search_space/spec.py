@@ -245,13 +245,13 @@ class StudySpec(_Strict):
         try:
             validate_pruner(self.pruner.name, self.pruner.options, len(self.objectives))
         except PrunerOptionsError as exc:
-            raise ValueError(f"pruner: {exc}") from None
+            _raise_at("pruner", str(exc))
         if not self.pruner.steps(self.finetune.steps):
-            raise ValueError("pruner: the rungs are points of fine-tuning; set finetune.steps so that "
-                             f"the rungs {self.pruner.rungs} fall on distinct steps below it")
+            _raise_at("pruner", "the rungs are points of fine-tuning; set finetune.steps so that "
+                                f"the rungs {self.pruner.rungs} fall on distinct steps below it")
         if not [n for n in self.objective_names if n not in AT_ONCE_OBJECTIVES + FULL_TRIAL_OBJECTIVES]:
-            raise ValueError("pruner: no objective is measurable at a rung; add one of the task's metrics "
-                             "(e.g. accuracy or fidelity)")
+            _raise_at("pruner", "no objective is measurable at a rung; add one of the task's metrics "
+                                "(e.g. accuracy or fidelity)")
         return self
 
     @property
@@ -261,6 +261,12 @@ class StudySpec(_Strict):
     @property
     def objective_names(self) -> list[str]:
         return [o.name for o in self.objectives]
+
+
+def _raise_at(field: str, message: str) -> None:
+    """A model-level check's error, located at ``field`` (so the API's 422 names it)."""
+    raise ValidationError.from_exception_data("StudySpec", [InitErrorDetails(
+        type=PydanticCustomError("value_error", "{message}", {"message": message}), loc=(field,), input=None)])
 
 
 def format_validation_error(error: ValidationError) -> str:
