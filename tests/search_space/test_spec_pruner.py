@@ -40,3 +40,13 @@ def test_bad_pruners_are_one_line_naming_the_field(pruner, changes, message):
     with pytest.raises(SpecError) as info:
         parse_spec(spec(pruner=pruner, **changes))
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_searched_learning_rate_range_survives_json_and_the_stored_spec():
+    """Pruning studies search the LR; their spec is stored as JSON and parsed again on resume."""
+    knobs = [{"kind": "learning_rate", "base_lr_range": [1e-4, 3.0]}]
+    parsed = parse_spec(spec(knobs=knobs))
+    again = parse_spec(parsed.model_dump(mode="json"))
+    assert again.knobs[0].base_lr_range == (1e-4, 3.0)
+    with pytest.raises(SpecError, match="base_lr_range"):
+        parse_spec(spec(knobs=[{"kind": "learning_rate", "base_lr_range": ["a", 3.0]}]))
