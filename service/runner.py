@@ -311,6 +311,8 @@ class StudyRunner:
                         if job is None:
                             pump.discard(trial._trial_id)
                             failures += 1
+                            if failures >= limit:  # a suggestion that always fails must not spin here
+                                break
                             continue
                         inflight[trial._trial_id] = trial
                         self.executor.submit(job)

@@ -83,6 +83,20 @@ def test_each_pruner_stops_bad_trials_and_none_reaches_the_front(tmp_path, prune
     check_pruned(study, url, rung_steps)
 
 
+def test_tpe_learns_from_pruned_trials_of_a_multi_objective_study(tmp_path):
+    """Optuna's TPE ranks pruned trials by study.direction, which a multi-objective study
+    lacks; ours is shown the rung metric's direction, so suggestions go on after pruning."""
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    spec = digits_spec({"name": "successive-halving", "options": {"min_trials": 3}}, ["accuracy", "model_bytes"],
+                       n_trials=12)
+    spec["sampler"] = {"name": "tpe", "options": {"n_startup_trials": 3, "multivariate": True}}
+    study = run(url, spec)
+    assert not [t for t in study.trials if t.state == TrialState.FAIL]
+    pruned_before_last = [t for t in study.trials if t.state == TrialState.PRUNED and t.number < len(study.trials) - 1]
+    assert pruned_before_last  # later trials were suggested by TPE with pruned trials in the history
+    check_pruned(study, url, [6, 12])
+
+
 def test_without_a_pruner_nothing_is_stopped(tmp_path):
     url = f"sqlite:///{tmp_path / 'p.db'}"
     study = run(url, digits_spec({"name": "none"}, ["accuracy", "model_bytes"], n_trials=4))
