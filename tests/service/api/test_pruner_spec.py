@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.service.api.conftest import synthetic_spec
+from tests.service.api.conftest import synthetic_spec, wait_for
 
 API = "/api/v1"
 
