@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import optuna
 import pytest
-import sqlalchemy
 import yaml
 from optuna.trial import TrialState
 
@@ -54,6 +55,20 @@ def test_a_bad_pruner_exits_2_with_one_line(tmp_path, pruner, message):
     assert not (tmp_path / "paretoml.db").exists()  # found before the database is opened
 
 
+def _trial_states(db: Path, study: str) -> list[tuple[int, str, int]] | None:
+    """(number, state, rungs reported) of a study's trials, through a read-only SQLite
+    connection: Optuna's RDBStorage would write the schema's version rows when they are
+    missing, racing the child that is creating the schema."""
+    try:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1.0)) as connection:
+            return connection.execute(
+                "SELECT t.number, t.state, (SELECT COUNT(*) FROM trial_intermediate_values v "
+                "WHERE v.trial_id = t.trial_id) FROM trials t JOIN studies s ON s.study_id = t.study_id "
+                "WHERE s.study_name = ?", (study,)).fetchall()
+    except sqlite3.Error:
+        return None
+
+
 def finished(url: str) -> dict[int, tuple]:
     study = optuna.load_study(study_name="k", storage=url)
     return {t.number: (t.state, t.params, t.values, t.intermediate_values, t.user_attrs.get("paretoml:stopped_at"))
@@ -74,16 +89,12 @@ def test_sigkill_then_resume_keeps_the_pruning_decisions(tmp_path):
             time.sleep(0.05)
             if not db.exists():
                 continue
-            try:  # read only: never race the child's creation of the schema
-                reader = optuna.storages.RDBStorage(url, skip_table_creation=True, skip_compatibility_check=True)
-                if "k" not in [s.study_name for s in reader.get_all_studies()]:
-                    continue
-                trials = optuna.load_study(study_name="k", storage=reader).get_trials(deepcopy=False)
-            except (sqlalchemy.exc.SQLAlchemyError, KeyError, ValueError):
+            states = _trial_states(db, "k")
+            if states is None:  # schema or study not written yet
                 continue
-            pruned = [t for t in trials if t.state == TrialState.PRUNED]
-            done = [t for t in trials if t.state == TrialState.COMPLETE]
-            running = [t for t in trials if t.state == TrialState.RUNNING and t.intermediate_values]
+            pruned = [n for n, state, _ in states if state == "PRUNED"]
+            done = [n for n, state, _ in states if state == "COMPLETE"]
+            running = [n for n, state, rungs in states if state == "RUNNING" and rungs]
             if pruned and len(done) >= 2 and running:  # killed between rungs of a trial
                 os.kill(proc.pid, signal.SIGKILL)
                 break
