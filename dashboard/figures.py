@@ -356,3 +356,23 @@ def _bits_color(bits: Any) -> str:
     # fewer bits: warmer; fp16 (16) keeps the cool end
     scale = {2: "#b91c1c", 3: "#dc2626", 4: "#ea580c", 5: "#f59e0b", 6: "#eab308", 7: "#84cc16", 8: "#16a34a"}
     return scale.get(int(bits), "#2563eb")
+
+
+def rung_curve_figure(trial: Json) -> go.Figure:
+    """A trial's intermediate curve: the rung metric at each fine-tune step (Optuna's
+    intermediate values), with the step where a pruner stopped it marked."""
+    curve = trial.get("intermediate_values") or {}
+    if not curve:
+        return _empty("no rungs: this study has no pruner", height=260)
+    steps = sorted(int(s) for s in curve)
+    values = [curve[str(s)] if str(s) in curve else curve[s] for s in steps]
+    fig = go.Figure(go.Scatter(x=steps, y=values, mode="lines+markers", name="rung metric",
+                               line={"color": SERIES[0]},
+                               hovertemplate="step %{x}<br>%{y:.4g}<extra></extra>"))
+    stopped = trial.get("stopped_at")
+    if stopped is not None:
+        fig.add_trace(go.Scatter(x=[stopped], y=[values[steps.index(int(stopped))]] if int(stopped) in steps else [None],
+                                 mode="markers", name="stopped here", marker={"color": INFEASIBLE_COLOR, "size": 12,
+                                                                              "symbol": "x"}))
+    return _base_layout(fig, 260, xaxis_title="fine-tune step", yaxis_title="rung metric",
+                        title={"text": "pruned at a rung" if stopped is not None else "intermediate values"})

@@ -284,7 +284,8 @@ def layer_figure(study_id: StudyId, number: TrialNumber, jobs: Jobs, reads: Read
     from paretoml.service.api.routes import studies as rest
 
     trial = rest.get_trial(study_id, number, jobs, reads).model_dump(mode="json")
-    return _json_figures({"layers": figures.layer_config_figure(_study_layers(study_id, jobs, reads), trial)})
+    return _json_figures({"layers": figures.layer_config_figure(_study_layers(study_id, jobs, reads), trial),
+                          "curve": figures.rung_curve_figure(trial)})
 
 
 @router.get("/ui/api/meta")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,7 @@ from paretoml.objectives.tasks.base import (
     first_tensor,
 )
 from paretoml.objectives.tasks.classifier import classifier_bundle
-from paretoml.objectives.train import FinetuneSettings, finetune
+from paretoml.objectives.train import FinetuneSettings, Finetuner
 from paretoml.search_space.constraints import mean_bits
 from paretoml.search_space.introspect import LayerInfo, introspect
 from paretoml.search_space.space import TrialConfig
@@ -83,6 +83,17 @@ def resolve_device(name: str) -> torch.device:
 
 Split_ = str  # "validation" | "calibration" | "test"
 
+#: Called at each rung with the step and the objectives measurable there; True stops the trial.
+RungGate = Callable[[int, dict[str, float]], bool]
+
+
+class StoppedAtRung(Exception):
+    """The trial was stopped at a rung of fine-tuning (its pruner said so)."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"stopped at fine-tune step {step}")
+        self.step = step
+
 
 class TrialEvaluator:
     """One task loaded on one device, ready to evaluate configs.
@@ -133,8 +144,13 @@ class TrialEvaluator:
             return measure.predict(model, self.bundle.example_input)
         return first_tensor(self.data.example(model))
 
-    def build(self, config: TrialConfig, seed: int = 0, number: int = -1) -> tuple[nn.Module, dict[str, float]]:
-        """The compressed copy of the model for ``config``, and how long each step took."""
+    def build(self, config: TrialConfig, seed: int = 0, number: int = -1, rungs: Sequence[int] = (),
+              gate: RungGate | None = None, objectives: Sequence[str] = ()) -> tuple[nn.Module, dict[str, float]]:
+        """The compressed copy of the model for ``config``, and how long each step took.
+
+        With ``rungs`` and a ``gate``, fine-tuning pauses at each rung step, the objectives
+        measurable there are scored on a quantized copy and handed to the gate, which may
+        stop the trial (:class:`StoppedAtRung`)."""
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         self.task.on_trial(config, number)
@@ -155,7 +171,7 @@ class TrialEvaluator:
         bundle = self.bundle
         if steps > 0 and bundle is not None and bundle.train_inputs is not None and bundle.train_labels is not None:
             t1 = time.perf_counter()
-            finetune(
+            tuner = Finetuner(
                 model,
                 bundle.train_inputs,
                 bundle.train_labels,
@@ -167,13 +183,33 @@ class TrialEvaluator:
                 ),
                 masks=masks,
             )
+            for step in (sorted(s for s in rungs if 0 < s < steps) if gate is not None else []):
+                tuner.run(step - tuner.done)
+                if gate(step, self.rung_values(model, config, objectives)):
+                    raise StoppedAtRung(step)
+            tuner.run(steps - tuner.done)
             timings["finetune_s"] = time.perf_counter() - t1
         quantize_model(model, config.bits)
         return model.eval(), timings
 
+    def rung_values(self, model: nn.Module, config: TrialConfig, objectives: Sequence[str]) -> dict[str, float]:
+        """The objectives measurable mid-fine-tuning: the task metrics of a quantized copy on
+        the validation split, and those known from the config alone."""
+        probe = copy.deepcopy(model)
+        quantize_model(probe, config.bits)
+        probe.eval()
+        metrics = [n for n in objectives if n not in SYSTEM_OBJECTIVES]
+        values = self.score(probe, metrics) if metrics else {}
+        if "model_bytes" in objectives:
+            values["model_bytes"] = float(measure.packed_model_bytes(probe, config.bits))
+        if "mean_bits" in objectives:
+            values["mean_bits"] = mean_bits(self.layers, config)
+        return values
+
     def evaluate(self, config: TrialConfig, objectives: list[str], seed: int = 0, number: int = -1,
-                 split: Split_ = "validation") -> TrialResult:
-        model, timings = self.build(config, seed, number)
+                 split: Split_ = "validation", rungs: Sequence[int] = (),
+                 gate: RungGate | None = None) -> TrialResult:
+        model, timings = self.build(config, seed, number, rungs, gate, objectives)
         result = self.measure(model, config, objectives, split)
         result.attrs["timings"].update(timings)
         return result

@@ -18,6 +18,52 @@ class FinetuneSettings:
     seed: int = 0
 
 
+class Finetuner:
+    """Fine-tuning that can stop and go on: ``run(n)`` takes ``n`` more steps with the same
+    optimizer state and minibatch order, so running 25 + 25 + 50 steps is the same as 100
+    (the rungs of early stopping look at the model between the runs).
+
+    Deterministic for a given seed: the minibatch order comes from its own generator.
+    """
+
+    def __init__(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
+                 settings: FinetuneSettings, masks: Mapping[str, torch.Tensor] | None = None) -> None:
+        self.model = model
+        self.inputs = inputs
+        self.labels = labels
+        self.settings = settings
+        self.masks = masks or {}
+        self.done = 0
+        self._generator = torch.Generator().manual_seed(settings.seed)
+        self._modules = dict(model.named_modules())
+        self._optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate,
+                                           weight_decay=settings.weight_decay)
+        self._loss = nn.CrossEntropyLoss()
+        self._order = torch.randperm(len(inputs), generator=self._generator)
+        self._cursor = 0
+
+    def run(self, steps: int) -> nn.Module:
+        """``steps`` more Adam steps; pruned weights stay zero (masks re-applied)."""
+        model, size, n = self.model, self.settings.batch_size, len(self.inputs)
+        model.train()
+        for _ in range(steps):
+            if self._cursor + size > n:
+                self._order = torch.randperm(n, generator=self._generator)
+                self._cursor = 0
+            idx = self._order[self._cursor : self._cursor + size].to(self.inputs.device)
+            self._cursor += size
+            self._optimizer.zero_grad(set_to_none=True)
+            self._loss(model(self.inputs[idx]), self.labels[idx]).backward()
+            self._optimizer.step()
+            if self.masks:
+                with torch.no_grad():
+                    for name, mask in self.masks.items():
+                        self._modules[name].weight.mul_(mask)  # type: ignore[union-attr]
+        self.done += steps
+        model.eval()
+        return model
+
+
 def finetune(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -25,32 +71,7 @@ def finetune(
     settings: FinetuneSettings,
     masks: Mapping[str, torch.Tensor] | None = None,
 ) -> nn.Module:
-    """Adam for ``settings.steps`` minibatches; pruned weights stay zero (masks re-applied).
-
-    Deterministic for a given seed: the minibatch order comes from its own generator.
-    """
+    """Adam for ``settings.steps`` minibatches; pruned weights stay zero (masks re-applied)."""
     if settings.steps <= 0:
         return model
-    generator = torch.Generator().manual_seed(settings.seed)
-    modules = dict(model.named_modules())
-    model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    loss_fn = nn.CrossEntropyLoss()
-    n = len(inputs)
-    order = torch.randperm(n, generator=generator)
-    cursor = 0
-    for _ in range(settings.steps):
-        if cursor + settings.batch_size > n:
-            order = torch.randperm(n, generator=generator)
-            cursor = 0
-        idx = order[cursor : cursor + settings.batch_size].to(inputs.device)
-        cursor += settings.batch_size
-        optimizer.zero_grad(set_to_none=True)
-        loss_fn(model(inputs[idx]), labels[idx]).backward()
-        optimizer.step()
-        if masks:
-            with torch.no_grad():
-                for name, mask in masks.items():
-                    modules[name].weight.mul_(mask)  # type: ignore[union-attr]
-    model.eval()
-    return model
+    return Finetuner(model, inputs, labels, settings, masks).run(settings.steps)

@@ -165,6 +165,13 @@ class LearningRateKnob(_Strict):
     base_batch: int = Field(32, ge=1)
     rule: LrRule = "linear"
 
+    @field_validator("base_lr_range", mode="before")
+    @classmethod
+    def _pair_from_list(cls, value: object) -> object:
+        """YAML and JSON (and the spec stored with a study) give the pair as a list; strict
+        mode alone would refuse it, so no spec with a searched LR could be run or resumed."""
+        return tuple(value) if isinstance(value, list) else value
+
     @field_validator("base_lr_range")
     @classmethod
     def _valid_lr_range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:

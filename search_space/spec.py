@@ -26,6 +26,7 @@ from paretoml.objectives.evaluate import OBJECTIVES, Direction, objective_catalo
 from paretoml.objectives.tasks.registry import UnknownTaskError, task_class
 from paretoml.search_space.constraints import Constraint
 from paretoml.search_space.knobs import SUPPORTED_BITS, Knob
+from paretoml.surrogates.pruners import PrunerOptionsError, validate_pruner
 from paretoml.surrogates.registry import SamplerOptionsError, validate_sampler
 
 
@@ -88,6 +89,46 @@ class SamplerSpec(_Strict):
         return self
 
 
+class PrunerSpec(_Strict):
+    """Stop bad trials early: each trial reports its objectives at rungs of fine-tuning
+    (fractions of ``finetune.steps``) and the pruner may stop it there (surrogates/pruners.py)."""
+
+    name: str = "none"
+    options: dict[str, Any] = Field(default_factory=dict)
+    rungs: list[float] = Field(
+        default_factory=lambda: [0.25, 0.5],
+        description="fractions of finetune.steps, in (0, 1), at which a trial reports and may be stopped; "
+                    "the full trial is the last rung",
+    )
+
+    @field_validator("rungs")
+    @classmethod
+    def _valid_rungs(cls, value: list[float]) -> list[float]:
+        if not value or any(not 0 < f < 1 for f in value) or sorted(set(value)) != value:
+            raise ValueError("rungs must be a non-empty increasing list of fractions in (0, 1)")
+        return value
+
+    @model_validator(mode="after")
+    def _known(self) -> PrunerSpec:
+        try:
+            validate_pruner(self.name, self.options)
+        except PrunerOptionsError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def steps(self, finetune_steps: int) -> list[int]:
+        """The fine-tune steps of the rungs (distinct, below the full run)."""
+        if self.name == "none":
+            return []
+        return sorted({s for f in self.rungs if 0 < (s := int(round(f * finetune_steps))) < finetune_steps})
+
+
+#: Objectives known from the config alone, so measurable at every rung.
+AT_ONCE_OBJECTIVES = ("model_bytes", "mean_bits")
+#: System objectives that only the full trial measures.
+FULL_TRIAL_OBJECTIVES = ("latency_ms", "peak_memory_bytes")
+
+
 class MeasureSpec(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "cpu"
     latency_warmup: int = Field(10, ge=0, le=1000)
@@ -137,6 +178,7 @@ class StudySpec(_Strict):
         None, description="seed the study with sensitivity-based allocations (needs a bitwidth knob)"
     )
     finetune: FinetuneSpec = Field(default_factory=FinetuneSpec)
+    pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     measure: MeasureSpec = Field(default_factory=MeasureSpec)
 
     @field_validator("task")
@@ -196,6 +238,22 @@ class StudySpec(_Strict):
             raise ValueError("more baselines than n_trials")
         return self
 
+    @model_validator(mode="after")
+    def _pruner_fits(self) -> StudySpec:
+        if self.pruner.name == "none":
+            return self
+        try:
+            validate_pruner(self.pruner.name, self.pruner.options, len(self.objectives))
+        except PrunerOptionsError as exc:
+            _raise_at("pruner", str(exc))
+        if not self.pruner.steps(self.finetune.steps):
+            _raise_at("pruner", "the rungs are points of fine-tuning; set finetune.steps so that "
+                                f"the rungs {self.pruner.rungs} fall on distinct steps below it")
+        if not [n for n in self.objective_names if n not in AT_ONCE_OBJECTIVES + FULL_TRIAL_OBJECTIVES]:
+            _raise_at("pruner", "no objective is measurable at a rung; add one of the task's metrics "
+                                "(e.g. accuracy or fidelity)")
+        return self
+
     @property
     def directions(self) -> list[Direction]:
         return [o.resolved_direction for o in self.objectives]
@@ -203,6 +261,12 @@ class StudySpec(_Strict):
     @property
     def objective_names(self) -> list[str]:
         return [o.name for o in self.objectives]
+
+
+def _raise_at(field: str, message: str) -> None:
+    """A model-level check's error, located at ``field`` (so the API's 422 names it)."""
+    raise ValidationError.from_exception_data("StudySpec", [InitErrorDetails(
+        type=PydanticCustomError("value_error", "{message}", {"message": message}), loc=(field,), input=None)])
 
 
 def format_validation_error(error: ValidationError) -> str:

@@ -34,6 +34,7 @@ from paretoml.search_space.space import JointSpace, TrialConfig
 from paretoml.search_space.spec import SpecError, StudySpec, parse_spec
 from paretoml.service.executors.base import Executor, ModelDescription, TrialJob, TrialOutcome
 from paretoml.service.storage import fail_stale_trials, study_exists
+from paretoml.surrogates.pruners import RUNGS_ATTR, create_pruner
 from paretoml.surrogates.registry import create_sampler
 from paretoml.surrogates.sensitivity import warm_start_allocations
 
@@ -107,6 +108,19 @@ def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     )
 
 
+def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    return create_pruner(spec.pruner.name, spec.pruner.options, len(spec.objectives), spec.finetune.steps)
+
+
+def rung_objective(spec: StudySpec, values: dict[str, float]) -> str | None:
+    """The objective stored as a rung's Optuna intermediate value: the study's own objective
+    when single-objective, else its first task metric (the one that changes with tuning)."""
+    names = [n for n in spec.objective_names if n in values]
+    if len(spec.objectives) > 1:
+        names = [n for n in names if n not in ("model_bytes", "mean_bits")] or names
+    return names[0] if names else None
+
+
 def name_metrics(study: optuna.Study, spec: StudySpec) -> None:
     """Store the objectives' names in the study (Optuna's metric names), so that plain Optuna,
     its plots and optuna-dashboard label the values "accuracy", "model_bytes", ... rather
@@ -119,7 +133,8 @@ def name_metrics(study: optuna.Study, spec: StudySpec) -> None:
 
 
 def count_complete(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    """Trials that spent their part of the budget: complete ones and those a pruner stopped."""
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
 class HeartbeatPump:
@@ -187,6 +202,15 @@ class StudyRunner:
     max_consecutive_failures: int = 0
     #: Set from another thread to stop gracefully: no new trials, in-flight ones finish.
     stop_event: threading.Event = field(default_factory=threading.Event)
+    #: decides at each rung whether a trial goes on (Optuna's NopPruner when the spec has none)
+    pruner: optuna.pruners.BasePruner | None = None
+
+    def __post_init__(self) -> None:
+        self._inflight: dict[int, optuna.Trial] = {}
+        if self.pruner is None:
+            self.pruner = make_pruner(self.spec)
+        if self.spec.pruner.name != "none":
+            self.executor.rung_decider = self._decide_rung
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -204,7 +228,8 @@ class StudyRunner:
             warm = [space.with_allocation(start, allocation)
                     for allocation in warm_start_allocations(model.sensitivity, model.layers, fractions)]
         study = optuna.create_study(
-            storage=storage, study_name=study_name, directions=spec.directions, sampler=make_sampler(spec)
+            storage=storage, study_name=study_name, directions=spec.directions, sampler=make_sampler(spec),
+            pruner=make_pruner(spec),
         )
         name_metrics(study, spec)
         study.set_user_attr(SPEC_ATTR, spec.model_dump(mode="json"))
@@ -214,7 +239,7 @@ class StudyRunner:
             study.enqueue_trial(params, user_attrs={"paretoml:baseline": f"uniform {bits}-bit"})
         for params in warm[: max(0, spec.n_trials - len(baselines))]:
             study.enqueue_trial(params, user_attrs={"paretoml:baseline": "sensitivity warm start"})
-        return cls(study, spec, space, model, executor)
+        return cls(study, spec, space, model, executor, pruner=study.pruner)
 
     @classmethod
     def load_spec(cls, storage: BaseStorage, study_name: str) -> StudySpec:
@@ -230,9 +255,10 @@ class StudyRunner:
         spec = cls.load_spec(storage, study_name)
         model = executor.start()
         space = build_space(spec, model.layers, model.n_checkpoints)
-        study = optuna.load_study(study_name=study_name, storage=storage, sampler=make_sampler(spec))
+        study = optuna.load_study(study_name=study_name, storage=storage, sampler=make_sampler(spec),
+                                  pruner=make_pruner(spec))
         name_metrics(study, spec)  # studies made before the names were stored get them now
-        return cls(study, spec, space, model, executor)
+        return cls(study, spec, space, model, executor, pruner=study.pruner)
 
     # -- heartbeats and stale trials --------------------------------------------------------
     def _heartbeat_settings(self) -> tuple[float | None, float]:
@@ -270,7 +296,7 @@ class StudyRunner:
         failures = 0
         limit = self.max_consecutive_failures or max(5, 2 * self.executor.slots)
         interval, _ = self._heartbeat_settings()
-        inflight: dict[int, optuna.Trial] = {}
+        inflight = self._inflight
         last_reclaim = time.monotonic()
         if progress:
             progress(done, budget, None)
@@ -285,6 +311,8 @@ class StudyRunner:
                         if job is None:
                             pump.discard(trial._trial_id)
                             failures += 1
+                            if failures >= limit:  # a suggestion that always fails must not spin here
+                                break
                             continue
                         inflight[trial._trial_id] = trial
                         self.executor.submit(job)
@@ -292,7 +320,7 @@ class StudyRunner:
                         trial = inflight.pop(outcome.job.trial_id)
                         frozen = self._finish(trial, outcome)
                         pump.discard(trial._trial_id)
-                        if frozen.state == TrialState.COMPLETE:
+                        if frozen.state in (TrialState.COMPLETE, TrialState.PRUNED):
                             done += 1
                             failures = 0
                         else:
@@ -333,11 +361,31 @@ class StudyRunner:
                 flush(trial._trial_id)
         extra = [n for n in needs_measurement(self.spec.constraints) if n not in self.spec.objective_names]
         return TrialJob(trial._trial_id, trial.number, config.to_dict(), self.spec.objective_names + extra,
-                        self.spec.seed + trial.number)
+                        self.spec.seed + trial.number, tuple(self.spec.pruner.steps(self.spec.finetune.steps)))
+
+    def _decide_rung(self, trial_id: int, step: int, values: dict[str, float]) -> bool:
+        """Store a rung (Optuna intermediate value, and every measurable objective in
+        ``paretoml:rungs``) and ask the pruner whether the trial stops there. Baselines and
+        warm starts are never stopped: they are the study's reference points."""
+        trial = self._inflight[trial_id]
+        rungs = dict(trial.user_attrs.get(RUNGS_ATTR, {}))
+        rungs[str(step)] = {k: float(v) for k, v in values.items()}
+        trial.set_user_attr(RUNGS_ATTR, rungs)
+        name = rung_objective(self.spec, values)
+        if name is not None:
+            self.study._storage.set_trial_intermediate_value(trial_id, step, float(values[name]))
+        frozen = self.study._storage.get_trial(trial_id)
+        if "paretoml:baseline" in frozen.user_attrs:
+            return False
+        assert self.pruner is not None
+        return bool(self.pruner.prune(self.study, frozen))
 
     def _finish(self, trial: optuna.Trial, outcome: TrialOutcome) -> FrozenTrial:
         trial.set_user_attr(WORKER_ATTR, asdict(outcome.worker))
-        if not outcome.ok or outcome.values is None:
+        if outcome.stopped_at is not None:
+            trial.set_user_attr("paretoml:stopped_at", outcome.stopped_at)
+            frozen = self.study.tell(trial, state=TrialState.PRUNED)
+        elif not outcome.ok or outcome.values is None:
             trial.set_user_attr(ERROR_ATTR, outcome.error or "no values")
             frozen = self.study.tell(trial, state=TrialState.FAIL)
         else:
@@ -348,6 +396,10 @@ class StudyRunner:
                     self.spec.constraints, self.model.layers, config, self.model.other_params, outcome.values))
             for key, value in outcome.attrs.items():
                 trial.set_user_attr(f"paretoml:{key}", value)
+            name = rung_objective(self.spec, outcome.values) if outcome.job.rungs else None
+            if name is not None:  # the last point of the trial's curve: the full fine-tune
+                self.study._storage.set_trial_intermediate_value(
+                    trial._trial_id, self.spec.finetune.steps, float(outcome.values[name]))
             frozen = self.study.tell(trial, [outcome.values[n] for n in self.spec.objective_names])
         for callback in self.on_trial:
             callback(self.study, frozen)

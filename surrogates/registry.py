@@ -57,6 +57,12 @@ class XGBoostOptions(_Options):
         False, description="let completed configurations be tried again (otherwise no configuration is spent twice)")
 
 
+def _tpe(**kwargs: Any) -> BaseSampler:
+    from paretoml.surrogates.tpe import RungAwareTPESampler
+
+    return RungAwareTPESampler(**kwargs)
+
+
 def _xgboost(**kwargs: Any) -> BaseSampler:
     from paretoml.surrogates.xgboost_sampler import XGBoostSampler
 
@@ -91,7 +97,7 @@ SAMPLERS: dict[str, SamplerEntry] = {
     e.name: e
     for e in (
         SamplerEntry("random", optuna.samplers.RandomSampler, NoOptions, "uniform random search", False),
-        SamplerEntry("tpe", optuna.samplers.TPESampler, TPEOptions, "Optuna's (multi-objective) TPE"),
+        SamplerEntry("tpe", _tpe, TPEOptions, "Optuna's (multi-objective) TPE"),
         SamplerEntry("gp", optuna.samplers.GPSampler, GPOptions, "Optuna's Gaussian-process Bayesian optimisation"),
         SamplerEntry("nsga2", optuna.samplers.NSGAIISampler, NSGA2Options, "NSGA-II evolutionary search"),
         SamplerEntry("xgboost", _xgboost, XGBoostOptions,

@@ -73,12 +73,16 @@ export async function renderTrial(container, { studyId, number, objectives, refe
     ["error", trial.error],
   ].filter(([, v]) => v !== null && v !== undefined && v !== "");
   const chart = el("div", { class: "plot layer-chart", id: "layer-chart" });
+  const hasCurve = Object.keys(trial.intermediate_values || {}).length > 0;
+  const curve = hasCurve ? el("div", { class: "plot rung-curve", id: "rung-curve" }) : null;
+  if (trial.stopped_at != null) facts.unshift(["stopped at", `fine-tune step ${trial.stopped_at} (pruned)`]);
   container.replaceChildren(
     title, objectivesTable,
     el("div", { class: "kv" }, facts.map(([k, v]) => [el("span", { class: "k" }, k), el("span", {}, String(v))])),
-    chart,
+    curve, chart,
     el("details", {}, el("summary", {}, "Optuna parameters and the full config"),
       el("pre", { class: "json" }, JSON.stringify({ params: trial.params, config: trial.config }, null, 2))));
   await plot(chart, figure.layers);
+  if (curve) await plot(curve, figure.curve);
   if (current === token) container.dataset.ready = "1";
 }

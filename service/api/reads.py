@@ -30,6 +30,7 @@ from paretoml.service.runner import (
     WORKER_ATTR,
 )
 from paretoml.service.storage import open_storage
+from paretoml.surrogates.pruners import RUNGS_ATTR
 
 STATE_NAMES: dict[TrialState, schemas.TrialStateName] = {
     TrialState.COMPLETE: "complete", TrialState.RUNNING: "running", TrialState.FAIL: "fail",
@@ -162,6 +163,10 @@ class StudyReads:
             note=note, worker=attrs.get(WORKER_ATTR), error=attrs.get(ERROR_ATTR),
             started_at=trial.datetime_start, completed_at=trial.datetime_complete,
             duration_s=_seconds(trial.datetime_start, trial.datetime_complete),
+            intermediate_values=dict(sorted(trial.intermediate_values.items())),
+            rungs={int(step): values for step, values in sorted(attrs.get(RUNGS_ATTR, {}).items(),
+                                                                 key=lambda item: int(item[0]))},
+            stopped_at=attrs.get("paretoml:stopped_at"),
         )
 
     def brief(self, job: Job, trial: FrozenTrial) -> schemas.TrialBrief:

@@ -115,6 +115,11 @@ class Trial(_Out):
     started_at: UtcDatetime | None
     completed_at: UtcDatetime | None
     duration_s: float | None
+    intermediate_values: dict[int, float] = Field(
+        default_factory=dict, description="Optuna's intermediate values: fine-tune step -> the rung metric")
+    rungs: dict[int, dict[str, float]] = Field(
+        default_factory=dict, description="fine-tune step -> every objective measurable at that rung")
+    stopped_at: int | None = Field(None, description="the rung step at which the pruner stopped the trial (PRUNED)")
 
 
 class TrialBrief(_Out):

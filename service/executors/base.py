@@ -10,10 +10,11 @@ import os
 import socket
 import traceback
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from paretoml.objectives.evaluate import TrialEvaluator
+from paretoml.objectives.evaluate import RungGate, StoppedAtRung, TrialEvaluator
 from paretoml.search_space.introspect import LayerInfo
 from paretoml.search_space.knobs import BitwidthKnob, PruneKnob
 from paretoml.search_space.space import JointSpace, TrialConfig
@@ -28,6 +29,8 @@ class TrialJob:
     config: dict[str, Any]
     objectives: list[str]
     seed: int
+    #: fine-tune steps at which the trial reports and asks whether to go on (empty: no pruning)
+    rungs: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -47,10 +50,16 @@ class TrialOutcome:
     provenance: dict[str, dict[str, str]] = field(default_factory=dict)
     attrs: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    #: the rung step at which the pruner stopped the trial (then ``values`` is None)
+    stopped_at: int | None = None
 
     @property
     def ok(self) -> bool:
-        return self.error is None
+        return self.error is None and self.stopped_at is None
+
+
+#: The driver's side of a rung: (trial id, step, values measured there) -> stop the trial?
+RungDecider = Callable[[int, int, dict[str, float]], bool]
 
 
 @dataclass(frozen=True)
@@ -89,10 +98,15 @@ def describe(evaluator: TrialEvaluator, spec: StudySpec, sensitivity: bool = Tru
     )
 
 
-def run_job(evaluator: TrialEvaluator, job: TrialJob, worker: WorkerInfo) -> TrialOutcome:
-    """Evaluate one job; any exception becomes a failed outcome with its traceback."""
+def run_job(evaluator: TrialEvaluator, job: TrialJob, worker: WorkerInfo,
+            gate: RungGate | None = None) -> TrialOutcome:
+    """Evaluate one job; any exception becomes a failed outcome with its traceback. With a
+    ``gate`` the job stops at a rung when the gate says so (an outcome with ``stopped_at``)."""
     try:
-        result = evaluator.evaluate(TrialConfig.from_dict(job.config), job.objectives, seed=job.seed, number=job.number)
+        result = evaluator.evaluate(TrialConfig.from_dict(job.config), job.objectives, seed=job.seed,
+                                    number=job.number, rungs=job.rungs, gate=gate)
+    except StoppedAtRung as stop:
+        return TrialOutcome(job, worker, stopped_at=stop.step)
     except Exception:  # a trial's failure is data, not a crash of the worker
         return TrialOutcome(job, worker, error=traceback.format_exc(limit=10))
     return TrialOutcome(job, worker, result.values, result.provenance, result.attrs)
@@ -103,7 +117,13 @@ def local_worker_info(name: str, node: str | None = None) -> WorkerInfo:
 
 
 class Executor(ABC):
-    """Runs trial jobs, at most ``slots`` at a time."""
+    """Runs trial jobs, at most ``slots`` at a time.
+
+    ``rung_decider`` (set by the runner when the study has a pruner) is asked at each rung
+    of a job with ``rungs``; an executor calls it from the thread that calls :meth:`wait`,
+    so the decider may use the study freely."""
+
+    rung_decider: RungDecider | None = None
 
     @property
     @abstractmethod

@@ -43,7 +43,13 @@ class InProcessExecutor(Executor):
         if not self._queue:
             return []
         assert self._evaluator is not None, "start() first"
-        return [run_job(self._evaluator, self._queue.popleft(), self._info)]
+        job = self._queue.popleft()
+        decider = self.rung_decider
+        gate = None
+        if decider is not None and job.rungs:
+            def gate(step: int, values: dict[str, float]) -> bool:
+                return decider(job.trial_id, step, values)
+        return [run_job(self._evaluator, job, self._info, gate)]
 
     def close(self) -> None:
         self._queue.clear()

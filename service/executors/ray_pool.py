@@ -10,6 +10,7 @@ a segfault, the out-of-memory killer) fails alone and its actor is replaced.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import ray
@@ -33,6 +34,29 @@ class StartCancelled(RuntimeError):
     """``cancel`` was set before every worker had loaded its model."""
 
 
+class RungBoard:
+    """The actor between workers and the driver at rungs: a worker posts its rung values and
+    waits for the decision; the driver (in :meth:`RayPoolExecutor.wait`) takes the posts,
+    asks the runner's decider and posts the answers back."""
+
+    def __init__(self) -> None:
+        self._posts: list[tuple[int, int, dict[str, float]]] = []
+        self._decisions: dict[tuple[int, int], bool] = {}
+
+    def post(self, trial_id: int, step: int, values: dict[str, float]) -> None:
+        self._posts.append((trial_id, step, values))
+
+    def take_posts(self) -> list[tuple[int, int, dict[str, float]]]:
+        posts, self._posts = self._posts, []
+        return posts
+
+    def decide(self, trial_id: int, step: int, stop: bool) -> None:
+        self._decisions[(trial_id, step)] = stop
+
+    def decision(self, trial_id: int, step: int) -> bool | None:
+        return self._decisions.pop((trial_id, step), None)
+
+
 class TrialWorker:
     """The actor: one task loaded once, then any number of trials."""
 
@@ -50,8 +74,17 @@ class TrialWorker:
     def describe(self, sensitivity: bool = True) -> ModelDescription:
         return describe(self.evaluator, self.spec, sensitivity)
 
-    def run(self, job: TrialJob) -> TrialOutcome:
-        return run_job(self.evaluator, job, self.info)
+    def run(self, job: TrialJob, board: Any = None) -> TrialOutcome:
+        gate = None
+        if board is not None and job.rungs:
+            def gate(step: int, values: dict[str, float]) -> bool:
+                """Post the rung and wait for the driver's decision (it answers within one
+                poll of its loop; the driver's death kills this actor too)."""
+                ray.get(board.post.remote(job.trial_id, step, values))
+                while (stop := ray.get(board.decision.remote(job.trial_id, step))) is None:
+                    time.sleep(0.02)
+                return stop
+        return run_job(self.evaluator, job, self.info, gate)
 
 
 class RayPoolExecutor(Executor):
@@ -82,6 +115,7 @@ class RayPoolExecutor(Executor):
         self._idle: list[int] = []
         self._inflight: dict[Any, tuple[int, TrialJob]] = {}
         self._spawned = 0
+        self._board: Any = None
         self.replaced = 0
 
     @property
@@ -121,13 +155,24 @@ class RayPoolExecutor(Executor):
         if not self._idle:
             raise RuntimeError("no idle worker: keep at most `slots` jobs in flight")
         index = self._idle.pop()
-        ref = self._actors[index].run.remote(job)
+        board = None
+        if self.rung_decider is not None and job.rungs:
+            if self._board is None:
+                self._board = ray.remote(RungBoard).options(num_cpus=0).remote()
+            board = self._board
+        ref = self._actors[index].run.remote(job, board)
         self._inflight[ref] = (index, job)
 
     def wait(self, timeout: float) -> list[TrialOutcome]:
         if not self._inflight:
             return []
-        ready, _ = ray.wait(list(self._inflight), num_returns=1, timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while True:  # in short steps, answering the workers' rungs between them
+            self._answer_rungs()
+            step = 0.02 if self._board is not None else timeout
+            ready, _ = ray.wait(list(self._inflight), num_returns=1, timeout=max(0.0, min(step, deadline - time.monotonic())))
+            if ready or time.monotonic() >= deadline:
+                break
         if ready:  # collect everything else that is already done as well
             ready, _ = ray.wait(list(self._inflight), num_returns=len(self._inflight), timeout=0)
         outcomes = []
@@ -144,6 +189,16 @@ class RayPoolExecutor(Executor):
             outcomes.append(outcome)
             self._idle.append(index)
         return outcomes
+
+    def _answer_rungs(self) -> None:
+        if self._board is None or self.rung_decider is None:
+            return
+        for trial_id, step, values in ray.get(self._board.take_posts.remote()):
+            try:
+                stop = self.rung_decider(trial_id, step, values)
+            except Exception:  # a decision that cannot be made lets the trial go on
+                stop = False
+            self._board.decide.remote(trial_id, step, stop)
 
     def _dead_info(self, index: int) -> WorkerInfo:
         return WorkerInfo(worker=f"slot-{index}", node="?", pid=-1)
@@ -163,6 +218,12 @@ class RayPoolExecutor(Executor):
             except Exception:
                 pass
         self._actors = []
+        if self._board is not None:
+            try:
+                ray.kill(self._board)
+            except Exception:
+                pass
+            self._board = None
         self._inflight.clear()
         if self._started_ray:
             ray.shutdown()
