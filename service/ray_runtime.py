@@ -4,8 +4,9 @@
 its working directory gone, a port taken, a full /tmp, a GCS slow to answer. Ray keeps no
 handle on a half-started node that ``ray.shutdown`` could always reach, so every retry
 would add one more cluster. :func:`start_ray` shuts Ray down after a failure and ends the
-processes that the attempt spawned (new descendants of this process), then raises
-:class:`RayStartError` with a one-line reason. :func:`retry_delay` is the back-off.
+processes that the attempt spawned (new descendants of this process, and the orphans of
+the attempt: agents a raylet started late, re-parented to init when it was ended), then
+raises :class:`RayStartError` with a one-line reason. :func:`retry_delay` is the back-off.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,17 +71,51 @@ def start_ray(options: RayOptions) -> bool:
             return False
         _ensure_working_directory()
         before = _descendant_keys()
+        attempt = _Attempt(since=time.time() - 1.0, cwd=os.getcwd())
         try:
             ray.init(**options.init_kwargs())
         except BaseException as exc:
             spawned = [p for p in _descendants() if _key(p) not in before and _is_ray_process(p)]
             _shutdown_quietly()
             cleaned = end_processes(spawned)
+            # a raylet can start its agents after the snapshot above; ended with it, they are
+            # re-parented away from this process, so they are looked for as the attempt's orphans
+            for _ in range(3):
+                time.sleep(0.2)
+                stragglers = [p for p in _descendants() if _key(p) not in before and _is_ray_process(p)]
+                stragglers += attempt.orphans()
+                if not stragglers:
+                    break
+                cleaned += end_processes(stragglers)
             if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: cleaned up, then as they were
                 raise
             log.debug("ray.init failed", exc_info=True)
             raise RayStartError(one_line(exc), cleaned) from exc
         return True
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """When and where a start attempt ran: its orphaned processes started after ``since``
+    and inherited this process's working directory."""
+
+    since: float
+    cwd: str
+
+    def orphans(self) -> list[psutil.Process]:
+        """Ray processes of this attempt whose parent has gone (re-parented to init)."""
+        found = []
+        for process in psutil.process_iter(["pid", "ppid", "create_time", "cwd"]):
+            info = process.info
+            if info["pid"] == os.getpid() or (info["create_time"] or 0.0) < self.since or info["cwd"] != self.cwd:
+                continue
+            try:
+                parent_gone = info["ppid"] in (0, 1) or not psutil.pid_exists(info["ppid"])
+            except psutil.Error:
+                continue
+            if parent_gone and _is_ray_process(process) and _running(process):
+                found.append(process)
+        return found
 
 
 def one_line(exc: BaseException) -> str:
