@@ -254,7 +254,8 @@ class TrialEvaluator:
         detail = {
             "latency_ms": (
                 f"median of {lat.repeats} passes after {lat.warmup} warm-up, batch {self._latency_batch()}, "
-                f"{lat.threads} thread(s); {deployment.describe()}"
+                + ("CUDA events, alone on the GPU (timing lock)" if self.device.type == "cuda"
+                   else f"{lat.threads} thread(s)") + f"; {deployment.describe()}"
             ),
             "model_bytes": "packed format: b-bit values + fp16 per-channel scales, bitmap for sparsity, fp32 rest",
             "peak_memory_bytes": (

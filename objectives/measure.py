@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from paretoml.objectives.device_lock import exclusive_timing
 from paretoml.objectives.tasks.base import ExampleInputs
 
 FP16_SCALE_BYTES = 2
@@ -107,30 +108,49 @@ def example_inputs(example: torch.Tensor | ExampleInputs, batch_size: int | None
 
 @torch.inference_mode()
 def latency_ms(model: nn.Module, example: torch.Tensor | ExampleInputs, settings: LatencySettings) -> float:
-    """Median wall time of one forward pass, after warm-up, with a fixed thread count.
+    """Median time of one forward pass, after warm-up, with a fixed thread count.
 
-    On CUDA the device is synchronised around every pass, so the time is the device's.
+    On CUDA each pass is timed by CUDA events on the stream (the device's time, launches
+    included), and the whole measurement holds the GPU's timing lock
+    (:mod:`paretoml.objectives.device_lock`), so workers sharing the GPU never time each
+    other's kernels. On CPU, wall time of each pass.
     """
     model.eval()
     batch = example_inputs(example, settings.batch_size)
-    cuda = batch.is_cuda
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(settings.threads)
     try:
-        for _ in range(settings.warmup):
-            batch(model)
-        times: list[float] = []
-        for _ in range(settings.repeats):
-            if cuda:
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            batch(model)
-            if cuda:
-                torch.cuda.synchronize()
-            times.append((time.perf_counter() - start) * 1e3)
+        if batch.is_cuda:
+            with exclusive_timing(batch.device):
+                times = _cuda_times(model, batch, settings)
+        else:
+            for _ in range(settings.warmup):
+                batch(model)
+            times = []
+            for _ in range(settings.repeats):
+                start = time.perf_counter()
+                batch(model)
+                times.append((time.perf_counter() - start) * 1e3)
     finally:
         torch.set_num_threads(previous_threads)
     return statistics.median(times)
+
+
+def _cuda_times(model: nn.Module, batch: ExampleInputs, settings: LatencySettings) -> list[float]:
+    """Per-pass milliseconds between two CUDA events. The device is idle when each pass
+    starts (a synchronisation before it), so a pass's launches are in its time, as they are
+    for a caller waiting for one answer; queued passes would hide them."""
+    for _ in range(settings.warmup):
+        batch(model)
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+              for _ in range(settings.repeats)]
+    for start, end in events:
+        torch.cuda.synchronize(batch.device)
+        start.record()
+        batch(model)
+        end.record()
+    torch.cuda.synchronize(batch.device)
+    return [start.elapsed_time(end) for start, end in events]
 
 
 @torch.inference_mode()

@@ -41,7 +41,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--ray-address", default=os.environ.get("PARETOML_RAY_ADDRESS"),
                        help="join this Ray cluster ('auto' or 'ray://host:10001'); default: start a local Ray")
         p.add_argument("--worker-cpus", type=float, default=1.0, help="CPUs each Ray worker reserves (fractions allowed)")
-        p.add_argument("--worker-gpus", type=float, default=0.0, help="GPUs each Ray worker reserves (fractions allowed)")
+        p.add_argument("--worker-gpus", type=_gpu_request, default="auto",
+                       help="GPUs each Ray worker reserves: a fraction shares one GPU (0.25: four workers on one); "
+                            "'auto' (default) shares the GPUs evenly when the study measures on cuda, none otherwise")
 
     run = sub.add_parser("run", help="run a study from a YAML or JSON spec")
     run.add_argument("spec", help="path of the study spec")
@@ -117,6 +119,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_USAGE
 
 
+def _gpu_request(text: str) -> float | str:
+    from paretoml.service.executors.gpu_share import parse_gpu_request
+
+    try:
+        return parse_gpu_request(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -154,6 +165,7 @@ def _executor(args: argparse.Namespace, spec):  # type: ignore[no-untyped-def]
 
 def _run(args: argparse.Namespace, console: Console) -> int:
     from paretoml.search_space.spec import SpecError, load_spec
+    from paretoml.service.executors.gpu_share import GpuShareError
     from paretoml.service.runner import StudyExistsError, StudyRunner
 
     try:
@@ -165,7 +177,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     with _cli_job(args.storage, name, spec, fresh=True) as job, _executor(args, spec) as executor:
         try:
             runner = StudyRunner.create(spec, storage, name, executor)
-        except (SpecError, StudyExistsError) as exc:
+        except (SpecError, StudyExistsError, GpuShareError) as exc:
             job.error = str(exc)
             raise CliError(str(exc)) from None
         console.print(f"study [bold]{name}[/bold] in {args.storage}: {len(runner.space.param_names)} knobs over "
@@ -178,6 +190,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
 
 def _resume(args: argparse.Namespace, console: Console) -> int:
     from paretoml.search_space.spec import SpecError
+    from paretoml.service.executors.gpu_share import GpuShareError
     from paretoml.service.runner import StudyNotFoundError, StudyRunner
 
     storage = _open(args.storage, durable=True)
@@ -186,7 +199,11 @@ def _resume(args: argparse.Namespace, console: Console) -> int:
     except (SpecError, StudyNotFoundError) as exc:
         raise CliError(str(exc)) from None
     with _cli_job(args.storage, args.study, spec, fresh=False) as job, _executor(args, spec) as executor:
-        runner = StudyRunner.resume(storage, args.study, executor)
+        try:
+            runner = StudyRunner.resume(storage, args.study, executor)
+        except GpuShareError as exc:
+            job.error = str(exc)
+            raise CliError(str(exc)) from None
         console.print(f"resuming study [bold]{args.study}[/bold] in {args.storage}")
         return _drive(runner, args.study, args, console, job)
 

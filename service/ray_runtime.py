@@ -42,13 +42,18 @@ class RayOptions:
 
     address: str | None = None
     temp_dir: str | None = None
+    #: GPUs a local runtime offers (default: those Ray detects); a cluster declares its own
+    num_gpus: int | None = None
 
     def init_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
         if self.address:
             kwargs["address"] = self.address
-        elif self.temp_dir:  # only for a local runtime: "auto" looks for its cluster in Ray's default dir
+            return kwargs
+        if self.temp_dir:  # only for a local runtime: "auto" looks for its cluster in Ray's default dir
             kwargs["_temp_dir"] = os.path.abspath(self.temp_dir)
+        if self.num_gpus is not None:
+            kwargs["num_gpus"] = self.num_gpus
         return kwargs
 
 

@@ -208,7 +208,8 @@ class JobScheduler:
         if self.jobs.get(job.id).status == JobStatus.stopping.value:
             stop.set()
         executor = RayPoolExecutor(spec, workers=self.settings.workers_per_study, num_cpus=self.settings.worker_cpus,
-                                   num_gpus=self.settings.worker_gpus, cancel=stop)
+                                   num_gpus=self.settings.worker_gpus, cancel=stop,
+                                   gpu_sharers=max(1, self.settings.study_concurrency))
         with executor:
             try:
                 if study_exists(storage, job.id):

@@ -8,6 +8,7 @@ its working directory again.
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,7 +39,16 @@ class Settings(BaseSettings):
                                    description="studies run at once by this server (0: accept jobs, run none)")
     workers_per_study: int = Field(1, ge=1, le=256, description="Ray workers (trials in flight) per study")
     worker_cpus: float = Field(1.0, gt=0, description="CPUs each Ray worker reserves")
-    worker_gpus: float = Field(0.0, ge=0, description="GPUs each Ray worker reserves")
+    worker_gpus: float | Literal["auto"] = Field(
+        "auto", description="GPUs each Ray worker reserves: a fraction shares a GPU (0.25: four workers on one); "
+                            "'auto' shares the cluster's GPUs evenly when a study measures on CUDA, none otherwise")
+
+    @field_validator("worker_gpus")
+    @classmethod
+    def _gpu_request(cls, value: float | str) -> float | str:
+        if value != "auto" and float(value) < 0:
+            raise ValueError("must be 'auto' or a number of GPUs >= 0")
+        return value
     max_body_bytes: int = Field(1_000_000, ge=1024, description="largest request body accepted")
     job_heartbeat_s: float = Field(2.0, gt=0, description="how often a running job's server says it is alive")
     job_grace_s: float = Field(8.0, gt=0, description="a running job silent this long is taken over")

@@ -27,6 +27,7 @@ from paretoml.objectives.compress.quantize import quantize_tensor
 from paretoml.objectives.deploy.convert import build_kernel
 from paretoml.objectives.deploy.formats import compute_dtype
 from paretoml.objectives.deploy.sparse import semi_structured_mask
+from paretoml.objectives.device_lock import exclusive_timing
 
 FLOAT_KERNELS = ("fp32", "bf16", "fp16")
 #: the weight grid each kernel is timed with
@@ -157,8 +158,9 @@ class KernelTable:
             previous = torch.get_num_threads()
             if self.device.type == "cpu":
                 torch.set_num_threads(self.threads)
-            try:
-                self._rows[key] = asdict(profile_kernel(kernel, out_features, in_features, batch, self.device))
+            try:  # timed alone on its GPU: other workers' kernels would be counted too
+                with exclusive_timing(self.device):
+                    self._rows[key] = asdict(profile_kernel(kernel, out_features, in_features, batch, self.device))
             finally:
                 torch.set_num_threads(previous)
             self._save()

@@ -40,6 +40,8 @@ class WorkerInfo:
     worker: str
     node: str
     pid: int
+    #: the GPUs Ray gave the worker (ids on its node), shared with others when fractional
+    gpus: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

