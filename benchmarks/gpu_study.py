@@ -167,10 +167,7 @@ def enqueue_from(runner: Any, wanted: list[tuple[str, dict[str, Any]]]) -> list[
     done = []
     for label, how in wanted:
         if how["kind"] == "uniform":
-            params = space.uniform_params(bits=how["bits"], prune=0.0)
-            for name in params:
-                if name.startswith("act_bits") or "activation" in name:
-                    params[name] = how["act"]
+            params = space.uniform_params(bits=how["bits"], prune=0.0, act_bits=how["act"])
         else:
             sens = runner.model.sensitivity or []
 

@@ -262,17 +262,19 @@ class JointSpace:
         )
 
     def uniform_params(self, bits: int | None = None, prune: float | None = None,
-                       merge: float | None = None) -> dict[str, Any]:
+                       merge: float | None = None, act_bits: int | None = None) -> dict[str, Any]:
         """Parameters setting every per-layer knob alike: baselines and sanity points.
 
-        Knobs given no value take their lowest choice (batch), range start (prune, merge)
-        or midpoint (other hyperparameters).
+        Knobs given no value take their lowest choice (batch), range start (prune, merge),
+        highest (activation bits: float activations) or midpoint (other hyperparameters).
         """
         params: dict[str, Any] = {}
         for slot in self._slots:
             dist = slot.distribution
-            if slot.role == "act_bits":  # baselines keep float activations
-                params[slot.name] = max(dist.choices)  # type: ignore[attr-defined]
+            if slot.role == "act_bits":
+                if act_bits is not None and act_bits not in dist.choices:  # type: ignore[attr-defined]
+                    raise ValueError(f"activation bits {act_bits} is not among the knob's choices {dist.choices}")  # type: ignore[attr-defined]
+                params[slot.name] = max(dist.choices) if act_bits is None else act_bits  # type: ignore[attr-defined]
             elif slot.role == "prune" and slot.method == "2:4":
                 params[slot.name] = SEMI_STRUCTURED_RATIO if prune else 0.0
             elif slot.role == "bits" and bits is not None:

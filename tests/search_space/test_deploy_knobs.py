@@ -29,6 +29,10 @@ def test_activation_bits_attach_to_linear_layers_and_16_means_float():
     config = space.config_from_params(params)
     assert config.act_bits == {"2": 8}  # 16 leaves layer 4's activations in float
     assert space.uniform_params(bits=8)["abits:2"] == 16  # baselines keep float activations
+    w8a8 = space.config_from_params(space.uniform_params(bits=8, act_bits=8))  # unless asked: W8A8
+    assert w8a8.act_bits == {"2": 8, "4": 8} and set(w8a8.bits.values()) == {8}
+    with pytest.raises(ValueError, match="activation bits 4 is not among"):
+        space.uniform_params(act_bits=4)
     assert TrialConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="activation bits \\[4\\] not supported"):
         ActivationBitsKnob(choices=[4, 8])
