@@ -81,6 +81,7 @@ def offline_transformers(task: str, install_hint: str) -> ModuleType:
     except ImportError:
         raise MissingExtraError(f"task {task!r} needs the optional extra: {install_hint}") from None
     hf_logging.set_verbosity_error()  # a checkpoint's unused pooler weights are expected
+    hf_logging.disable_progress_bar()  # one bar per worker load, on a server's log
     return transformers
 
 
