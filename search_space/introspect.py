@@ -63,6 +63,10 @@ class ChannelLink:
     #: ``(module, attribute, per)``: after pruning, ``module.attribute = kept_rows // per``
     #: (e.g. an attention module's head count).
     resize: tuple[tuple[str, str, int], ...] = ()
+    #: ``(module, attribute, dim)``: a tensor (parameter or buffer) with one entry per unit
+    #: (block of rows) along ``dim``; after pruning it keeps the kept units' entries (e.g. the
+    #: indices of the heads at which a relative position bias shared by all blocks is read).
+    unit_tensors: tuple[tuple[str, str, int], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ are rebuilt smaller, so latency is measured on the model that would be deployed.
 mechanism prunes transformers: an FFN's intermediate neurons (rows of its first layer,
 columns of its second), and whole attention heads (blocks of ``head_dim`` rows of the
 query, key and value projections, ranked together, and the matching columns of the
-attention output), as described by the task's :class:`ChannelLink`.
+attention output), as described by the task's :class:`ChannelLink`, which also names the
+attributes that follow the kept heads (head counts, per-head tensors).
 """
 
 from __future__ import annotations
@@ -81,7 +82,18 @@ def prune_structured(
         _set_module(model, link.consumer, _slice_in(modules[link.consumer], _expand(keep, link.features_per_channel)))
         for module_name, attribute, per in link.resize:
             setattr(model.get_submodule(module_name), attribute, len(keep) // per)
+        for module_name, attribute, dim in link.unit_tensors:
+            _select_units(model.get_submodule(module_name), attribute, dim, kept_units)
     return model
+
+
+def _select_units(owner: nn.Module, attribute: str, dim: int, kept_units: torch.Tensor) -> None:
+    """Keep the entries of ``owner.attribute`` (a parameter or buffer) of the kept units."""
+    tensor = getattr(owner, attribute)
+    kept = tensor.detach().index_select(dim, kept_units.to(tensor.device)).clone()
+    if isinstance(tensor, nn.Parameter):
+        kept = nn.Parameter(kept, requires_grad=tensor.requires_grad)
+    setattr(owner, attribute, kept)  # a registered buffer stays registered
 
 
 def _expand(indices: torch.Tensor, width: int) -> torch.Tensor:

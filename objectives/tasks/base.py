@@ -47,6 +47,10 @@ CLASSIFIER_METRICS: tuple[ObjectiveDef, ...] = (
 )
 
 
+class MissingExtraError(ImportError):
+    """A task's optional extra (its model package, ``transformers``) is not installed."""
+
+
 class TaskOptions(BaseModel):
     """Options a spec may pass to a task (``task_options``); tasks subclass this."""
 

@@ -12,10 +12,11 @@ from paretoml.objectives.tasks.base import Task
 from paretoml.objectives.tasks.digits import DigitsCNNTask
 from paretoml.objectives.tasks.digits_merge import DigitsMergeTask
 from paretoml.objectives.tasks.minilm import MiniLMTask
+from paretoml.objectives.tasks.mpnet import MPNetTask
 from paretoml.objectives.tasks.synthetic import SyntheticTask
 
 ENTRY_POINT_GROUP = "paretoml.tasks"
-_BUILTIN: dict[str, type[Task]] = {cls.name: cls for cls in (DigitsCNNTask, DigitsMergeTask, MiniLMTask, SyntheticTask)}
+_BUILTIN: dict[str, type[Task]] = {cls.name: cls for cls in (DigitsCNNTask, DigitsMergeTask, MiniLMTask, MPNetTask, SyntheticTask)}
 _REGISTERED: dict[str, type[Task]] = {}
 
 
