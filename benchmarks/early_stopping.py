@@ -1,13 +1,22 @@
 """Early stopping: the same study with and without a pruner, median over seeds.
 
-Runs a digits-cnn study with fine-tuning (bits, structured pruning and the fine-tune
-learning rate searched, accuracy vs packed bytes) in this process, once per seed and
-pruner, and prints a Markdown table: the front's hypervolume (against the uncompressed
-model's reference point, as the service stores it), the evaluation time (the sum of the
-trials' wall times) and how many trials were stopped. Both studies spend the same number of
-trials (a pruned trial counts towards ``n_trials``).
+Two tasks:
 
-    python benchmarks/early_stopping.py --seeds 5 --trials 24 --steps 60
+* ``digits-cnn`` with fine-tuning (bits, structured pruning and the fine-tune learning rate
+  searched, accuracy vs packed bytes); rungs over fine-tune steps by default.
+* ``minilm`` (no fine-tuning: bits per block and head / FFN-neuron pruning searched,
+  embedding fidelity vs packed bytes); rungs over evaluation size, i.e. growing prefixes
+  of the validation split (``--n-validation`` sentences).
+
+Each study runs in this process, once per seed and arm, the arms interleaved per seed; the
+script prints a Markdown table: the front's hypervolume (against the uncompressed model's
+reference point, as the service stores it), the evaluation time (the sum of the trials'
+wall times) and how many trials were stopped. Both arms spend the same number of trials (a
+pruned trial counts towards ``n_trials``).
+
+    python benchmarks/early_stopping.py --task digits-cnn --seeds 5 --trials 16 --steps 600
+    python benchmarks/early_stopping.py --task minilm --seeds 3 --trials 30 --n-validation 512 \\
+        --rungs 0.125 0.25
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -32,18 +42,43 @@ from paretoml.surrogates.pareto import loss_signs
 from _machine import machine
 
 
-def spec(seed: int, trials: int, steps: int, pruner: dict) -> dict:
+def digits_spec(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "task": "digits-cnn",
         "knobs": [{"kind": "bitwidth", "choices": [2, 3, 4, 6, 8]},
                   {"kind": "prune", "method": "structured", "high": 0.75, "step": 0.125},
                   {"kind": "learning_rate", "base_lr": 1e-3, "base_lr_range": [1e-4, 3.0]}],
         "objectives": [{"name": "accuracy"}, {"name": "model_bytes"}],
+        "finetune": {"steps": args.steps},
+    }
+
+
+def minilm_spec(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "task": "minilm",
+        "task_options": {"n_calibration": 16, "n_validation": args.n_validation, "n_test": 0, "latency_batch": 8},
+        "knobs": [
+            {"kind": "bitwidth", "layers": {"kinds": ["linear"]}, "group": "block", "choices": [2, 3, 4, 6, 8]},
+            {"kind": "bitwidth", "layers": {"kinds": ["embedding"], "include": "word_embeddings"},
+             "choices": [4, 8]},
+            {"kind": "prune", "method": "structured",
+             "layers": {"include": "attention\\.self\\.query|intermediate\\.dense"},
+             "low": 0.0, "high": 0.5, "step": 0.125},
+        ],
+        "objectives": [{"name": "fidelity"}, {"name": "model_bytes"}],
+    }
+
+
+TASKS = {"digits-cnn": digits_spec, "minilm": minilm_spec}
+
+
+def spec(args: argparse.Namespace, seed: int, pruner: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **TASKS[args.task](args),
         "sampler": {"name": "tpe", "options": {"n_startup_trials": 8, "multivariate": True}},
-        "finetune": {"steps": steps},
         "pruner": pruner,
-        "measure": {"latency_repeats": 1, "latency_warmup": 0},
-        "n_trials": trials,
+        "measure": {"latency_repeats": 1, "latency_warmup": 0, "device": args.device},
+        "n_trials": args.trials,
         "seed": seed,
     }
 
@@ -56,8 +91,8 @@ def hypervolume(study: optuna.Study, reference: dict) -> float:
     return float(compute_hypervolume(inside, point)) if len(inside) else 0.0
 
 
-def run_one(seed: int, trials: int, steps: int, pruner: dict, folder: Path) -> dict:
-    model = parse_spec(spec(seed, trials, steps, pruner))
+def run_one(args: argparse.Namespace, seed: int, pruner: dict[str, Any], folder: Path) -> dict[str, float]:
+    model = parse_spec(spec(args, seed, pruner))
     url = f"sqlite:///{folder / (pruner['name'] + f'-{seed}.db')}"
     with InProcessExecutor(model) as executor:
         runner = StudyRunner.create(model, optuna.storages.RDBStorage(url), "s", executor)
@@ -71,30 +106,51 @@ def run_one(seed: int, trials: int, steps: int, pruner: dict, folder: Path) -> d
             "pruned": sum(t.state == TrialState.PRUNED for t in finished)}
 
 
+def pruner_spec(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if args.pruner in ("successive-halving", "hyperband"):
+        options = {"min_trials": args.min_trials, "reduction_factor": args.reduction_factor}
+    over = args.over or ("finetune" if args.task == "digits-cnn" else "evaluation")
+    block: dict[str, Any] = {"name": args.pruner, "options": options, "over": over}
+    if args.rungs:
+        block["rungs"] = args.rungs
+    return block
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=sorted(TASKS), default="digits-cnn")
+    parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--trials", type=int, default=24)
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=60, help="digits-cnn: fine-tune steps")
+    parser.add_argument("--n-validation", type=int, default=512, help="minilm: validation sentences")
     parser.add_argument("--pruner", default="successive-halving")
+    parser.add_argument("--over", choices=["finetune", "evaluation"], default=None,
+                        help="the rungs' fidelity (default: finetune for digits-cnn, evaluation for minilm)")
+    parser.add_argument("--rungs", type=float, nargs="+", default=None, help="rung fractions (default: the spec's)")
+    parser.add_argument("--reduction-factor", type=int, default=3)
+    parser.add_argument("--min-trials", type=int, default=4)
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    pruned_spec = {"name": args.pruner, "options": {"min_trials": 4} if args.pruner != "median" else {}}
-    rows: dict[str, list[dict]] = {"none": [], args.pruner: []}
+    pruned = pruner_spec(args)
+    rows: dict[str, list[dict[str, float]]] = {"none": [], args.pruner: []}
     with tempfile.TemporaryDirectory() as folder:
         for seed in range(args.seeds):
-            for name, pruner in (("none", {"name": "none"}), (args.pruner, pruned_spec)):
-                rows[name].append(run_one(seed, args.trials, args.steps, pruner, Path(folder)))
+            for name, pruner in (("none", {"name": "none"}), (args.pruner, pruned)):
+                rows[name].append(run_one(args, seed, pruner, Path(folder)))
                 print(f"seed {seed} {name}: {rows[name][-1]}", flush=True)
     med = {name: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for name, runs in rows.items()}
     base, early = med["none"], med[args.pruner]
-    print(f"\n{machine()}")
-    print(f"digits-cnn, {args.trials} trials, finetune {args.steps} steps, TPE, median of {args.seeds} seeds\n")
+    fidelity = (f"finetune {args.steps} steps" if args.task == "digits-cnn"
+                else f"{args.n_validation} validation sentences, no fine-tuning")
+    print(f"\n{machine()}, device {args.device}")
+    print(f"{args.task}, {args.trials} trials, {fidelity}, TPE, pruner {pruned}, median of {args.seeds} seeds\n")
     print("| pruner | hypervolume | evaluation s | trials stopped |")
     print("|---|---|---|---|")
     for name in rows:
         m = med[name]
-        print(f"| {name} | {m['hv']:.1f} | {m['eval_s']:.1f} | {m['pruned']:.0f} |")
+        print(f"| {name} | {m['hv']:.6g} | {m['eval_s']:.1f} | {m['pruned']:.0f} |")
     print(f"\nhypervolume kept: {early['hv'] / base['hv']:.3f} of the unpruned study's; "
           f"evaluation time: {early['eval_s'] / base['eval_s']:.3f} of it")
 
