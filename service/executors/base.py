@@ -86,7 +86,8 @@ def describe(evaluator: TrialEvaluator, spec: StudySpec, sensitivity: bool = Tru
     """The model as the driver needs it; per-layer sensitivities too when the spec asks (and
     ``sensitivity``: a pool measures them on one worker only)."""
     reference = evaluator.reference(spec.objective_names)
-    if spec.pruner.name != "none" and spec.pruner.over == "evaluation":
+    evaluation_rungs = spec.pruner.name != "none" and spec.pruner.over == "evaluation"
+    if evaluation_rungs:
         evaluator.prepare_prefixes(spec.pruner.rungs)  # the references on the prefixes, once
     measured = None
     bits_knob = next((k for k in spec.knobs if isinstance(k, BitwidthKnob)), None)
@@ -106,7 +107,7 @@ def describe(evaluator: TrialEvaluator, spec: StudySpec, sensitivity: bool = Tru
         n_checkpoints=evaluator.n_checkpoints,
         reference={**reference.values, **{k: v for k, v in reference.attrs.items() if k != "timings"}},
         sensitivity=measured,
-        validation_samples=evaluator.split_samples(),
+        validation_samples=evaluator.split_samples() if evaluation_rungs else None,
     )
 
 
