@@ -359,8 +359,9 @@ def _bits_color(bits: Any) -> str:
 
 
 def rung_curve_figure(trial: Json) -> go.Figure:
-    """A trial's intermediate curve: the rung metric at each fine-tune step (Optuna's
-    intermediate values), with the step where a pruner stopped it marked."""
+    """A trial's intermediate curve: the rung metric at each rung step (fine-tune steps or
+    validation samples scored: Optuna's intermediate values), with the step where a pruner
+    stopped it marked."""
     curve = trial.get("intermediate_values") or {}
     if not curve:
         return _empty("no rungs: this study has no pruner", height=260)
@@ -374,5 +375,5 @@ def rung_curve_figure(trial: Json) -> go.Figure:
         fig.add_trace(go.Scatter(x=[stopped], y=[values[steps.index(int(stopped))]] if int(stopped) in steps else [None],
                                  mode="markers", name="stopped here", marker={"color": INFEASIBLE_COLOR, "size": 12,
                                                                               "symbol": "x"}))
-    return _base_layout(fig, 260, xaxis_title="fine-tune step", yaxis_title="rung metric",
+    return _base_layout(fig, 260, xaxis_title=trial.get("rung_unit") or "fine-tune step", yaxis_title="rung metric",
                         title={"text": "pruned at a rung" if stopped is not None else "intermediate values"})

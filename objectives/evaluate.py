@@ -7,6 +7,7 @@ builds one and keeps it), so a trial costs its own compression and measurement o
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -88,11 +89,18 @@ RungGate = Callable[[int, dict[str, float]], bool]
 
 
 class StoppedAtRung(Exception):
-    """The trial was stopped at a rung of fine-tuning (its pruner said so)."""
+    """The trial was stopped at a rung (its pruner said so): ``step`` is the fine-tune step,
+    or for rungs over evaluation size the validation samples scored there."""
 
-    def __init__(self, step: int) -> None:
-        super().__init__(f"stopped at fine-tune step {step}")
+    def __init__(self, step: int, unit: str = "fine-tune step") -> None:
+        super().__init__(f"stopped at {unit} {step}")
         self.step = step
+
+
+def prefix_sizes(fractions: Sequence[float], total: int) -> list[int]:
+    """The samples of each evaluation rung: ``ceil(f * total)`` for each fraction, distinct,
+    strictly between 0 and ``total`` (the full split is the trial's own last point)."""
+    return sorted({n for f in fractions if 0 < (n := math.ceil(f * total)) < total})
 
 
 class TrialEvaluator:
@@ -115,6 +123,9 @@ class TrialEvaluator:
         self.layers: list[LayerInfo] = introspect(self.model, self.data.example, links=self.data.links)
         self._links = {layer.name: layer.link for layer in self.layers if layer.link is not None}
         self._references: dict[str, Any] = {"validation": self.data.scorer.reference(self.model, self.data.validation)}
+        self._samples: dict[str, int] = {}
+        #: (split, n) -> the split's first n samples and the reference on them (evaluation rungs)
+        self._prefixes: dict[tuple[str, int], tuple[Any, Any]] = {}
         weights = {id(getattr(self.model.get_submodule(l.name), "weight")) for l in self.layers}
         tensors = list(self.model.parameters()) + list(self.model.buffers())
         #: fp32 parameters and buffers besides the knob-able weights (biases, norms)
@@ -208,9 +219,11 @@ class TrialEvaluator:
 
     def evaluate(self, config: TrialConfig, objectives: list[str], seed: int = 0, number: int = -1,
                  split: Split_ = "validation", rungs: Sequence[int] = (),
-                 gate: RungGate | None = None) -> TrialResult:
+                 gate: RungGate | None = None, evaluation_rungs: Sequence[float] = ()) -> TrialResult:
+        """Build and measure one config. ``rungs`` are fine-tune steps and
+        ``evaluation_rungs`` fractions of the split where ``gate`` is asked whether to go on."""
         model, timings = self.build(config, seed, number, rungs, gate, objectives)
-        result = self.measure(model, config, objectives, split)
+        result = self.measure(model, config, objectives, split, evaluation_rungs, gate)
         result.attrs["timings"].update(timings)
         return result
 
@@ -236,8 +249,45 @@ class TrialEvaluator:
         data, reference = self._split(split)
         return {name: float(value) for name, value in self.data.scorer.score(model, data, reference, names).items()}
 
+    def split_samples(self, split: Split_ = "validation") -> int:
+        """The samples of a split (counted once where the split does not say)."""
+        if split not in self._samples:
+            self._samples[split] = self._split(split)[0].count()
+        return self._samples[split]
+
+    def _prefix(self, split: Split_, n: int) -> tuple[Any, Any]:
+        """The first ``n`` samples of a split and the uncompressed model's reference on them
+        (computed once per worker): a prefix is scored against a reference cut to match."""
+        if (split, n) not in self._prefixes:
+            prefix = self._split(split)[0].head(n)
+            self._prefixes[split, n] = (prefix, self.data.scorer.reference(self.model, prefix))
+        return self._prefixes[split, n]
+
+    def prepare_prefixes(self, fractions: Sequence[float], split: Split_ = "validation") -> None:
+        """Score the uncompressed model on the prefixes now, so no trial pays for it."""
+        for n in prefix_sizes(fractions, self.split_samples(split)):
+            self._prefix(split, n)
+
+    def evaluation_rungs(self, run: nn.Module, model: nn.Module, config: TrialConfig, objectives: Sequence[str],
+                         fractions: Sequence[float], gate: RungGate, split: Split_ = "validation") -> None:
+        """Score the deployable model ``run`` on growing prefixes of the split and ask
+        ``gate`` at each (step = samples scored); raise :class:`StoppedAtRung` when it says
+        stop. Packed bytes are counted on the compressed ``model``, as for the full trial."""
+        metrics = [n for n in objectives if n not in SYSTEM_OBJECTIVES]
+        for n in prefix_sizes(fractions, self.split_samples(split)):
+            data, reference = self._prefix(split, n)
+            scored = self.data.scorer.score(run, data, reference, metrics) if metrics else {}
+            values = {name: float(scored[name]) for name in metrics}
+            if "model_bytes" in objectives:
+                values["model_bytes"] = float(measure.packed_model_bytes(model, config.bits))
+            if "mean_bits" in objectives:
+                values["mean_bits"] = mean_bits(self.layers, config)
+            if gate(n, values):
+                raise StoppedAtRung(n, "validation sample")
+
     def measure(self, model: nn.Module, config: TrialConfig, objectives: list[str],
-                split: Split_ = "validation") -> TrialResult:
+                split: Split_ = "validation", evaluation_rungs: Sequence[float] = (),
+                gate: RungGate | None = None) -> TrialResult:
         unknown = [name for name in objectives if name not in self.catalog]
         if unknown:
             raise KeyError(f"unknown objective {unknown[0]!r}; available: {', '.join(self.catalog)}")
@@ -265,6 +315,8 @@ class TrialEvaluator:
             "mean_bits": "from the config's bitwidths, weighted by parameter count",
         }
         t0 = time.perf_counter()
+        if evaluation_rungs and gate is not None:
+            self.evaluation_rungs(run, model, config, objectives, evaluation_rungs, gate, split)
         task_metrics = [name for name in objectives if name not in SYSTEM_OBJECTIVES]
         scored: dict[str, float] = {}
         if task_metrics:
@@ -290,6 +342,8 @@ class TrialEvaluator:
             provenance[name] = {"how": how, "detail": detail[name]}
         attrs: dict[str, Any] = {"timings": {"measure_s": time.perf_counter() - t0},
                                  "kernels": deploy.kernel_summary(deployment.layers)}
+        if evaluation_rungs and gate is not None:
+            attrs["validation_samples"] = self.split_samples(split)
         if self.bundle is None and scored:
             attrs["metrics"] = {name: float(value) for name, value in scored.items()}
         bundle = self.bundle

@@ -90,15 +90,23 @@ class SamplerSpec(_Strict):
 
 
 class PrunerSpec(_Strict):
-    """Stop bad trials early: each trial reports its objectives at rungs of fine-tuning
-    (fractions of ``finetune.steps``) and the pruner may stop it there (surrogates/pruners.py)."""
+    """Stop bad trials early: each trial reports its objectives at rungs of one fidelity and
+    the pruner may stop it there (surrogates/pruners.py).
+
+    ``over: finetune``: the rungs are fractions of ``finetune.steps`` (step = fine-tune step).
+    ``over: evaluation``: the rungs are fractions of the validation split, scored on its first
+    samples after the full fine-tune (step = validation samples scored); tasks without
+    fine-tuning prune this way. A study prunes over one fidelity only: with
+    ``over: evaluation`` a trial's fine-tune (if any) always runs to the end."""
 
     name: str = "none"
     options: dict[str, Any] = Field(default_factory=dict)
+    over: Literal["finetune", "evaluation"] = Field(
+        "finetune", description="the fidelity the rungs cut: fine-tune steps or validation samples")
     rungs: list[float] = Field(
         default_factory=lambda: [0.25, 0.5],
-        description="fractions of finetune.steps, in (0, 1), at which a trial reports and may be stopped; "
-                    "the full trial is the last rung",
+        description="fractions, in (0, 1), of finetune.steps or of the validation split at which a trial "
+                    "reports and may be stopped; the full trial is the last rung",
     )
 
     @field_validator("rungs")
@@ -117,8 +125,9 @@ class PrunerSpec(_Strict):
         return self
 
     def steps(self, finetune_steps: int) -> list[int]:
-        """The fine-tune steps of the rungs (distinct, below the full run)."""
-        if self.name == "none":
+        """The fine-tune steps of the rungs (distinct, below the full run); none unless the
+        rungs are over fine-tuning."""
+        if self.name == "none" or self.over != "finetune":
             return []
         return sorted({s for f in self.rungs if 0 < (s := int(round(f * finetune_steps))) < finetune_steps})
 
@@ -246,9 +255,10 @@ class StudySpec(_Strict):
             validate_pruner(self.pruner.name, self.pruner.options, len(self.objectives))
         except PrunerOptionsError as exc:
             _raise_at("pruner", str(exc))
-        if not self.pruner.steps(self.finetune.steps):
+        if self.pruner.over == "finetune" and not self.pruner.steps(self.finetune.steps):
             _raise_at("pruner", "the rungs are points of fine-tuning; set finetune.steps so that "
-                                f"the rungs {self.pruner.rungs} fall on distinct steps below it")
+                                f"the rungs {self.pruner.rungs} fall on distinct steps below it, "
+                                "or prune over evaluation size (pruner.over: evaluation)")
         if not [n for n in self.objective_names if n not in AT_ONCE_OBJECTIVES + FULL_TRIAL_OBJECTIVES]:
             _raise_at("pruner", "no objective is measurable at a rung; add one of the task's metrics "
                                 "(e.g. accuracy or fidelity)")

@@ -108,8 +108,16 @@ def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     )
 
 
-def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
-    return create_pruner(spec.pruner.name, spec.pruner.options, len(spec.objectives), spec.finetune.steps)
+def make_pruner(spec: StudySpec, validation_samples: int | None = None) -> optuna.pruners.BasePruner:
+    """The study's pruner; its largest step is the full fine-tune, or the validation split's
+    samples for rungs over evaluation size (None: Optuna learns it from the first trial)."""
+    last = spec.finetune.steps if spec.pruner.over == "finetune" else validation_samples
+    return create_pruner(spec.pruner.name, spec.pruner.options, len(spec.objectives), last)
+
+
+#: Trial user attribute: what a rung's step counts (RUNG_UNITS[spec.pruner.over]).
+RUNG_UNIT_ATTR = "paretoml:rung_unit"
+RUNG_UNITS = {"finetune": "fine-tune step", "evaluation": "validation samples"}
 
 
 def rung_objective(spec: StudySpec, values: dict[str, float]) -> str | None:
@@ -208,7 +216,7 @@ class StudyRunner:
     def __post_init__(self) -> None:
         self._inflight: dict[int, optuna.Trial] = {}
         if self.pruner is None:
-            self.pruner = make_pruner(self.spec)
+            self.pruner = make_pruner(self.spec, self.model.validation_samples)
         if self.spec.pruner.name != "none":
             self.executor.rung_decider = self._decide_rung
 
@@ -229,7 +237,7 @@ class StudyRunner:
                     for allocation in warm_start_allocations(model.sensitivity, model.layers, fractions)]
         study = optuna.create_study(
             storage=storage, study_name=study_name, directions=spec.directions, sampler=make_sampler(spec),
-            pruner=make_pruner(spec),
+            pruner=make_pruner(spec, model.validation_samples),
         )
         name_metrics(study, spec)
         study.set_user_attr(SPEC_ATTR, spec.model_dump(mode="json"))
@@ -256,7 +264,7 @@ class StudyRunner:
         model = executor.start()
         space = build_space(spec, model.layers, model.n_checkpoints)
         study = optuna.load_study(study_name=study_name, storage=storage, sampler=make_sampler(spec),
-                                  pruner=make_pruner(spec))
+                                  pruner=make_pruner(spec, model.validation_samples))
         name_metrics(study, spec)  # studies made before the names were stored get them now
         return cls(study, spec, space, model, executor, pruner=study.pruner)
 
@@ -360,8 +368,10 @@ class StudyRunner:
             if flush is not None:
                 flush(trial._trial_id)
         extra = [n for n in needs_measurement(self.spec.constraints) if n not in self.spec.objective_names]
+        pruner = self.spec.pruner
+        evaluation = tuple(pruner.rungs) if pruner.name != "none" and pruner.over == "evaluation" else ()
         return TrialJob(trial._trial_id, trial.number, config.to_dict(), self.spec.objective_names + extra,
-                        self.spec.seed + trial.number, tuple(self.spec.pruner.steps(self.spec.finetune.steps)))
+                        self.spec.seed + trial.number, tuple(pruner.steps(self.spec.finetune.steps)), evaluation)
 
     def _decide_rung(self, trial_id: int, step: int, values: dict[str, float]) -> bool:
         """Store a rung (Optuna intermediate value, and every measurable objective in
@@ -371,6 +381,8 @@ class StudyRunner:
         rungs = dict(trial.user_attrs.get(RUNGS_ATTR, {}))
         rungs[str(step)] = {k: float(v) for k, v in values.items()}
         trial.set_user_attr(RUNGS_ATTR, rungs)
+        if RUNG_UNIT_ATTR not in trial.user_attrs:
+            trial.set_user_attr(RUNG_UNIT_ATTR, RUNG_UNITS[self.spec.pruner.over])
         name = rung_objective(self.spec, values)
         if name is not None:
             self.study._storage.set_trial_intermediate_value(trial_id, step, float(values[name]))
@@ -396,10 +408,12 @@ class StudyRunner:
                     self.spec.constraints, self.model.layers, config, self.model.other_params, outcome.values))
             for key, value in outcome.attrs.items():
                 trial.set_user_attr(f"paretoml:{key}", value)
-            name = rung_objective(self.spec, outcome.values) if outcome.job.rungs else None
-            if name is not None:  # the last point of the trial's curve: the full fine-tune
+            name = rung_objective(self.spec, outcome.values) if outcome.job.has_rungs else None
+            last = (self.spec.finetune.steps if not outcome.job.evaluation_rungs
+                    else outcome.attrs.get("validation_samples"))
+            if name is not None and last:  # the last point of the curve: the full trial
                 self.study._storage.set_trial_intermediate_value(
-                    trial._trial_id, self.spec.finetune.steps, float(outcome.values[name]))
+                    trial._trial_id, int(last), float(outcome.values[name]))
             frozen = self.study.tell(trial, [outcome.values[n] for n in self.spec.objective_names])
         for callback in self.on_trial:
             callback(self.study, frozen)

@@ -1,4 +1,4 @@
-"""Pruner name -> factory: stop bad trials early, at rungs of fine-tuning.
+"""Pruner name -> factory: stop bad trials early, at rungs of fine-tuning or of evaluation size.
 
 Specs pick pruners by name with typed options, like samplers (surrogates/registry.py), so
 nothing a client sends can name code to run.
@@ -78,20 +78,21 @@ class PrunerEntry:
     name: str
     options: type[_Options]
     summary: str
-    single: Callable[[Any, int], BasePruner]
+    single: Callable[[Any, int | None], BasePruner]
     #: None: the pruner has no multi-objective form
     multi: Callable[[Any], BasePruner] | None
 
 
-def _sh(o: SuccessiveHalvingOptions, steps: int) -> BasePruner:
+def _sh(o: SuccessiveHalvingOptions, steps: int | None) -> BasePruner:
     return optuna.pruners.SuccessiveHalvingPruner(
         min_resource=o.min_resource or "auto", reduction_factor=o.reduction_factor,
         min_early_stopping_rate=o.min_early_stopping_rate)
 
 
-def _hyperband(o: HyperbandOptions, steps: int) -> BasePruner:
-    return optuna.pruners.HyperbandPruner(min_resource=o.min_resource, max_resource=max(steps, o.min_resource + 1),
-                                          reduction_factor=o.reduction_factor)
+def _hyperband(o: HyperbandOptions, steps: int | None) -> BasePruner:
+    return optuna.pruners.HyperbandPruner(
+        min_resource=o.min_resource, max_resource=max(steps, o.min_resource + 1) if steps else "auto",
+        reduction_factor=o.reduction_factor)
 
 
 PRUNERS: dict[str, PrunerEntry] = {
@@ -141,8 +142,9 @@ def validate_pruner(name: str, options: dict[str, Any], n_objectives: int = 1) -
     return parsed
 
 
-def create_pruner(name: str, options: dict[str, Any] | None, n_objectives: int, steps: int) -> BasePruner:
-    """The pruner for a study of ``n_objectives`` objectives fine-tuned for ``steps`` steps."""
+def create_pruner(name: str, options: dict[str, Any] | None, n_objectives: int, steps: int | None) -> BasePruner:
+    """The pruner for a study of ``n_objectives`` objectives whose last rung step is ``steps``
+    (the full fine-tune, or the validation samples; None: unknown, learnt by Optuna)."""
     parsed = validate_pruner(name, options or {}, n_objectives)
     entry = PRUNERS[name]
     if n_objectives > 1:

@@ -75,7 +75,9 @@ export async function renderTrial(container, { studyId, number, objectives, refe
   const chart = el("div", { class: "plot layer-chart", id: "layer-chart" });
   const hasCurve = Object.keys(trial.intermediate_values || {}).length > 0;
   const curve = hasCurve ? el("div", { class: "plot rung-curve", id: "rung-curve" }) : null;
-  if (trial.stopped_at != null) facts.unshift(["stopped at", `fine-tune step ${trial.stopped_at} (pruned)`]);
+  if (trial.stopped_at != null) facts.unshift(["stopped at", trial.rung_unit === "validation samples"
+    ? `${trial.stopped_at} validation samples scored (pruned)`
+    : `fine-tune step ${trial.stopped_at} (pruned)`]);
   container.replaceChildren(
     title, objectivesTable,
     el("div", { class: "kv" }, facts.map(([k, v]) => [el("span", { class: "k" }, k), el("span", {}, String(v))])),

@@ -85,6 +85,23 @@ def first_tensor(value: Any) -> torch.Tensor:
     raise TypeError(f"no tensor in {type(value).__name__}")
 
 
+def batch_length(batch: Batch) -> int:
+    """Samples in a batch: the leading dimension of its main tensor."""
+    tensor = first_tensor(batch)
+    return int(tensor.shape[0]) if tensor.dim() > 0 else 1
+
+
+def batch_head(batch: Batch, n: int) -> Batch:
+    """The first ``n`` samples of a batch of any structure (every tensor cut on dim 0)."""
+    if isinstance(batch, torch.Tensor):
+        return batch[:n]
+    if isinstance(batch, Mapping):
+        return {k: batch_head(v, n) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(batch_head(v, n) for v in batch)
+    return batch
+
+
 def batch_to(batch: Batch, device: torch.device) -> Batch:
     if isinstance(batch, torch.Tensor):
         return batch.to(device)
@@ -152,6 +169,27 @@ class Split:
 
     def __iter__(self) -> Iterator[Batch]:
         return iter(self._source() if callable(self._source) else self._source)
+
+    def head(self, n: int) -> Split:
+        """The first ``n`` samples of this split, as a split (the last batch cut to fit): the
+        growing prefixes that evaluation rungs score a trial on."""
+
+        def batches() -> Iterator[Batch]:
+            left = n
+            if left <= 0:
+                return
+            for batch in self:
+                length = batch_length(batch)
+                yield batch if length <= left else batch_head(batch, left)
+                left -= length
+                if left <= 0:  # stop before the stream makes another batch
+                    return
+
+        return Split(batches, size=n, description=f"first {n} of {self.description or 'the split'}")
+
+    def count(self) -> int:
+        """Its samples: ``size`` where known, else counted by one pass over the batches."""
+        return self.size if self.size is not None else sum(batch_length(b) for b in self)
 
     @classmethod
     def of_tensors(cls, *tensors: torch.Tensor, batch_size: int = 512, description: str = "") -> Split:

@@ -167,6 +167,7 @@ class StudyReads:
             rungs={int(step): values for step, values in sorted(attrs.get(RUNGS_ATTR, {}).items(),
                                                                  key=lambda item: int(item[0]))},
             stopped_at=attrs.get("paretoml:stopped_at"),
+            rung_unit=attrs.get("paretoml:rung_unit"),
         )
 
     def brief(self, job: Job, trial: FrozenTrial) -> schemas.TrialBrief:

@@ -116,10 +116,12 @@ class Trial(_Out):
     completed_at: UtcDatetime | None
     duration_s: float | None
     intermediate_values: dict[int, float] = Field(
-        default_factory=dict, description="Optuna's intermediate values: fine-tune step -> the rung metric")
+        default_factory=dict, description="Optuna's intermediate values: rung step -> the rung metric")
     rungs: dict[int, dict[str, float]] = Field(
-        default_factory=dict, description="fine-tune step -> every objective measurable at that rung")
+        default_factory=dict, description="rung step -> every objective measurable at that rung")
     stopped_at: int | None = Field(None, description="the rung step at which the pruner stopped the trial (PRUNED)")
+    rung_unit: str | None = Field(
+        None, description="what a rung step counts: 'fine-tune step' or 'validation samples' (scored prefix)")
 
 
 class TrialBrief(_Out):

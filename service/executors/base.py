@@ -31,6 +31,13 @@ class TrialJob:
     seed: int
     #: fine-tune steps at which the trial reports and asks whether to go on (empty: no pruning)
     rungs: tuple[int, ...] = ()
+    #: fractions of the validation split whose prefixes the trial reports on, after its
+    #: fine-tune (pruning over evaluation size; the step is the samples scored)
+    evaluation_rungs: tuple[float, ...] = ()
+
+    @property
+    def has_rungs(self) -> bool:
+        return bool(self.rungs or self.evaluation_rungs)
 
 
 @dataclass(frozen=True)
@@ -73,12 +80,17 @@ class ModelDescription:
     n_checkpoints: int
     reference: dict[str, Any]
     sensitivity: list[LayerSensitivity] | None = None
+    #: samples of the validation split (the last step of rungs over evaluation size)
+    validation_samples: int | None = None
 
 
 def describe(evaluator: TrialEvaluator, spec: StudySpec, sensitivity: bool = True) -> ModelDescription:
     """The model as the driver needs it; per-layer sensitivities too when the spec asks (and
     ``sensitivity``: a pool measures them on one worker only)."""
     reference = evaluator.reference(spec.objective_names)
+    evaluation_rungs = spec.pruner.name != "none" and spec.pruner.over == "evaluation"
+    if evaluation_rungs:
+        evaluator.prepare_prefixes(spec.pruner.rungs)  # the references on the prefixes, once
     measured = None
     bits_knob = next((k for k in spec.knobs if isinstance(k, BitwidthKnob)), None)
     if sensitivity and spec.warm_start is not None and bits_knob is not None:
@@ -97,6 +109,7 @@ def describe(evaluator: TrialEvaluator, spec: StudySpec, sensitivity: bool = Tru
         n_checkpoints=evaluator.n_checkpoints,
         reference={**reference.values, **{k: v for k, v in reference.attrs.items() if k != "timings"}},
         sensitivity=measured,
+        validation_samples=evaluator.split_samples() if evaluation_rungs else None,
     )
 
 
@@ -106,7 +119,8 @@ def run_job(evaluator: TrialEvaluator, job: TrialJob, worker: WorkerInfo,
     ``gate`` the job stops at a rung when the gate says so (an outcome with ``stopped_at``)."""
     try:
         result = evaluator.evaluate(TrialConfig.from_dict(job.config), job.objectives, seed=job.seed,
-                                    number=job.number, rungs=job.rungs, gate=gate)
+                                    number=job.number, rungs=job.rungs, gate=gate,
+                                    evaluation_rungs=job.evaluation_rungs)
     except StoppedAtRung as stop:
         return TrialOutcome(job, worker, stopped_at=stop.step)
     except Exception:  # a trial's failure is data, not a crash of the worker

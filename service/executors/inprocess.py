@@ -46,7 +46,7 @@ class InProcessExecutor(Executor):
         job = self._queue.popleft()
         decider = self.rung_decider
         gate = None
-        if decider is not None and job.rungs:
+        if decider is not None and job.has_rungs:
             def gate(step: int, values: dict[str, float]) -> bool:
                 return decider(job.trial_id, step, values)
         return [run_job(self._evaluator, job, self._info, gate)]

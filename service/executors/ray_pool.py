@@ -85,7 +85,7 @@ class TrialWorker:
 
     def run(self, job: TrialJob, board: Any = None) -> TrialOutcome:
         gate = None
-        if board is not None and job.rungs:
+        if board is not None and job.has_rungs:
             def gate(step: int, values: dict[str, float]) -> bool:
                 """Post the rung and wait for the driver's decision (it answers within one
                 poll of its loop; the driver's death kills this actor too)."""
@@ -182,7 +182,7 @@ class RayPoolExecutor(Executor):
             raise RuntimeError("no idle worker: keep at most `slots` jobs in flight")
         index = self._idle.pop()
         board = None
-        if self.rung_decider is not None and job.rungs:
+        if self.rung_decider is not None and job.has_rungs:
             if self._board is None:
                 self._board = ray.remote(RungBoard).options(num_cpus=0).remote()
             board = self._board

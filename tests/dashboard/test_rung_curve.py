@@ -18,3 +18,10 @@ def test_a_complete_trial_has_its_full_curve_and_no_stop_mark():
                              "stopped_at": None})
     assert len(fig.data) == 1 and list(fig.data[0].x) == [6, 12, 24]
     assert not rung_curve_figure({"intermediate_values": {}}).data  # no pruner: a note, no trace
+
+
+def test_the_x_axis_says_what_a_step_counts():
+    doc = {"state": "pruned", "intermediate_values": {"64": 0.7}, "stopped_at": 64, "rung_unit": "validation samples"}
+    assert rung_curve_figure(doc).layout.xaxis.title.text == "validation samples"
+    older = {"state": "pruned", "intermediate_values": {"6": 0.4}, "stopped_at": 6}  # stored before rung_unit
+    assert rung_curve_figure(older).layout.xaxis.title.text == "fine-tune step"

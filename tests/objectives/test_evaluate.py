@@ -56,3 +56,28 @@ def test_merge_task_specialists_forget_and_merging_recovers(merge_evaluator):
     assert blend > max(specialist_a, specialist_b) + 0.1
     with pytest.raises(KeyError, match="unknown objective"):
         ev.evaluate(TrialConfig(), ["speed"])
+
+
+def test_evaluation_rungs_score_prefixes_against_a_reference_cut_to_match(digits_evaluator):
+    """The uncompressed model agrees with itself on every prefix: a reference not cut to the
+    prefix would not even have its shape. Steps are the samples scored; a stop raises."""
+    from paretoml.objectives.evaluate import StoppedAtRung, prefix_sizes
+    from paretoml.search_space.space import TrialConfig
+
+    total = digits_evaluator.split_samples()
+    assert total == len(digits_evaluator.bundle.val_labels)
+    seen: list[tuple[int, dict[str, float]]] = []
+    result = digits_evaluator.evaluate(TrialConfig(), ["fidelity", "accuracy", "model_bytes"],
+                                       evaluation_rungs=[0.25, 0.5],
+                                       gate=lambda step, values: seen.append((step, values)) or False)
+    assert [s for s, _ in seen] == prefix_sizes([0.25, 0.5], total) == [-(-total // 4), -(-total // 2)]
+    assert all(v["fidelity"] == 1.0 and v["model_bytes"] == result.values["model_bytes"] for _, v in seen)
+    labels = digits_evaluator.bundle.val_labels
+    preds = digits_evaluator.model(digits_evaluator.bundle.val_inputs[: seen[0][0]]).argmax(1)
+    assert seen[0][1]["accuracy"] == pytest.approx(float((preds == labels[: seen[0][0]]).float().mean()))
+    assert result.attrs["validation_samples"] == total
+    steps: list[int] = []
+    with pytest.raises(StoppedAtRung) as stop:
+        digits_evaluator.evaluate(TrialConfig(bits={"fc1": 2}), ["accuracy"], evaluation_rungs=[0.25, 0.5],
+                                  gate=lambda step, values: steps.append(step) or True)
+    assert stop.value.step == steps[0] == seen[0][0] and len(steps) == 1

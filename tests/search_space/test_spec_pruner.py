@@ -26,6 +26,14 @@ def test_a_valid_pruner_gives_its_rung_steps():
     assert parse_spec(spec()).pruner.steps(40) == []  # no pruner: no rungs
 
 
+def test_rungs_over_evaluation_need_no_fine_tuning_and_give_no_fine_tune_steps():
+    parsed = parse_spec(spec(pruner={"name": "median", "over": "evaluation", "rungs": [0.125, 0.25]},
+                             finetune={"steps": 0}))
+    assert parsed.pruner.over == "evaluation" and parsed.pruner.rungs == [0.125, 0.25]
+    assert parsed.pruner.steps(40) == []  # the fine-tune (if any) runs whole
+    assert parse_spec(spec(pruner={"name": "median"})).pruner.over == "finetune"  # the default
+
+
 @pytest.mark.parametrize(("pruner", "changes", "message"), [
     ({"name": "asha"}, {}, "pruner: unknown pruner 'asha'; available: hyperband, median, none, successive-halving"),
     ({"name": "median", "options": {"warmup": 1}}, {}, "pruner: pruner 'median' has no option 'warmup'"),
@@ -33,6 +41,10 @@ def test_a_valid_pruner_gives_its_rung_steps():
     ({"name": "median", "rungs": [0.5, 0.25]}, {}, "pruner.rungs: rungs must be a non-empty increasing list"),
     ({"name": "median", "rungs": [1.0]}, {}, "pruner.rungs"),
     ({"name": "median"}, {"finetune": {"steps": 0}}, "pruner: the rungs are points of fine-tuning"),
+    ({"name": "median", "over": "validation"}, {}, "pruner.over: Input should be 'finetune' or 'evaluation'"),
+    ({"name": "median", "over": "evaluation", "rungs": [0.5, 1.5]}, {}, "pruner.rungs"),
+    ({"name": "median", "over": "evaluation"}, {"objectives": [{"name": "model_bytes"}, {"name": "latency_ms"}]},
+     "pruner: no objective is measurable at a rung"),
     ({"name": "median"}, {"objectives": [{"name": "model_bytes"}, {"name": "latency_ms"}]},
      "pruner: no objective is measurable at a rung"),
 ])

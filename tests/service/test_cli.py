@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
-import sqlite3
 import subprocess
 import sys
-import time
-from contextlib import closing
 from pathlib import Path
 
 import optuna
@@ -16,14 +12,11 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from tests.service.cli_process import TrialRow, paretoml, run_and_kill_when
+
 pytestmark = pytest.mark.slow
 
 STUDIES = Path(__file__).resolve().parents[2] / "studies"
-
-
-def paretoml(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "paretoml.service.cli", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def write_spec(path: Path, **changes) -> Path:
@@ -118,21 +111,6 @@ def test_unknown_study_and_bad_storage_are_clear_errors(tmp_path):
     assert result.returncode == 2 and "does not exist" in result.stderr
 
 
-def _trial_states(db: Path, study: str) -> list[tuple[int, str]] | None:
-    """(number, state) of a study's trials, read through a read-only SQLite connection.
-
-    Not through Optuna: even with ``skip_table_creation`` its RDBStorage writes the schema's
-    version rows when they are missing, racing the child that is creating the schema
-    ("UNIQUE constraint failed: alembic_version.version_num" in the child, under load)."""
-    try:
-        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1.0)) as connection:
-            return connection.execute(
-                "SELECT t.number, t.state FROM trials t JOIN studies s ON s.study_id = t.study_id "
-                "WHERE s.study_name = ?", (study,)).fetchall()
-    except sqlite3.Error:
-        return None
-
-
 @pytest.mark.parametrize("workers", ["1", "2"], ids=["inprocess", "ray-2-workers"])
 def test_sigkill_mid_study_then_resume_loses_nothing(tmp_path, workers):
     budget = 24
@@ -140,30 +118,14 @@ def test_sigkill_mid_study_then_resume_loses_nothing(tmp_path, workers):
     spec = write_spec(tmp_path / "s.yaml", n_trials=budget, finetune={"steps": 150})
     db = tmp_path / "study.db"
     url = f"sqlite:///{db}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "paretoml.service.cli", "run", str(spec), "--study-name", "k", "--storage", url,
-         "--quiet", "--workers", workers, "--worker-cpus", "0.5"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    running_at_kill: list[int] = []
-    deadline = time.monotonic() + 240
-    try:
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
-            if not db.exists():
-                continue
-            states = _trial_states(db, "k")
-            if states is None:  # schema or study not written yet
-                continue
-            done = [number for number, state in states if state == "COMPLETE"]
-            running = [number for number, state in states if state == "RUNNING"]
-            if len(done) >= 6 and running:
-                os.kill(proc.pid, signal.SIGKILL)
-                running_at_kill = running
-                break
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read() if proc.stderr else ""
+
+    def ready(rows: list[TrialRow]) -> bool:
+        return len([n for n, state, _ in rows if state == "COMPLETE"]) >= 6 and any(
+            state == "RUNNING" for _, state, _ in rows)
+
+    rows = run_and_kill_when(["run", str(spec), "--study-name", "k", "--storage", url, "--quiet",
+                              "--workers", workers, "--worker-cpus", "0.5"], tmp_path, db, "k", ready)
+    running_at_kill = [number for number, state, _ in rows if state == "RUNNING"]
     before = completed(url, "k")
     assert 6 <= len(before) < budget
 

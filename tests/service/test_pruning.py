@@ -48,7 +48,9 @@ def run(url: str, spec: dict, kind: str = "inprocess", workers: int = 1) -> optu
     return optuna.load_study(study_name="p", storage=url)
 
 
-def check_pruned(study: optuna.Study, url: str, rung_steps: list[int]) -> None:
+def check_pruned(study: optuna.Study, url: str, rung_steps: list[int], last: int = STEPS) -> None:
+    """Pruned trials stopped at a rung, complete ones ran every rung and the full trial
+    (step ``last``), and no pruned trial is on the front."""
     trials = study.get_trials()
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -57,10 +59,10 @@ def check_pruned(study: optuna.Study, url: str, rung_steps: list[int]) -> None:
     for t in pruned:  # stopped at a rung: its curve ends there, and it never ran the full fine-tune
         stop = t.user_attrs["paretoml:stopped_at"]
         assert stop in rung_steps and max(t.intermediate_values) == stop
-        assert STEPS not in t.intermediate_values and "paretoml:provenance" not in t.user_attrs
+        assert last not in t.intermediate_values and "paretoml:provenance" not in t.user_attrs
         assert set(t.user_attrs[RUNGS_ATTR]) == {str(s) for s in rung_steps if s <= stop}
     for t in complete:  # a complete trial's curve runs from the first rung to the full fine-tune
-        assert sorted(t.intermediate_values) == rung_steps + [STEPS]
+        assert sorted(t.intermediate_values) == rung_steps + [last]
     # never on the front: neither Optuna's nor the stored one
     numbers = {t.number for t in pruned}
     best = study.best_trials if len(study.directions) > 1 else [study.best_trial]
@@ -112,4 +114,52 @@ def test_ray_workers_wait_for_the_decision_between_rungs(tmp_path):
     finally:
         ray.shutdown()
     check_pruned(study, url, [6, 12])
+    assert len({t.user_attrs["paretoml:worker"]["worker"] for t in study.trials}) == 2
+
+
+def evaluation_spec(pruner: dict, objectives: list[str], n_trials: int = 10) -> dict:
+    """No fine-tuning: the rungs are prefixes of the validation split. 2-bit layers wreck the
+    network, which the first quarter of the split already shows."""
+    return {
+        "task": "digits-cnn",
+        "knobs": [{"kind": "bitwidth", "choices": [2, 8]}],
+        "objectives": [{"name": n} for n in objectives],
+        "sampler": {"name": "random"},
+        "pruner": {**pruner, "over": "evaluation", "rungs": [0.25, 0.5]},
+        "measure": {"latency_repeats": 1, "latency_warmup": 0},
+        "n_trials": n_trials,
+        "seed": 4,
+    }
+
+
+def validation_steps(study: optuna.Study) -> tuple[list[int], int]:
+    """The prefix sizes of the rungs and the full split, as the worker counted them."""
+    total = next(t.user_attrs["paretoml:validation_samples"] for t in study.trials if t.state == TrialState.COMPLETE)
+    return [-(-total // 4), -(-total // 2)], total
+
+
+@pytest.mark.parametrize(("pruner", "objectives"), [
+    ({"name": "successive-halving", "options": {"min_trials": 3}}, ["accuracy", "model_bytes"]),
+    ({"name": "median", "options": {"n_startup_trials": 2}}, ["accuracy"]),
+], ids=["sh-multi", "median-single"])
+def test_rungs_over_evaluation_size_stop_bad_trials_without_fine_tuning(tmp_path, pruner, objectives):
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    study = run(url, evaluation_spec(pruner, objectives))
+    steps, total = validation_steps(study)
+    check_pruned(study, url, steps, last=total)
+    assert all(t.user_attrs["paretoml:rung_unit"] == "validation samples" for t in study.trials)
+    for t in study.trials:  # a pruned trial was never measured in full: no latency, no test accuracy
+        assert (t.state == TrialState.PRUNED) == ("paretoml:test_accuracy" not in t.user_attrs)
+
+
+def test_ray_workers_wait_for_the_decision_between_evaluation_rungs(tmp_path):
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        url = f"sqlite:///{tmp_path / 'p.db'}"
+        study = run(url, evaluation_spec({"name": "successive-halving", "options": {"min_trials": 3}},
+                                         ["accuracy", "model_bytes"], n_trials=12), kind="ray", workers=2)
+    finally:
+        ray.shutdown()
+    steps, total = validation_steps(study)
+    check_pruned(study, url, steps, last=total)
     assert len({t.user_attrs["paretoml:worker"]["worker"] for t in study.trials}) == 2

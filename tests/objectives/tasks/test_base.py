@@ -40,3 +40,24 @@ def test_batches_of_any_structure_call_the_model():
     assert example.batch_size == 4 and example(model).sum() == 24
     assert ExampleInputs.of(a).args == (a,) and ExampleInputs.of((a, b)).args == (a, b)
     assert first_tensor({"last_hidden_state": a}) is a and first_tensor((None, b)) is b
+
+
+def test_the_head_of_a_split_cuts_its_last_batch_and_keeps_the_structure():
+    made: list[int] = []
+
+    def batches():
+        for i in range(4):
+            made.append(i)
+            yield {"input_ids": torch.full((3, 5), i), "attention_mask": torch.ones(3, 5)}
+
+    split = Split(batches, size=12)
+    head = split.head(7)
+    got = list(head)
+    assert [b["input_ids"].shape[0] for b in got] == [3, 3, 1]
+    assert [b["attention_mask"].shape for b in got][-1] == (1, 5)
+    assert int(got[-1]["input_ids"][0, 0]) == 2 and head.size == 7
+    assert made == [0, 1, 2]  # the stream stops at the prefix: the 4th batch is never made
+    assert [len(b["input_ids"]) for b in head] == [3, 3, 1]  # re-iterable like any split
+    assert split.count() == 12 and Split(batches).count() == 12  # counted when no size is given
+    pairs = list(Split.of_tensors(torch.arange(10), torch.arange(10) * 2, batch_size=4).head(5))
+    assert [len(x) for x, _ in pairs] == [4, 1] and torch.equal(pairs[1][1], torch.tensor([8]))

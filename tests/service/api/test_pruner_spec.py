@@ -15,6 +15,7 @@ API = "/api/v1"
     ({"name": "median", "options": {"n_startup_trials": -1}}, "option 'n_startup_trials'"),
     ({"name": "wilcoxon"}, "single-objective only"),
     ({"name": "median"}, "the rungs are points of fine-tuning"),  # the spec has no fine-tuning
+    ({"name": "median", "over": "epochs"}, "Input should be 'finetune' or 'evaluation'"),  # at pruner.over
 ])
 def test_a_bad_pruner_is_422_naming_it_and_stores_nothing(client, pruner, words):
     response = client.post(f"{API}/studies", json=synthetic_spec(pruner=pruner))
@@ -54,5 +55,6 @@ def test_pruned_trials_are_documented_with_their_curve(running_client):
         assert set(doc["rungs"][str(doc["stopped_at"])]) == {"accuracy", "model_bytes"}
     doc = client.get(f"{API}/studies/{study}/trials/{complete[0]['number']}").json()
     assert [int(s) for s in doc["intermediate_values"]] == [6, 12, 24] and doc["stopped_at"] is None
+    assert doc["rung_unit"] == "fine-tune step"
     front = {p["trial_number"] for p in client.get(f"{API}/studies/{study}/frontier").json()["points"]}
     assert front and not front & {t["number"] for t in pruned}
