@@ -13,7 +13,8 @@ Phases (``--phases``; each writes its part of ``--out/<task>.json``):
 * ``baselines``: uniform fp16, fp8 (W8A8), int8 and int4 weight-only, and the sensitivity
   ILP's configurations at the int8 and int4 byte budgets (and half-way between).
 * ``samplers``: ``random tpe gp nsga2 xgboost`` (xgboost with the sensitivity warm start),
-  one process per sampler study, all on one Ray runtime and one GPU at the same time.
+  one driver process per sampler study, all on one Ray runtime and one GPU at once (the
+  'auto' share splits the GPU between them).
   Hypervolume against trials is computed afterwards (``report``), on objectives normalised
   over every trial of every run; the suggestion time (ask + the knobs' suggestions) is
   measured per trial in the driver.
@@ -372,7 +373,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         checkpoints = [10, 30, 60, 100, 150, 200]
         lines += ["## Samplers", "",
                   "Hypervolume of the normalised losses (each objective scaled to [0, 1] over every trial "
-                  "of every run and the baselines; reference point 1.1), by trials completed, in order of completion.",
+                  "of every run and the baselines; reference point 1.1), by trials completed, in trial-number order.",
                   "", "| sampler | seed | " + " | ".join(f"HV@{c}" for c in checkpoints)
                   + " | suggestion ms (median, last 50) | trials | wall s |",
                   "|---|---:|" + "---:|" * len(checkpoints) + "---:|---:|---:|"]

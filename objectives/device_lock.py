@@ -1,36 +1,42 @@
-"""One timing at a time on a GPU: an inter-process lock per physical device.
+"""A timing alone on its GPU: a host-wide reader/writer lock per physical device.
 
-Several workers share one GPU (fractional Ray GPUs). Their evaluations may overlap, since
-the GPU interleaves their kernels and only throughput suffers; their latency measurements
-may not, since a forward pass timed while another process's kernels run measures both. So
-every latency (and kernel-table) measurement on a CUDA device holds this lock.
+Several workers share one GPU (fractional Ray GPUs). Their evaluations may overlap: the GPU
+interleaves their kernels and only throughput suffers. A latency measurement may not overlap
+anything: a forward pass timed while another process's kernels run measures both. So a
+worker's GPU work (compressing, scoring) holds the device's lock *shared*, and a latency or
+kernel-table measurement holds it *exclusive*: it starts once the other workers' current
+GPU steps are done, and theirs wait until it ends.
 
-The lock is an ``fcntl`` file lock named by the GPU's UUID, not its index: under Ray each
-worker sees its own ``CUDA_VISIBLE_DEVICES``, where index 0 can be different GPUs. A file
-lock is released by the kernel when its process dies, so a killed worker never leaves the
-GPU locked. It serialises processes of one host, which is where a GPU's sharers are.
-CPU devices take no lock: each CPU worker times on its own threads.
+Two ``fcntl`` lock files per device, named by the GPU's UUID (under Ray each worker sees its
+own ``CUDA_VISIBLE_DEVICES``, where index 0 can be different GPUs), in one folder for the
+whole host (``$TMPDIR/paretoml-locks``, whatever a process's cache directory):
+
+* ``<key>.lock``: shared for GPU work, exclusive for a timing;
+* ``<key>.gate``: a timing takes it first, and new GPU work passes it on the way in, so a
+  timing waits only for the steps already running, never for a stream of new ones.
+
+A process that holds the lock shared and starts a timing first lets its shared hold go (it
+would otherwise wait for itself), then takes both locks; after the timing it holds the lock
+shared again. The kernel releases a dead process's locks, so a killed worker never leaves the
+GPU locked. CPU devices take no lock: each CPU worker times on its own threads.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import torch
 
-from paretoml.objectives.tasks.cache import cache_dir
-
 #: turn the lock off (e.g. a study that owns its GPU alone): ``PARETOML_EXCLUSIVE_TIMING=0``
 ENV_SWITCH = "PARETOML_EXCLUSIVE_TIMING"
-
-_THREAD_LOCKS: dict[str, threading.Lock] = {}
-_GUARD = threading.Lock()
 
 
 def device_key(device: torch.device) -> str | None:
@@ -43,38 +49,106 @@ def device_key(device: torch.device) -> str | None:
     return f"gpu-{uuid}" if uuid is not None else f"gpu-index-{index}"
 
 
-def lock_path(key: str) -> Path:
-    folder = cache_dir() / "locks"
+def lock_dir() -> Path:
+    """One folder for the host, so that processes with different cache directories (tests,
+    per-study caches, Ray nodes started with another environment) still exclude each other."""
+    folder = Path(tempfile.gettempdir()) / "paretoml-locks"
     folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{key}.lock"
+    try:  # any user's workers may share the GPU
+        os.chmod(folder, 0o1777)
+    except OSError:
+        pass
+    return folder
 
 
 def enabled() -> bool:
     return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
+class _DeviceLock:
+    """This process's hold on one device's two lock files (one open file each, so that a
+    shared hold and a timing of the same process convert one lock instead of colliding)."""
+
+    def __init__(self, key: str) -> None:
+        folder = lock_dir()
+        self._lock: IO[str] = open(folder / f"{key}.lock", "a+")  # noqa: SIM115 (held for the process)
+        self._gate: IO[str] = open(folder / f"{key}.gate", "a+")  # noqa: SIM115
+        self._mutex = threading.Lock()  # the counters and the conversions below
+        self._timing = threading.Lock()  # one timing at a time in this process
+        self._shared = 0  # GPU steps of this process holding the lock shared
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._mutex:
+            self._shared += 1
+            if self._shared == 1:
+                fcntl.flock(self._gate, fcntl.LOCK_SH)  # waits while a timing is queued or running
+                fcntl.flock(self._lock, fcntl.LOCK_SH)
+                fcntl.flock(self._gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            with self._mutex:
+                self._shared -= 1
+                if self._shared == 0:
+                    fcntl.flock(self._lock, fcntl.LOCK_UN)
+
+    @contextmanager
+    def exclusive(self) -> Iterator[float]:
+        start = time.perf_counter()
+        with self._timing:
+            with self._mutex:
+                fcntl.flock(self._lock, fcntl.LOCK_UN)  # this process's own shared hold, if any
+                fcntl.flock(self._gate, fcntl.LOCK_EX)  # no new GPU step starts from now on
+                fcntl.flock(self._lock, fcntl.LOCK_EX)  # the steps already running have ended
+            try:
+                yield time.perf_counter() - start
+            finally:
+                with self._mutex:
+                    fcntl.flock(self._lock, fcntl.LOCK_SH if self._shared else fcntl.LOCK_UN)
+                    fcntl.flock(self._gate, fcntl.LOCK_UN)
+
+
+_LOCKS: dict[str, _DeviceLock] = {}
+_GUARD = threading.Lock()
+
+
+def _device_lock(key: str) -> _DeviceLock:
+    with _GUARD:
+        if key not in _LOCKS:
+            _LOCKS[key] = _DeviceLock(key)
+        return _LOCKS[key]
+
+
 @contextmanager
 def exclusive(key: str | None) -> Iterator[float]:
-    """Hold the host-wide lock named ``key`` (nothing for None); yields the seconds waited.
-
-    Threads of one process serialise on an in-process lock first (``flock`` locks belong
-    to the open file, so two threads of one process would not exclude each other)."""
+    """Hold the device named ``key`` alone (nothing for None); yields the seconds waited."""
     if key is None or not enabled():
         yield 0.0
         return
-    with _GUARD:
-        local = _THREAD_LOCKS.setdefault(key, threading.Lock())
-    start = time.perf_counter()
-    with local, open(lock_path(key), "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield time.perf_counter() - start
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with _device_lock(key).exclusive() as waited:
+        yield waited
+
+
+@contextmanager
+def shared(key: str | None) -> Iterator[None]:
+    """Hold the device named ``key`` with the other workers (a step of GPU work)."""
+    if key is None or not enabled():
+        yield
+        return
+    with _device_lock(key).shared():
+        yield
 
 
 @contextmanager
 def exclusive_timing(device: torch.device) -> Iterator[float]:
-    """The timing lock of ``device`` (see the module's docstring)."""
+    """The device to this timing alone (see the module's docstring)."""
     with exclusive(device_key(device)) as waited:
         yield waited
+
+
+@contextmanager
+def gpu_work(device: torch.device) -> Iterator[None]:
+    """A step of GPU work that may run beside other workers' but never beside a timing."""
+    with shared(device_key(device)):
+        yield

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from paretoml.objectives import deploy, measure
+from paretoml.objectives import deploy, device_lock, measure
+from paretoml.objectives.device_lock import gpu_work
 from paretoml.objectives.compress.merge import merge_state_dicts
 from paretoml.objectives.compress.prune import prune_structured, prune_unstructured
 from paretoml.objectives.compress.quantize import quantize_model
@@ -165,18 +166,19 @@ class TrialEvaluator:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         self.task.on_trial(config, number)
-        model = copy.deepcopy(self.model)
-        if config.merge:
-            if self.bundle is None:
-                raise ValueError("merge knobs need a task with checkpoints")
-            base = self.model.state_dict()
-            model.load_state_dict(merge_state_dicts(base, self.bundle.checkpoints, config.merge))
-        structured = {n: r for n, r in config.prune.items() if config.prune_method.get(n) == "structured"}
-        unstructured = {n: r for n, r in config.prune.items()
-                        if config.prune_method.get(n) not in ("structured", "2:4")}
-        prune_structured(model, structured, self._links)
-        masks = prune_unstructured(model, unstructured)
-        masks.update(deploy.prune_semi_structured(model, deploy.semi_structured_layers(config)))
+        with gpu_work(self.device):  # beside other workers' GPU work, never beside a timing
+            model = copy.deepcopy(self.model)
+            if config.merge:
+                if self.bundle is None:
+                    raise ValueError("merge knobs need a task with checkpoints")
+                base = self.model.state_dict()
+                model.load_state_dict(merge_state_dicts(base, self.bundle.checkpoints, config.merge))
+            structured = {n: r for n, r in config.prune.items() if config.prune_method.get(n) == "structured"}
+            unstructured = {n: r for n, r in config.prune.items()
+                            if config.prune_method.get(n) not in ("structured", "2:4")}
+            prune_structured(model, structured, self._links)
+            masks = prune_unstructured(model, unstructured)
+            masks.update(deploy.prune_semi_structured(model, deploy.semi_structured_layers(config)))
         timings["compress_s"] = time.perf_counter() - t0
         steps = self.settings.finetune_steps
         bundle = self.bundle
@@ -195,12 +197,16 @@ class TrialEvaluator:
                 masks=masks,
             )
             for step in (sorted(s for s in rungs if 0 < s < steps) if gate is not None else []):
-                tuner.run(step - tuner.done)
-                if gate(step, self.rung_values(model, config, objectives)):
+                with gpu_work(self.device):
+                    tuner.run(step - tuner.done)
+                    values = self.rung_values(model, config, objectives)
+                if gate(step, values):  # the driver's answer is awaited outside the GPU lock
                     raise StoppedAtRung(step)
-            tuner.run(steps - tuner.done)
+            with gpu_work(self.device):
+                tuner.run(steps - tuner.done)
             timings["finetune_s"] = time.perf_counter() - t1
-        quantize_model(model, config.bits)
+        with gpu_work(self.device):
+            quantize_model(model, config.bits)
         return model.eval(), timings
 
     def rung_values(self, model: nn.Module, config: TrialConfig, objectives: Sequence[str]) -> dict[str, float]:
@@ -247,7 +253,9 @@ class TrialEvaluator:
         """The task's own metrics of ``model`` on a split, against the uncompressed model's
         reference (e.g. an exported model reloaded: the same numbers as its trial)."""
         data, reference = self._split(split)
-        return {name: float(value) for name, value in self.data.scorer.score(model, data, reference, names).items()}
+        with gpu_work(self.device):
+            scored = self.data.scorer.score(model, data, reference, names)
+        return {name: float(value) for name, value in scored.items()}
 
     def split_samples(self, split: Split_ = "validation") -> int:
         """The samples of a split (counted once where the split does not say)."""
@@ -256,10 +264,11 @@ class TrialEvaluator:
         return self._samples[split]
 
     def _prefix(self, split: Split_, n: int) -> tuple[Any, Any]:
-        """The first ``n`` samples of a split and the uncompressed model's reference on them
-        (computed once per worker): a prefix is scored against a reference cut to match."""
+        """``n`` samples of a split, spread over all its batches (:meth:`Split.spread`), and
+        the uncompressed model's reference on them (computed once per worker): a rung is
+        scored against a reference cut to match."""
         if (split, n) not in self._prefixes:
-            prefix = self._split(split)[0].head(n)
+            prefix = self._split(split)[0].spread(n)
             self._prefixes[split, n] = (prefix, self.data.scorer.reference(self.model, prefix))
         return self._prefixes[split, n]
 
@@ -276,7 +285,8 @@ class TrialEvaluator:
         metrics = [n for n in objectives if n not in SYSTEM_OBJECTIVES]
         for n in prefix_sizes(fractions, self.split_samples(split)):
             data, reference = self._prefix(split, n)
-            scored = self.data.scorer.score(run, data, reference, metrics) if metrics else {}
+            with gpu_work(self.device):
+                scored = self.data.scorer.score(run, data, reference, metrics) if metrics else {}
             values = {name: float(scored[name]) for name in metrics}
             if "model_bytes" in objectives:
                 values["model_bytes"] = float(measure.packed_model_bytes(model, config.bits))
@@ -294,7 +304,8 @@ class TrialEvaluator:
         # Everything but the packed size is measured on the deployable form of the model:
         # the real low-bit and sparse kernels of this device (objectives/deploy).
         example = measure.example_inputs(self._latency_example(), self.settings.latency.batch_size)
-        deployment = deploy.deployable(model, config, self.device, example=example)
+        with gpu_work(self.device):  # kernel-table timings inside take the device alone
+            deployment = deploy.deployable(model, config, self.device, example=example)
         run = deployment.model
         values: dict[str, float] = {}
         provenance: dict[str, dict[str, str]] = {}
@@ -304,7 +315,9 @@ class TrialEvaluator:
         detail = {
             "latency_ms": (
                 f"median of {lat.repeats} passes after {lat.warmup} warm-up, batch {self._latency_batch()}, "
-                + ("CUDA events, alone on the GPU (timing lock)" if self.device.type == "cuda"
+                + ("CUDA events, no other worker's GPU work meanwhile (timing lock)"
+                   if self.device.type == "cuda" and device_lock.enabled() else
+                   "CUDA events, beside other workers' GPU work (timing lock off)" if self.device.type == "cuda"
                    else f"{lat.threads} thread(s)") + f"; {deployment.describe()}"
             ),
             "model_bytes": "packed format: b-bit values + fp16 per-channel scales, bitmap for sparsity, fp32 rest",
@@ -323,7 +336,8 @@ class TrialEvaluator:
             # a real model's task scores all its metrics from one pass (e.g. one set of
             # embeddings); those the study does not optimise are kept as attributes
             wanted = task_metrics if self.bundle is not None else [m.name for m in data.scorer.metrics]
-            scored = data.scorer.score(run, split_data[0], split_data[1], wanted)
+            with gpu_work(self.device):
+                scored = data.scorer.score(run, split_data[0], split_data[1], wanted)
             for name in task_metrics:
                 values[name] = float(scored[name])
                 detail[name] = f"{self.catalog[name].summary}; {size}{split} samples"
@@ -333,7 +347,8 @@ class TrialEvaluator:
             elif name == "model_bytes":
                 values[name] = float(measure.packed_model_bytes(model, config.bits))
             elif name == "peak_memory_bytes":
-                values[name] = float(measure.peak_memory_bytes(run, self._latency_example()))
+                with gpu_work(self.device):
+                    values[name] = float(measure.peak_memory_bytes(run, self._latency_example()))
             elif name == "mean_bits":
                 values[name] = mean_bits(self.layers, config)
             how = self.catalog[name].how

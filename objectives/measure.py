@@ -121,7 +121,7 @@ def latency_ms(model: nn.Module, example: torch.Tensor | ExampleInputs, settings
     torch.set_num_threads(settings.threads)
     try:
         if batch.is_cuda:
-            with exclusive_timing(batch.device):
+            with exclusive_timing(batch.device), torch.cuda.device(batch.device):  # events on its stream
                 times = _cuda_times(model, batch, settings)
         else:
             for _ in range(settings.warmup):

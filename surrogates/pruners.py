@@ -50,14 +50,18 @@ class NoOptions(_Options):
 
 
 class SuccessiveHalvingOptions(_Options):
-    min_resource: int | None = Field(None, ge=1, description="steps before the first rung; None: Optuna's 'auto'")
+    min_resource: int | None = Field(None, ge=1, description="steps before the first rung, in the rungs' unit (fine-tune "
+                                                              "steps, or validation samples with over: evaluation); "
+                                                              "None: Optuna's 'auto'")
     reduction_factor: int = Field(3, ge=2, le=100)
     min_early_stopping_rate: int = Field(0, ge=0)
     min_trials: int = Field(4, ge=1, description="multi-objective: trials at a rung before any is stopped there")
 
 
 class HyperbandOptions(_Options):
-    min_resource: int = Field(1, ge=1)
+    min_resource: int = Field(1, ge=1, description="the smallest bracket's first rung, in the rungs' unit (fine-tune "
+                                                    "steps, or validation samples with over: evaluation: set it near "
+                                                    "the first rung's samples, or brackets start past the rungs)")
     reduction_factor: int = Field(3, ge=2, le=100)
     min_trials: int = Field(4, ge=1, description="multi-objective: trials at a rung before any is stopped there")
 

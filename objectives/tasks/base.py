@@ -187,6 +187,25 @@ class Split:
 
         return Split(batches, size=n, description=f"first {n} of {self.description or 'the split'}")
 
+    def spread(self, n: int) -> Split:
+        """``n`` samples taken from every batch in proportion to its size (its first rows), as
+        a split: what evaluation rungs score a trial on. A split sorted by length (the
+        sentence encoders batch like lengths together) is then sampled across all lengths,
+        where its first ``n`` samples would be its shortest."""
+        total = self.count()
+
+        def batches() -> Iterator[Batch]:
+            seen = taken = 0
+            for batch in self:
+                seen += batch_length(batch)
+                take = round(n * seen / total) - taken  # the running share: exactly n in all
+                if take > 0:
+                    yield batch_head(batch, take)
+                    taken += take
+
+        return Split(batches, size=min(n, total),
+                     description=f"{n} samples spread over {self.description or 'the split'}")
+
     def count(self) -> int:
         """Its samples: ``size`` where known, else counted by one pass over the batches."""
         return self.size if self.size is not None else sum(batch_length(b) for b in self)

@@ -67,10 +67,11 @@ def gpu_share(workers: int, requested: GpuRequest, cluster_gpus: float, uses_cud
     if share > 1 and not float(share).is_integer():
         raise GpuShareError(f"a worker can reserve a fraction of one GPU or whole GPUs, not {share}")
     fits = capacity(share, cluster_gpus)
-    if workers > fits:
+    if workers * sharers > fits:
+        together = f" ({sharers} pools of {workers} at once)" if sharers > 1 else ""
         raise GpuShareError(
-            f"{workers} workers reserving {share:g} GPU each do not fit on the cluster's {cluster_gpus:g} GPU(s): "
-            f"at most {fits}; use fewer workers, a smaller share, or 'auto'")
+            f"{workers * sharers} workers{together} reserving {share:g} GPU each do not fit on the cluster's "
+            f"{cluster_gpus:g} GPU(s): at most {fits}; use fewer workers, a smaller share, or 'auto'")
     return share
 
 

@@ -1,4 +1,4 @@
-"""The GPU timing lock: one measurement at a time across processes and threads.
+"""The GPU timing lock: a timing alone on its device, GPU work side by side, across processes.
 
 The lock is keyed by a name (a GPU's UUID on a real machine); these tests use a made-up
 key, since the logic is the same for any device and no GPU is needed to check it.
@@ -16,25 +16,28 @@ from pathlib import Path
 import pytest
 import torch
 
-from paretoml.objectives.device_lock import device_key, exclusive
+from paretoml.objectives.device_lock import device_key, exclusive, shared
 
 KEY = "gpu-test-fake-uuid"
 
 
-def _timed_sections(out: str, key: str, cache: str, n: int, hold_s: float) -> None:
+def _timed_sections(out: str, key: str, cache: str, n: int, hold_s: float, kind: str = "exclusive",
+                    gap_s: float = 0.0) -> None:
     os.environ["PARETOML_CACHE_DIR"] = cache
+    hold = exclusive if kind == "exclusive" else shared
     with open(out, "a") as handle:
         for _ in range(n):
-            with exclusive(key):
+            with hold(key):
                 start = time.monotonic()
                 time.sleep(hold_s)
-                handle.write(f"{os.getpid()} {start} {time.monotonic()}\n")
+                handle.write(f"{kind} {start} {time.monotonic()}\n")
                 handle.flush()
+            time.sleep(gap_s)
 
 
-def _intervals(path: Path) -> list[tuple[float, float]]:
+def _intervals(path: Path, kind: str | None = None) -> list[tuple[float, float]]:
     rows = [line.split() for line in path.read_text().splitlines()]
-    return sorted((float(a), float(b)) for _, a, b in rows)
+    return sorted((float(a), float(b)) for k, a, b in rows if kind is None or k == kind)
 
 
 def _overlaps(intervals: list[tuple[float, float]]) -> int:
@@ -64,6 +67,43 @@ def test_without_the_lock_the_same_processes_do_overlap(tmp_path, monkeypatch):
     """The check above can fail: switched off, the sections run concurrently."""
     monkeypatch.setenv("PARETOML_EXCLUSIVE_TIMING", "0")
     assert _overlaps(_run_processes(tmp_path)) > 0
+
+
+def test_gpu_work_runs_side_by_side_but_never_beside_a_timing(tmp_path):
+    """Two workers' GPU steps (shared) overlap each other; a third worker's timings
+    (exclusive) overlap none of them, and get their turn although the steps come back to back."""
+    out = tmp_path / "sections.txt"
+    ctx = mp.get_context("spawn")
+    cache = os.environ["PARETOML_CACHE_DIR"]
+    work = [ctx.Process(target=_timed_sections, args=(str(out), KEY, cache, 40, 0.03, "shared")) for _ in range(2)]
+    timing = ctx.Process(target=_timed_sections, args=(str(out), KEY, cache, 5, 0.02, "exclusive", 0.02))
+    for p in [*work, timing]:
+        p.start()
+    for p in [*work, timing]:
+        p.join(120)
+        assert p.exitcode == 0
+    steps, timings = _intervals(out, "shared"), _intervals(out, "exclusive")
+    assert len(steps) == 80 and len(timings) == 5
+    assert _overlaps(steps) > 0  # GPU work is shared
+    for start, end in timings:
+        assert not any(s < end and start < e for s, e in steps)
+    # the timings did not wait for the 2.4 s of back-to-back steps to run out
+    assert timings[-1][1] < steps[-1][1]
+
+
+def test_a_timing_inside_the_same_process_s_gpu_work_does_not_wait_for_itself():
+    done = threading.Event()
+
+    def nested() -> None:
+        with shared(KEY + "-nested"):
+            with exclusive(KEY + "-nested"):
+                pass
+            with shared(KEY + "-nested"):
+                pass
+        done.set()
+
+    threading.Thread(target=nested, daemon=True).start()
+    assert done.wait(10)
 
 
 def test_threads_of_one_process_exclude_each_other_too():

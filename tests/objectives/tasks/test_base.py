@@ -61,3 +61,19 @@ def test_the_head_of_a_split_cuts_its_last_batch_and_keeps_the_structure():
     assert split.count() == 12 and Split(batches).count() == 12  # counted when no size is given
     pairs = list(Split.of_tensors(torch.arange(10), torch.arange(10) * 2, batch_size=4).head(5))
     assert [len(x) for x, _ in pairs] == [4, 1] and torch.equal(pairs[1][1], torch.tensor([8]))
+
+
+def test_a_spread_of_a_split_samples_every_batch_in_proportion():
+    """What evaluation rungs score: for a split sorted by length (like lengths batched
+    together), samples from every batch, not the first (shortest) ones."""
+    lengths = sorted([3, 9, 4, 12, 7, 5, 11, 6, 8, 10, 2, 1])  # 12 sentences, sorted as the encoders do
+    split = Split.of_tensors(torch.tensor(lengths), batch_size=4)
+    spread = split.spread(6)
+    got = torch.cat(list(spread))
+    assert spread.size == 6 and len(got) == 6
+    assert [len(b) for b in spread] == [2, 2, 2]  # half of each batch of 4
+    assert got.tolist() == [1, 2, 5, 6, 9, 10]  # short, middle and long ones alike
+    assert torch.cat(list(split.head(6))).tolist() == [1, 2, 3, 4, 5, 6]  # a head is only the shortest
+    uneven = Split.of_tensors(torch.arange(10), batch_size=4)  # batches of 4, 4, 2
+    assert [len(b) for b in uneven.spread(5)] == [2, 2, 1] and uneven.spread(5).size == 5
+    assert sum(len(b) for b in uneven.spread(10)) == 10

@@ -71,6 +71,10 @@ def test_an_explicit_share_that_cannot_be_placed_is_refused_before_anything_star
     with pytest.raises(GpuShareError, match="reserve no GPU"):
         gpu_share(1, 0, 1, uses_cuda=True)
     assert gpu_share(3, 0, 0, uses_cuda=False) == 0.0
+    # an explicit share counts the pools that run at once too
+    assert gpu_share(2, 0.25, 1, uses_cuda=True, sharers=2) == 0.25
+    with pytest.raises(GpuShareError, match=r"4 workers \(2 pools of 2 at once\).*at most 2"):
+        gpu_share(2, 0.5, 1, uses_cuda=True, sharers=2)
 
 
 def test_gpu_requests_are_parsed_with_clear_errors():
