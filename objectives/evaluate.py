@@ -336,8 +336,7 @@ class TrialEvaluator:
             # a real model's task scores all its metrics from one pass (e.g. one set of
             # embeddings); those the study does not optimise are kept as attributes
             wanted = task_metrics if self.bundle is not None else [m.name for m in data.scorer.metrics]
-            with gpu_work(self.device):
-                scored = data.scorer.score(run, split_data[0], split_data[1], wanted)
+            scored = self.score(run, wanted, split)
             for name in task_metrics:
                 values[name] = float(scored[name])
                 detail[name] = f"{self.catalog[name].summary}; {size}{split} samples"

@@ -105,14 +105,18 @@ def test_without_a_pruner_nothing_is_stopped(tmp_path):
     assert all(t.state == TrialState.COMPLETE and not t.intermediate_values for t in study.trials)
 
 
-def test_ray_workers_wait_for_the_decision_between_rungs(tmp_path):
+@pytest.fixture()
+def local_ray():
+    """A local Ray runtime for one test; the pool joins it."""
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    try:
-        url = f"sqlite:///{tmp_path / 'p.db'}"
-        study = run(url, digits_spec({"name": "successive-halving", "options": {"min_trials": 3}},
-                                     ["accuracy", "model_bytes"], n_trials=12), kind="ray", workers=2)
-    finally:
-        ray.shutdown()
+    yield
+    ray.shutdown()
+
+
+def test_ray_workers_wait_for_the_decision_between_rungs(tmp_path, local_ray):
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    study = run(url, digits_spec({"name": "successive-halving", "options": {"min_trials": 3}},
+                                 ["accuracy", "model_bytes"], n_trials=12), kind="ray", workers=2)
     check_pruned(study, url, [6, 12])
     assert len({t.user_attrs["paretoml:worker"]["worker"] for t in study.trials}) == 2
 
@@ -152,14 +156,10 @@ def test_rungs_over_evaluation_size_stop_bad_trials_without_fine_tuning(tmp_path
         assert (t.state == TrialState.PRUNED) == ("paretoml:test_accuracy" not in t.user_attrs)
 
 
-def test_ray_workers_wait_for_the_decision_between_evaluation_rungs(tmp_path):
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    try:
-        url = f"sqlite:///{tmp_path / 'p.db'}"
-        study = run(url, evaluation_spec({"name": "successive-halving", "options": {"min_trials": 3}},
-                                         ["accuracy", "model_bytes"], n_trials=12), kind="ray", workers=2)
-    finally:
-        ray.shutdown()
+def test_ray_workers_wait_for_the_decision_between_evaluation_rungs(tmp_path, local_ray):
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    study = run(url, evaluation_spec({"name": "successive-halving", "options": {"min_trials": 3}},
+                                     ["accuracy", "model_bytes"], n_trials=12), kind="ray", workers=2)
     steps, total = validation_steps(study)
     check_pruned(study, url, steps, last=total)
     assert len({t.user_attrs["paretoml:worker"]["worker"] for t in study.trials}) == 2

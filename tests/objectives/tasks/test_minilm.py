@@ -6,7 +6,6 @@ fails the test, even if the loader would have swallowed the error.
 
 from __future__ import annotations
 
-import socket
 import sys
 
 import pytest
@@ -20,6 +19,7 @@ from paretoml.objectives.measure import LatencySettings  # noqa: E402
 from paretoml.objectives.tasks.minilm import MiniLMOptions, MiniLMTask, MissingExtraError, model_folder  # noqa: E402
 from paretoml.objectives.tasks.registry import available_tasks  # noqa: E402
 from paretoml.search_space.space import TrialConfig  # noqa: E402
+from tests.objectives.tasks.offline import refused_connections  # noqa: E402
 
 ATTEMPTS: list[object] = []
 
@@ -27,18 +27,8 @@ ATTEMPTS: list[object] = []
 @pytest.fixture(scope="module", autouse=True)
 def no_network():
     """Refuse (and record) every internet connection made while these tests run."""
-    original = socket.socket.connect
-
-    def refuse(self: socket.socket, address: object) -> None:
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            ATTEMPTS.append(address)
-            raise OSError("network access attempted in an offline test")
-        return original(self, address)
-
-    socket.socket.connect = refuse  # type: ignore[method-assign]
-    yield
-    socket.socket.connect = original  # type: ignore[method-assign]
-    assert ATTEMPTS == [], f"network connections attempted: {ATTEMPTS}"
+    with refused_connections(ATTEMPTS):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import collections
 import copy
 import re
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
@@ -34,6 +33,7 @@ from paretoml.objectives.tasks.registry import available_tasks, create_task  # n
 from paretoml.objectives.tasks.sentence_encoder import SentenceEncoder, load_sentences  # noqa: E402
 from paretoml.search_space.introspect import introspect  # noqa: E402
 from paretoml.search_space.space import TrialConfig  # noqa: E402
+from tests.objectives.tasks.offline import refused_connections  # noqa: E402
 
 SETTINGS = MeasureSettings(latency=LatencySettings(warmup=1, repeats=2))
 
@@ -191,18 +191,8 @@ ATTEMPTS: list[object] = []
 @pytest.fixture(scope="module")
 def offline():
     """Refuse (and record) every internet connection made while the real model is used."""
-    original = socket.socket.connect
-
-    def refuse(self: socket.socket, address: object) -> None:
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            ATTEMPTS.append(address)
-            raise OSError("network access attempted in an offline test")
-        return original(self, address)
-
-    socket.socket.connect = refuse  # type: ignore[method-assign]
-    yield
-    socket.socket.connect = original  # type: ignore[method-assign]
-    assert ATTEMPTS == [], f"network connections attempted: {ATTEMPTS}"
+    with refused_connections(ATTEMPTS):
+        yield
 
 
 @pytest.fixture(scope="module")
