@@ -6,7 +6,11 @@
 # in four parts): the models travel as fp16 because a call carries at most 64 MiB; the
 # GPU computes in bf16, so fp16 storage loses nothing it would keep.
 # Usage: bash benchmarks/device_gpu_study.sh STAGE [gpu_study.py run options]
-#   STAGE: check | minilm | mpnet | none (only install and assemble what was carried)
+#   STAGE: check | minilm | mpnet (a run now) | bg-minilm NAME | bg-mpnet NAME (a run in its
+#   own process session, which outlives this call while the machine stays warm) | none
+#   (only install, assemble and collect). MPS=1 runs the stage under CUDA MPS (started here,
+#   stopped after). Every run writes under /tmp/gs-out/<name>; each call ends by packing all
+#   of /tmp/gs-out (runs still going included) into $OUT/gs.tgz, with the logs.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore PARETOML_CACHE_DIR=/tmp/paretoml-cache
 site=/tmp/site
@@ -32,10 +36,29 @@ fi
 export PARETOML_MINILM_FOLDER=/tmp/models/minilm-fp16 PARETOML_MPNET_FOLDER=/tmp/models/mpnet-fp16
 stage=${1:-none}; shift || true
 nvidia-smi --query-gpu=name,memory.total,driver_version,utilization.gpu --format=csv,noheader
+mkdir -p /tmp/gs-out
+mps_on() {
+  [ "${MPS:-0}" = 1 ] || return 0
+  if command -v nvidia-cuda-mps-control >/dev/null && nvidia-cuda-mps-control -d; then echo "MPS started"
+  else echo "MPS: not available here"; fi
+}
+mps_off() { [ "${MPS:-0}" = 1 ] && echo quit | nvidia-cuda-mps-control 2>/dev/null; true; }
+filter() { grep -v '^\[I \|optuna_warn\|ExperimentalWarning'; }
 case $stage in
   check) python3 benchmarks/device_check.py 2>&1 | grep -v '^\[I ' ;;
   minilm|mpnet)
-    python3 benchmarks/gpu_study.py run --task "$stage" --out "$OUT" "$@" 2>&1 | grep -v '^\[I \|optuna_warn\|ExperimentalWarning'
-    true ;;
+    name="fg-$(date +%s)"; mps_on
+    python3 benchmarks/gpu_study.py run --task "$stage" --out /tmp/gs-out/$name --db-dir /tmp/gs-db/$name \
+      --ray-dir /tmp/ray-$name "$@" 2>&1 | filter | tee /tmp/gs-out/$name.log
+    mps_off ;;
+  bg-minilm|bg-mpnet)
+    name="bg-$1"; shift
+    setsid nohup python3 benchmarks/gpu_study.py run --task "${stage#bg-}" --out /tmp/gs-out/$name \
+      --db-dir /tmp/gs-db/$name --ray-dir /tmp/ray-$name "$@" > /tmp/gs-out/$name.log 2>&1 < /dev/null &
+    echo "started $name (pid $!)" ;;
   none) ;;
 esac
+for log in /tmp/gs-out/bg-*.log; do [ -f "$log" ] && { echo "== $log"; filter < "$log" | tail -4; }; done
+# the GP studies' databases too: a GP run cut short by the device time is read from its trials
+[ -n "${OUT:-}" ] && tar czf "$OUT/gs.tgz" -C /tmp gs-out $(cd /tmp && find gs-db -name '*-gp*.db' 2>/dev/null)
+true

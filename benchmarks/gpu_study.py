@@ -12,7 +12,8 @@ Phases (``--phases``; each writes its part of ``--out/<task>.json``):
   per hour, the GPU's busy share (NVML) over the trial phase, and the start-up cost.
 * ``baselines``: uniform fp16, fp8 (W8A8), int8 and int4 weight-only, and the sensitivity
   ILP's configurations at the int8 and int4 byte budgets (and half-way between).
-* ``samplers``: ``random tpe gp nsga2 xgboost`` (xgboost with the sensitivity warm start),
+* ``samplers``: ``random tpe gp nsga2 xgboost`` (those of ``--warm`` with the sensitivity
+  warm start, by default xgboost; ``--cold`` runs them without it as well),
   one driver process per sampler study, all on one Ray runtime and one GPU at once (the
   'auto' share splits the GPU between them).
   Hypervolume against trials is computed afterwards (``report``), on objectives normalised
@@ -203,19 +204,42 @@ BASELINES: list[tuple[str, dict[str, Any]]] = [
 
 
 # -- phases ---------------------------------------------------------------------------------
+def _merge(rows: list[dict[str, Any]], row: dict[str, Any], keys: tuple[str, ...]) -> None:
+    """Put ``row`` in ``rows`` in place of an earlier run with the same ``keys`` (a phase run
+    again, or in parts over several calls, keeps the other rows)."""
+    rows[:] = [r for r in rows if any(r.get(k) != row.get(k) for k in keys)] + [row]
+
+
 def phase_scaling(args: argparse.Namespace, busy: Any, out: dict[str, Any]) -> None:
-    rows = []
+    rows = out.setdefault("scaling", [])
     for workers in args.workers:
         name = f"scaling-w{workers}"
         spec = study_spec(args.task, args.scaling_trials, "random", 0, warm_start=False)
         result = run_study(spec, workers, f"sqlite:///{args.db_dir}/{args.task}-{name}.db", name)
         result["gpu_busy"] = busy.share(result["t_loaded"], result["t_done"])
         result["trials_per_hour"] = args.scaling_trials / result["trials_s"] * 3600
-        rows.append(result)
-        print(f"scaling: {workers} worker(s): {result['trials_per_hour']:.0f} trials/h, "
-              f"GPU busy {_pct(result['gpu_busy'])}, start {result['start_s']:.1f} s", flush=True)
-        out["scaling"] = rows
+        result["tag"] = args.tag
+        _merge(rows, result, ("workers", "tag"))
+        print(f"scaling: {workers} worker(s) {args.tag}: {result['trials_per_hour']:.0f} trials/h, "
+              f"GPU busy {_pct(result['gpu_busy'])}, start {result['start_s']:.1f} s; median s per trial: "
+              + ", ".join(f"{k} {v:.3f}" for k, v in step_medians(result["trials"]).items()), flush=True)
         _save(args, out)
+
+
+STEPS = ("compress_s", "deploy_s", "score_s", "latency_s", "measure_s", "duration_s")
+
+
+def step_medians(trials: list[dict[str, Any]]) -> dict[str, float]:
+    """Median seconds of each step of the completed trials (build, deployable model, scoring,
+    latency timing including its wait for the GPU, all of measuring, the whole trial)."""
+    done = [t for t in trials if t["state"] == "COMPLETE"]
+    out = {}
+    for step in STEPS:
+        values = [t.get("duration_s") if step == "duration_s" else t.get("timings", {}).get(step) for t in done]
+        values = [v for v in values if v is not None]
+        if values:
+            out[step.removesuffix("_s")] = float(np.median(values))
+    return out
 
 
 def phase_baselines(args: argparse.Namespace, busy: Any, out: dict[str, Any]) -> None:
@@ -237,15 +261,18 @@ def phase_samplers(args: argparse.Namespace, busy: Any, out: dict[str, Any]) -> 
     address = ray.get_runtime_context().gcs_address
     procs = []
     t0 = time.monotonic()
-    for seed in args.seeds:
-        for sampler in args.samplers:
-            part = Path(args.db_dir) / f"{args.task}-{sampler}-{seed}.json"
-            cmd = [sys.executable, __file__, "_one", "--device", args.device,
-                   "--task-options", json.dumps(OVERRIDES["task_options"]), "--task", args.task, "--sampler", sampler, "--seed", str(seed),
-                   "--trials", str(args.trials), "--workers", str(args.sampler_workers), "--address", address,
-                   "--db-dir", args.db_dir, "--part", str(part),
-                   "--sharers", str(len(args.samplers) * len(args.seeds))]
-            procs.append((sampler, seed, part, subprocess.Popen(cmd)))
+    runs_wanted = [(sampler, seed, warm) for seed in args.seeds for sampler in args.samplers
+                   for warm in ([True, False] if sampler in args.warm and sampler in args.cold
+                                else [sampler in args.warm])]
+    for sampler, seed, warm in runs_wanted:
+        label = f"{sampler}{'+warm' if warm else ''}"
+        part = Path(args.db_dir) / f"{args.task}-{label}-{seed}.json"
+        cmd = [sys.executable, __file__, "_one", "--device", args.device, "--warm", str(int(warm)),
+               "--task-options", json.dumps(OVERRIDES["task_options"]), "--task", args.task, "--sampler", sampler, "--seed", str(seed),
+               "--trials", str(args.trials), "--workers", str(args.sampler_workers), "--address", address,
+               "--db-dir", args.db_dir, "--part", str(part),
+               "--sharers", str(len(runs_wanted))]
+        procs.append((label, seed, part, subprocess.Popen(cmd)))
     runs = out.setdefault("samplers", [])
     pending = list(procs)
     while pending:  # in the order they finish, each saved at once
@@ -258,7 +285,7 @@ def phase_samplers(args: argparse.Namespace, busy: Any, out: dict[str, Any]) -> 
         if part.exists():
             result = json.loads(part.read_text())
             result["gpu_busy"] = busy.share(result["t_loaded"], result["t_done"])
-            runs.append({"sampler": sampler, "seed": seed, **result})
+            _merge(runs, {"sampler": sampler, "seed": seed, **result}, ("sampler", "seed"))
             print(f"sampler {sampler} seed {seed}: {len(result['trials'])} trials in {result['trials_s']:.0f} s",
                   flush=True)
             _save(args, out)
@@ -274,8 +301,8 @@ def cmd_one(args: argparse.Namespace) -> None:
     from paretoml.service.ray_runtime import RayOptions, start_ray
 
     start_ray(RayOptions(address=args.address))
-    spec = study_spec(args.task, args.trials, args.sampler, args.seed, warm_start=args.sampler == "xgboost")
-    name = f"{args.sampler}-{args.seed}"
+    spec = study_spec(args.task, args.trials, args.sampler, args.seed, warm_start=bool(args.warm))
+    name = f"{args.sampler}{'+warm' if args.warm else ''}-{args.seed}"
     result = run_study(spec, args.workers, f"sqlite:///{args.db_dir}/{args.task}-{name}.db", name,
                        sharers=args.sharers)
     # time.monotonic is one clock for the whole machine (Linux), so the parent can place
@@ -342,13 +369,20 @@ def cmd_report(args: argparse.Namespace) -> None:
     if data.get("scaling"):
         lines += ["## Workers sharing one GPU", "",
                   f"GPU busy: {data.get('gpu_busy_source')}, mean of 0.1 s readings over the trial phase.", "",
-                  "| workers | GPU share each | trials | trial phase s | trials/hour | GPU busy | start-up s (Ray, model load, reference) | median trial s |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "Median seconds of a trial's steps: build (copy, prune), deployable model (quantize, "
+                  "kernels, CUDA graph), scoring the split, latency (its wait for the timing lock included), "
+                  "and the whole trial.", "",
+                  "| workers | run | GPU share each | trials | trial phase s | trials/hour | GPU busy | start-up s "
+                  "(Ray, model load, reference) | build | deploy | score | latency | trial |",
+                  "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in data["scaling"]:
             done = [t for t in r["trials"] if t["state"] == "COMPLETE"]
-            med = float(np.median([t["duration_s"] for t in done if t.get("duration_s")])) if done else float("nan")
-            lines.append(f"| {r['workers']} | {r['gpu_share']:.3g} | {len(done)} | {r['trials_s']:.1f} | "
-                         f"{r['trials_per_hour']:.0f} | {_pct(r.get('gpu_busy'))} | {r['start_s']:.1f} | {med:.2f} |")
+            med = step_medians(r["trials"])
+            cells = " | ".join(f"{med[k]:.3f}" if k in med else "" for k in
+                               ("compress", "deploy", "score", "latency", "duration"))
+            lines.append(f"| {r['workers']} | {r.get('tag') or ''} | {r['gpu_share']:.3g} | {len(done)} | "
+                         f"{r['trials_s']:.1f} | {r['trials_per_hour']:.0f} | {_pct(r.get('gpu_busy'))} | "
+                         f"{r['start_s']:.1f} | {cells} |")
         lines.append("")
     runs = data.get("samplers", [])
     every = [t["values"] for r in runs for t in r["trials"] if t.get("values")]
@@ -387,20 +421,42 @@ def cmd_report(args: argparse.Namespace) -> None:
             lines.append(f"| {r['sampler']} | {r['seed']} | " + " | ".join(cells)
                          + f" | {1e3 * float(np.median(sug)) if sug else float('nan'):.0f} | {len(done)} | {r['trials_s']:.0f} |")
         lines.append("")
-        best_other = max((c[-1] for s, cs in curves.items() if s != "xgboost" for c in cs if c), default=None)
-        if best_other is not None and "xgboost" in curves:
-            for curve in curves["xgboost"]:
-                reach = next((i + 1 for i, h in enumerate(curve) if h >= best_other), None)
-                lines.append(f"xgboost (with the sensitivity warm start) reaches the best other sampler's final "
-                             f"hypervolume ({best_other:.4f}) at trial {reach if reach else f'> {len(curve)}'} "
-                             f"(goal <= 60).")
-        lines.append("")
+        lines += _sampler_summary(curves, checkpoints)
     text = "\n".join(lines)
     print(text)
     if args.md:
         Path(args.md).write_text(text + "\n")
     if args.html and (runs or data.get("baselines")):
         _figure(data, curves, low, high, args.html)
+
+
+def _sampler_summary(curves: dict[str, list[list[float]]], checkpoints: list[int]) -> list[str]:
+    """Each run's hypervolume at the checkpoints, median over seeds, and the warm-started
+    xgboost's goal: the trial where it reaches the best other run's final hypervolume (the
+    best cold-started one, and the best of every other run, warm-started ones included)."""
+    lines = ["| run | seeds | " + " | ".join(f"HV@{c} (median)" for c in checkpoints) + " |",
+             "|---|---:|" + "---:|" * len(checkpoints)]
+    for label, runs in sorted(curves.items()):
+        cells = []
+        for c in checkpoints:
+            at = [curve[c - 1] for curve in runs if len(curve) >= c]
+            cells.append(f"{float(np.median(at)):.4f}" if len(at) == len(runs) else "")
+        lines.append(f"| {label} | {len(runs)} | " + " | ".join(cells) + " |")
+    lines.append("")
+    xgb = [k for k in curves if k.startswith("xgboost") and "+warm" in k] or [k for k in curves if k == "xgboost"]
+    for pool, what in ((lambda k: "+warm" not in k and not k.startswith("xgboost"), "cold-started"),
+                       (lambda k: not k.startswith("xgboost"), "any other")):
+        finals = [(c[-1], k) for k, cs in curves.items() if pool(k) for c in cs if c]
+        if not finals or not xgb:
+            continue
+        best, who = max(finals)
+        for label in xgb:
+            for seed, curve in enumerate(curves[label]):
+                reach = next((i + 1 for i, h in enumerate(curve) if h >= best), None)
+                lines.append(f"- {label} (run {seed}) reaches the best {what} run's final hypervolume "
+                             f"({best:.4f}, {who}) at trial {reach if reach else f'> {len(curve)}'} (goal <= 60).")
+    lines.append("")
+    return lines
 
 
 def _figure(data: dict[str, Any], curves: dict[str, list[list[float]]], low: np.ndarray, high: np.ndarray,
@@ -445,6 +501,11 @@ def main() -> None:
     run.add_argument("--seeds", type=int, nargs="+", default=[0])
     run.add_argument("--trials", type=int, default=200)
     run.add_argument("--sampler-workers", type=int, default=2)
+    run.add_argument("--warm", nargs="*", default=["xgboost"],
+                     help="samplers whose studies start from the sensitivity warm start")
+    run.add_argument("--cold", nargs="*", default=[],
+                     help="of --warm, those also run without it (both studies)")
+    run.add_argument("--tag", default="", help="a label of the scaling rows (e.g. 'MPS')")
     run.add_argument("--out", required=True)
     run.add_argument("--db-dir", default="/tmp/gpu-study")
     run.add_argument("--ray-dir", default="/tmp/ray-gs")
@@ -453,7 +514,8 @@ def main() -> None:
         p.add_argument("--device", default="cuda", help="measure.device of the studies (cpu: a dry run)")
         p.add_argument("--task-options", default="{}", help="JSON overriding the task options (a dry run)")
     for flag, kind in (("--task", str), ("--sampler", str), ("--seed", int), ("--trials", int), ("--workers", int),
-                       ("--address", str), ("--db-dir", str), ("--part", str), ("--sharers", int)):
+                       ("--address", str), ("--db-dir", str), ("--part", str), ("--sharers", int),
+                       ("--warm", int)):
         one.add_argument(flag, type=kind, required=True)
     rep = sub.add_parser("report")
     rep.add_argument("json")

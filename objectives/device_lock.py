@@ -15,6 +15,9 @@ whole host (``$TMPDIR/paretoml-locks``, whatever a process's cache directory):
 * ``<key>.gate``: a timing takes it first, and new GPU work passes it on the way in, so a
   timing waits only for the steps already running, never for a stream of new ones.
 
+Long GPU work (scoring a split batch by batch) lets a queued timing in between its steps
+(:func:`let_timings_in`): a timing then waits for one batch, not for the whole split.
+
 A process that holds the lock shared and starts a timing first lets its shared hold go (it
 would otherwise wait for itself), then takes both locks; after the timing it holds the lock
 shared again. The kernel releases a dead process's locks, so a killed worker never leaves the
@@ -93,6 +96,22 @@ class _DeviceLock:
                 if self._shared == 0:
                     fcntl.flock(self._lock, fcntl.LOCK_UN)
 
+    def let_timings_in(self) -> None:
+        """Between two steps of shared GPU work: if a timing is queued (the gate is taken),
+        give the shared hold up until it ends, then take it again; otherwise nothing."""
+        if self._timing.locked():  # this process's own timing: its locks are converted
+            return
+        with self._mutex:
+            if self._shared == 0:
+                return
+            try:
+                fcntl.flock(self._gate, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:  # a timing waits for the shared holders
+                fcntl.flock(self._lock, fcntl.LOCK_UN)
+                fcntl.flock(self._gate, fcntl.LOCK_SH)  # until the timing is done
+                fcntl.flock(self._lock, fcntl.LOCK_SH)
+            fcntl.flock(self._gate, fcntl.LOCK_UN)
+
     @contextmanager
     def exclusive(self) -> Iterator[float]:
         start = time.perf_counter()
@@ -138,6 +157,19 @@ def shared(key: str | None) -> Iterator[None]:
         return
     with _device_lock(key).shared():
         yield
+
+
+def pause(key: str | None) -> None:
+    """Between two steps of this process's shared work on the device named ``key``: a queued
+    timing runs now, before the next step (nothing when none is queued, or for None)."""
+    if key is None or not enabled():
+        return
+    _device_lock(key).let_timings_in()
+
+
+def let_timings_in(device: torch.device) -> None:
+    """A point between two steps of this process's GPU work where a queued timing may run."""
+    pause(device_key(device))
 
 
 @contextmanager

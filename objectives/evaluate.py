@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,10 +23,12 @@ from paretoml.objectives.compress.prune import prune_structured, prune_unstructu
 from paretoml.objectives.compress.quantize import quantize_model
 from paretoml.objectives.tasks.base import (
     CLASSIFIER_METRICS,
+    Batch,
     Direction,
     How,
     ModelBundle,
     ObjectiveDef,
+    Split,
     Task,
     TaskBundle,
     first_tensor,
@@ -254,8 +256,21 @@ class TrialEvaluator:
         reference (e.g. an exported model reloaded: the same numbers as its trial)."""
         data, reference = self._split(split)
         with gpu_work(self.device):
-            scored = self.data.scorer.score(model, data, reference, names)
+            scored = self.data.scorer.score(model, self._yielding(data), reference, names)
         return {name: float(value) for name, value in scored.items()}
+
+    def _yielding(self, split: Split) -> Split:
+        """``split`` with a pause before each batch where another worker's queued latency
+        timing may take the GPU (:func:`device_lock.let_timings_in`): it waits for one batch
+        of this scoring, not the whole split."""
+        device = self.device
+
+        def batches() -> Iterator[Batch]:
+            for batch in split:
+                device_lock.let_timings_in(device)
+                yield batch
+
+        return Split(batches, size=split.size, description=split.description)
 
     def split_samples(self, split: Split_ = "validation") -> int:
         """The samples of a split (counted once where the split does not say)."""
@@ -286,7 +301,7 @@ class TrialEvaluator:
         for n in prefix_sizes(fractions, self.split_samples(split)):
             data, reference = self._prefix(split, n)
             with gpu_work(self.device):
-                scored = self.data.scorer.score(run, data, reference, metrics) if metrics else {}
+                scored = self.data.scorer.score(run, self._yielding(data), reference, metrics) if metrics else {}
             values = {name: float(scored[name]) for name in metrics}
             if "model_bytes" in objectives:
                 values["model_bytes"] = float(measure.packed_model_bytes(model, config.bits))
@@ -304,8 +319,11 @@ class TrialEvaluator:
         # Everything but the packed size is measured on the deployable form of the model:
         # the real low-bit and sparse kernels of this device (objectives/deploy).
         example = measure.example_inputs(self._latency_example(), self.settings.latency.batch_size)
+        timings: dict[str, float] = {}
+        t_deploy = time.perf_counter()
         with gpu_work(self.device):  # kernel-table timings inside take the device alone
             deployment = deploy.deployable(model, config, self.device, example=example)
+        timings["deploy_s"] = time.perf_counter() - t_deploy
         run = deployment.model
         values: dict[str, float] = {}
         provenance: dict[str, dict[str, str]] = {}
@@ -336,13 +354,17 @@ class TrialEvaluator:
             # a real model's task scores all its metrics from one pass (e.g. one set of
             # embeddings); those the study does not optimise are kept as attributes
             wanted = task_metrics if self.bundle is not None else [m.name for m in data.scorer.metrics]
+            t_score = time.perf_counter()
             scored = self.score(run, wanted, split)
+            timings["score_s"] = time.perf_counter() - t_score
             for name in task_metrics:
                 values[name] = float(scored[name])
                 detail[name] = f"{self.catalog[name].summary}; {size}{split} samples"
         for name in objectives:
             if name == "latency_ms":
+                t_latency = time.perf_counter()
                 values[name] = measure.latency_ms(run, example, lat)
+                timings["latency_s"] = time.perf_counter() - t_latency
             elif name == "model_bytes":
                 values[name] = float(measure.packed_model_bytes(model, config.bits))
             elif name == "peak_memory_bytes":
@@ -354,7 +376,7 @@ class TrialEvaluator:
             if name == "latency_ms" and not deployment.all_native:
                 how = "estimated"  # some layer ran a stand-in kernel, not one of its own format
             provenance[name] = {"how": how, "detail": detail[name]}
-        attrs: dict[str, Any] = {"timings": {"measure_s": time.perf_counter() - t0},
+        attrs: dict[str, Any] = {"timings": {"measure_s": time.perf_counter() - t0, **timings},
                                  "kernels": deploy.kernel_summary(deployment.layers)}
         if evaluation_rungs and gate is not None:
             attrs["validation_samples"] = self.split_samples(split)

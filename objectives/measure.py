@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from paretoml.objectives.device_lock import exclusive_timing
+from paretoml.objectives.device_lock import exclusive_timing, gpu_work
 from paretoml.objectives.tasks.base import ExampleInputs
 
 FP16_SCALE_BYTES = 2
@@ -60,10 +60,12 @@ def packed_model_bytes(model: nn.Module, bits: Mapping[str, int]) -> int:
     total = 0
     seen: set[int] = set()
     modules = dict(model.named_modules())
-    for name, b in bits.items():
-        weight = modules[name].weight  # type: ignore[union-attr]
+    weights = [modules[name].weight for name in bits]  # type: ignore[union-attr]
+    # every weight's nonzeros in one transfer: one host sync per model, not one per layer
+    nonzeros = torch.stack([torch.count_nonzero(w) for w in weights]).tolist() if weights else []
+    for weight, nnz, b in zip(weights, nonzeros, bits.values()):
         seen.add(id(weight))
-        total += packed_tensor_bytes(weight, b)
+        total += packed_weight_bytes(weight.numel(), int(nnz), weight.shape[0], b)
     for tensor in list(model.parameters()) + list(model.buffers()):
         if id(tensor) in seen or not tensor.is_floating_point():
             continue
@@ -111,7 +113,7 @@ def latency_ms(model: nn.Module, example: torch.Tensor | ExampleInputs, settings
     """Median time of one forward pass, after warm-up, with a fixed thread count.
 
     On CUDA each pass is timed by CUDA events on the stream (the device's time, launches
-    included), and the whole measurement holds the GPU's timing lock
+    included), and the timed passes hold the GPU's timing lock
     (:mod:`paretoml.objectives.device_lock`), so workers sharing the GPU never time each
     other's kernels. On CPU, wall time of each pass.
     """
@@ -121,7 +123,7 @@ def latency_ms(model: nn.Module, example: torch.Tensor | ExampleInputs, settings
     torch.set_num_threads(settings.threads)
     try:
         if batch.is_cuda:
-            with exclusive_timing(batch.device), torch.cuda.device(batch.device):  # events on its stream
+            with torch.cuda.device(batch.device):  # events on its stream
                 times = _cuda_times(model, batch, settings)
         else:
             for _ in range(settings.warmup):
@@ -139,17 +141,25 @@ def latency_ms(model: nn.Module, example: torch.Tensor | ExampleInputs, settings
 def _cuda_times(model: nn.Module, batch: ExampleInputs, settings: LatencySettings) -> list[float]:
     """Per-pass milliseconds between two CUDA events. The device is idle when each pass
     starts (a synchronisation before it), so a pass's launches are in its time, as they are
-    for a caller waiting for one answer; queued passes would hide them."""
-    for _ in range(settings.warmup):
-        batch(model)
+    for a caller waiting for one answer; queued passes would hide them.
+
+    The warm-up passes but the last (they capture the CUDA graph) run beside other workers'
+    GPU work; the last warm-up and the timed passes hold the GPU alone (timing lock)."""
+    with gpu_work(batch.device):
+        for _ in range(settings.warmup - 1):
+            batch(model)
+        torch.cuda.synchronize(batch.device)
     events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
               for _ in range(settings.repeats)]
-    for start, end in events:
+    with exclusive_timing(batch.device):
+        if settings.warmup > 0:
+            batch(model)
+        for start, end in events:
+            torch.cuda.synchronize(batch.device)
+            start.record()
+            batch(model)
+            end.record()
         torch.cuda.synchronize(batch.device)
-        start.record()
-        batch(model)
-        end.record()
-    torch.cuda.synchronize(batch.device)
     return [start.elapsed_time(end) for start, end in events]
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from paretoml.objectives.device_lock import device_key, exclusive, shared
+from paretoml.objectives.device_lock import device_key, exclusive, pause, shared
 
 KEY = "gpu-test-fake-uuid"
 
@@ -159,3 +159,40 @@ def test_cpu_devices_take_no_lock():
     assert device_key(torch.device("cpu")) is None
     with exclusive(None) as waited:
         assert waited == 0.0
+
+
+def _long_shared_work(key: str, cache: str, ready: str, steps: int, step_s: float, pausing: bool) -> None:
+    """GPU work of many steps (batches) under one shared hold, pausing between steps or not."""
+    os.environ["PARETOML_CACHE_DIR"] = cache
+    with shared(key):
+        Path(ready).touch()
+        for _ in range(steps):
+            time.sleep(step_s)
+            if pausing:
+                pause(key)
+
+
+@pytest.mark.parametrize("pausing", [True, False])
+def test_a_timing_waits_for_one_step_of_long_gpu_work_that_pauses(tmp_path, pausing):
+    """Scoring holds the GPU shared for a whole split but pauses between batches: a timing
+    queued meanwhile runs after the batch in flight, not after the split. Without the pauses
+    (the control) it waits for the whole 2 s of work, so the check can fail."""
+    key = f"{KEY}-pause-{pausing}"
+    ready = tmp_path / "ready"
+    proc = mp.get_context("spawn").Process(
+        target=_long_shared_work, args=(key, os.environ["PARETOML_CACHE_DIR"], str(ready), 40, 0.05, pausing))
+    proc.start()
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    start = time.monotonic()
+    with exclusive(key):
+        waited = time.monotonic() - start
+        still_working = proc.is_alive()
+    proc.join(30)
+    assert proc.exitcode == 0
+    if pausing:
+        assert waited < 0.5 and still_working  # one 0.05 s step, then the timing; the work goes on after
+    else:
+        assert waited > 1.5
