@@ -21,7 +21,12 @@ Phases (``--phases``; each writes its part of ``--out/<task>.json``):
   measured per trial in the driver.
 
     python benchmarks/gpu_study.py run --task minilm --out DIR [--phases scaling baselines samplers]
-    python benchmarks/gpu_study.py report DIR/minilm.json [--html FILE] [--md FILE]
+    python benchmarks/gpu_study.py merge ALL.json --json DIR1/minilm.json DIR2/minilm.json \
+        [--db LABEL:SEED:STUDY.db ...]   # runs from several calls, and studies cut short
+    python benchmarks/gpu_study.py report ALL.json [--html FILE] [--md FILE]
+
+A scaling row carries the median seconds of each trial step (build, deployable model, scoring,
+latency with its wait for the timing lock), from the trials' ``paretoml:timings``.
 """
 
 from __future__ import annotations
@@ -92,8 +97,6 @@ def run_study(spec_dict: dict[str, Any], workers: int, url: str, name: str,
               enqueue: list[tuple[str, dict[str, Any]]] | None = None, sharers: int = 1) -> dict[str, Any]:
     """One study on a Ray pool of ``workers`` sharing the GPU ('auto' share); the timings of
     its phases and every trial."""
-    from optuna.trial import TrialState
-
     from paretoml.search_space.spec import parse_spec
     from paretoml.service.executors.ray_pool import RayPoolExecutor
     from paretoml.service.runner import StudyRunner
@@ -113,8 +116,18 @@ def run_study(spec_dict: dict[str, Any], workers: int, url: str, name: str,
         runner.run()
         t_done = time.monotonic()
         share = pool.share
+    trials = trial_rows(runner.study, suggest_s)
+    return {"workers": workers, "gpu_share": share, "start_s": t_loaded - t0, "trials_s": t_done - t_loaded,
+            "t_loaded": t_loaded, "t_done": t_done, "trials": trials, **extra}
+
+
+def trial_rows(study: Any, suggest_s: dict[int, float]) -> list[dict[str, Any]]:
+    """Every trial of a study as the report reads it: state, values, step timings, how the
+    latency was measured, the kernels that ran, the worker, duration and suggestion time."""
+    from optuna.trial import TrialState
+
     trials = []
-    for t in runner.study.get_trials(deepcopy=False):
+    for t in study.get_trials(deepcopy=False):
         row: dict[str, Any] = {"number": t.number, "state": t.state.name,
                                "baseline": t.user_attrs.get("paretoml:baseline")}
         if t.state == TrialState.COMPLETE:
@@ -132,8 +145,7 @@ def run_study(spec_dict: dict[str, Any], workers: int, url: str, name: str,
             row["duration_s"] = (t.datetime_complete - t.datetime_start).total_seconds()
         row["suggest_s"] = suggest_s.get(t.number)
         trials.append(row)
-    return {"workers": workers, "gpu_share": share, "start_s": t_loaded - t0, "trials_s": t_done - t_loaded,
-            "t_loaded": t_loaded, "t_done": t_done, "trials": trials, **extra}
+    return trials
 
 
 def _time_suggestions(runner: Any, out: dict[int, float]) -> None:
@@ -310,6 +322,39 @@ def cmd_one(args: argparse.Namespace) -> None:
     Path(args.part).write_text(json.dumps(result))
 
 
+def cmd_merge(args: argparse.Namespace) -> None:
+    """One results file from the files of several runs (calls on the lent machine), and from
+    the databases of sampler studies cut short (by the device time): their trials are read
+    from storage, so they have no suggestion times and no GPU-busy share."""
+    import optuna
+
+    out: dict[str, Any] = {}
+    for path in args.json:
+        part = json.loads(Path(path).read_text())
+        for key, value in part.items():
+            if key == "scaling":
+                for row in value:
+                    _merge(out.setdefault("scaling", []), row, ("workers", "tag"))
+            elif key == "samplers":
+                for row in value:
+                    _merge(out.setdefault("samplers", []), row, ("sampler", "seed"))
+            elif key == "phase_s":
+                out.setdefault("phase_s", {}).update(value)
+            elif value or key not in out:
+                out[key] = value
+    for item in args.db:
+        label, seed, path = item.split(":", 2)
+        url = f"sqlite:///{Path(path).resolve()}"
+        study = optuna.load_study(study_name=None, storage=url)
+        trials = trial_rows(study, {})
+        times = [t for t in study.get_trials(deepcopy=False) if t.datetime_start and t.datetime_complete]
+        span = (max(t.datetime_complete for t in times) - min(t.datetime_start for t in times)).total_seconds()
+        _merge(out.setdefault("samplers", []),
+               {"sampler": label, "seed": int(seed), "trials": trials, "trials_s": span, "gpu_busy": None,
+                "from_storage": True}, ("sampler", "seed"))
+    Path(args.out).write_text(json.dumps(out, indent=1, default=str))
+
+
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.0f}%"
 
@@ -403,25 +448,32 @@ def cmd_report(args: argparse.Namespace) -> None:
                          f"{v['latency_ms']:.3f} | {t.get('latency_how')} | {kern} |")
         lines.append("")
     curves: dict[str, list[list[float]]] = {}
+    seeds: dict[str, list[int]] = {}
     if runs:
         checkpoints = [10, 30, 60, 100, 150, 200]
+        last = "HV at the last trial"
         lines += ["## Samplers", "",
                   "Hypervolume of the normalised losses (each objective scaled to [0, 1] over every trial "
                   "of every run and the baselines; reference point 1.1), by trials completed, in trial-number order.",
+                  "Runs read from a study's storage (cut short by the device time) have no suggestion times.",
                   "", "| sampler | seed | " + " | ".join(f"HV@{c}" for c in checkpoints)
-                  + " | suggestion ms (median, last 50) | trials | wall s |",
-                  "|---|---:|" + "---:|" * len(checkpoints) + "---:|---:|---:|"]
+                  + f" | {last} | suggestion ms (median, last 50) | trials | wall s |",
+                  "|---|---:|" + "---:|" * len(checkpoints) + "---:|---:|---:|---:|"]
         for r in runs:
             done = [t for t in r["trials"] if t.get("values")]
             done.sort(key=lambda t: t["number"])
             curve = hv_curve(losses([t["values"] for t in done], low, high)) if done else []
             curves.setdefault(r["sampler"], []).append(curve)
+            seeds.setdefault(r["sampler"], []).append(r["seed"])
             sug = [t["suggest_s"] for t in r["trials"] if t.get("suggest_s") is not None][-50:]
             cells = [f"{curve[c - 1]:.4f}" if len(curve) >= c else "" for c in checkpoints]
+            final = f"{curve[-1]:.4f}" if curve else ""
+            suggestion = f"{1e3 * float(np.median(sug)):.0f}" if sug else ""
             lines.append(f"| {r['sampler']} | {r['seed']} | " + " | ".join(cells)
-                         + f" | {1e3 * float(np.median(sug)) if sug else float('nan'):.0f} | {len(done)} | {r['trials_s']:.0f} |")
+                         + f" | {final} | {suggestion} | {len(done)} | {r['trials_s']:.0f} |")
         lines.append("")
-        lines += _sampler_summary(curves, checkpoints)
+        lines += _sampler_summary(curves, seeds, checkpoints)
+        lines += _front_against_ilp(runs, data.get("baselines", []))
     text = "\n".join(lines)
     print(text)
     if args.md:
@@ -430,7 +482,8 @@ def cmd_report(args: argparse.Namespace) -> None:
         _figure(data, curves, low, high, args.html)
 
 
-def _sampler_summary(curves: dict[str, list[list[float]]], checkpoints: list[int]) -> list[str]:
+def _sampler_summary(curves: dict[str, list[list[float]]], seeds: dict[str, list[int]],
+                     checkpoints: list[int]) -> list[str]:
     """Each run's hypervolume at the checkpoints, median over seeds, and the warm-started
     xgboost's goal: the trial where it reaches the best other run's final hypervolume (the
     best cold-started one, and the best of every other run, warm-started ones included)."""
@@ -451,10 +504,42 @@ def _sampler_summary(curves: dict[str, list[list[float]]], checkpoints: list[int
             continue
         best, who = max(finals)
         for label in xgb:
-            for seed, curve in enumerate(curves[label]):
+            for seed, curve in zip(seeds[label], curves[label]):
                 reach = next((i + 1 for i, h in enumerate(curve) if h >= best), None)
-                lines.append(f"- {label} (run {seed}) reaches the best {what} run's final hypervolume "
+                lines.append(f"- {label} (seed {seed}) reaches the best {what} run's final hypervolume "
                              f"({best:.4f}, {who}) at trial {reach if reach else f'> {len(curve)}'} (goal <= 60).")
+    lines.append("")
+    return lines
+
+
+def _front_against_ilp(runs: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> list[str]:
+    """The best fidelity each run found at no more bytes than each sensitivity-ILP
+    configuration (median over seeds, with the range), beside the ILP's own."""
+    ilp = [b for b in baselines if b.get("values") and str(b.get("baseline", "")).startswith("ILP")]
+    if not ilp or not runs:
+        return []
+    labels = sorted({r["sampler"] for r in runs})
+    lines = ["## Front against the sensitivity ILP at the same bytes", "",
+             "Best fidelity a run found at no more packed bytes than the ILP's configuration "
+             "(median over seeds; min-max where more than one).", "",
+             "| budget | MB | ILP fidelity | " + " | ".join(labels) + " |",
+             "|---|---:|---:|" + "---:|" * len(labels)]
+    for b in ilp:
+        cap = b["values"]["model_bytes"]
+        cells = []
+        for label in labels:
+            best = [max((t["values"]["fidelity"] for t in r["trials"]
+                         if t.get("values") and t["values"]["model_bytes"] <= cap), default=float("nan"))
+                    for r in runs if r["sampler"] == label]
+            found = [v for v in best if not np.isnan(v)]
+            if len(found) < len(best):  # some seed found nothing this small
+                cells.append(f"none in {len(best) - len(found)} of {len(best)}" if found else "none")
+                continue
+            cell = f"{float(np.median(best)):.4f}"
+            if len(best) > 1:
+                cell += f" ({min(best):.4f}-{max(best):.4f})"
+            cells.append(cell)
+        lines.append(f"| {b['baseline']} | {cap / 1e6:.2f} | {b['values']['fidelity']:.4f} | " + " | ".join(cells) + " |")
     lines.append("")
     return lines
 
@@ -465,10 +550,11 @@ def _figure(data: dict[str, Any], curves: dict[str, list[list[float]]], low: np.
     from plotly.subplots import make_subplots
 
     fig = make_subplots(rows=1, cols=2, subplot_titles=("hypervolume against trials", "fidelity against MB"))
-    for sampler, runs in curves.items():
-        for i, curve in enumerate(runs):
-            fig.add_trace(go.Scatter(y=curve, x=list(range(1, len(curve) + 1)), mode="lines",
-                                     name=f"{sampler} (seed {i})", legendgroup=sampler), row=1, col=1)
+    for r in data.get("samplers", []):
+        done = sorted((t for t in r["trials"] if t.get("values")), key=lambda t: t["number"])
+        curve = hv_curve(losses([t["values"] for t in done], low, high)) if done else []
+        fig.add_trace(go.Scatter(y=curve, x=list(range(1, len(curve) + 1)), mode="lines",
+                                 name=f"{r['sampler']} (seed {r['seed']})", legendgroup=r["sampler"]), row=1, col=1)
     for r in data.get("samplers", []):
         done = [t for t in r["trials"] if t.get("values")]
         fig.add_trace(go.Scatter(x=[t["values"]["model_bytes"] / 1e6 for t in done],
@@ -517,6 +603,10 @@ def main() -> None:
                        ("--address", str), ("--db-dir", str), ("--part", str), ("--sharers", int),
                        ("--warm", int)):
         one.add_argument(flag, type=kind, required=True)
+    merge = sub.add_parser("merge")
+    merge.add_argument("out")
+    merge.add_argument("--json", nargs="+", default=[])
+    merge.add_argument("--db", nargs="*", default=[], help="LABEL:SEED:PATH of a study's SQLite file")
     rep = sub.add_parser("report")
     rep.add_argument("json")
     rep.add_argument("--md")
@@ -524,7 +614,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.command in ("run", "_one"):
         OVERRIDES.update(device=args.device, task_options=json.loads(args.task_options))
-    {"run": cmd_run, "_one": cmd_one, "report": cmd_report}[args.command](args)
+    {"run": cmd_run, "_one": cmd_one, "merge": cmd_merge, "report": cmd_report}[args.command](args)
 
 
 if __name__ == "__main__":
