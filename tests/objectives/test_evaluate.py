@@ -25,6 +25,11 @@ def test_every_objective_is_measured_with_provenance(digits_evaluator):
     assert result.values["model_bytes"] < reference.values["model_bytes"] / 4
     assert result.values["mean_bits"] == 8 and reference.values["mean_bits"] == 32
     assert 0 < result.attrs["test_accuracy"] <= 1
+    # each step's seconds, so a slow study shows where its trials spend their time
+    steps = result.attrs["timings"]
+    assert {"compress_s", "deploy_s", "score_s", "latency_s", "measure_s"} <= set(steps)
+    assert all(v > 0 for v in steps.values())
+    assert steps["score_s"] + steps["latency_s"] <= steps["measure_s"]
 
 
 def test_the_cached_original_is_never_modified(digits_evaluator):
