@@ -37,10 +37,10 @@ export PARETOML_MINILM_FOLDER=/tmp/models/minilm-fp16 PARETOML_MPNET_FOLDER=/tmp
 stage=${1:-none}; shift || true
 nvidia-smi --query-gpu=name,memory.total,driver_version,utilization.gpu --format=csv,noheader
 mkdir -p /tmp/gs-out
-mps_on() {
+mps_on() {  # a run asked for under MPS does not run without it
   [ "${MPS:-0}" = 1 ] || return 0
   if command -v nvidia-cuda-mps-control >/dev/null && nvidia-cuda-mps-control -d; then echo "MPS started"
-  else echo "MPS: not available here"; fi
+  else echo "MPS: not available here; nothing run"; exit 1; fi
 }
 mps_off() { [ "${MPS:-0}" = 1 ] && echo quit | nvidia-cuda-mps-control 2>/dev/null; true; }
 filter() { grep -v '^\[I \|optuna_warn\|ExperimentalWarning'; }
@@ -52,7 +52,7 @@ case $stage in
       --ray-dir /tmp/ray-$name "$@" 2>&1 | filter | tee /tmp/gs-out/$name.log
     mps_off ;;
   bg-minilm|bg-mpnet)
-    name="bg-$1"; shift
+    name="bg-$1"; shift; mps_on
     setsid nohup python3 benchmarks/gpu_study.py run --task "${stage#bg-}" --out /tmp/gs-out/$name \
       --db-dir /tmp/gs-db/$name --ray-dir /tmp/ray-$name "$@" > /tmp/gs-out/$name.log 2>&1 < /dev/null &
     echo "started $name (pid $!)" ;;

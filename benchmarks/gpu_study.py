@@ -219,7 +219,7 @@ BASELINES: list[tuple[str, dict[str, Any]]] = [
 def _merge(rows: list[dict[str, Any]], row: dict[str, Any], keys: tuple[str, ...]) -> None:
     """Put ``row`` in ``rows`` in place of an earlier run with the same ``keys`` (a phase run
     again, or in parts over several calls, keeps the other rows)."""
-    rows[:] = [r for r in rows if any(r.get(k) != row.get(k) for k in keys)] + [row]
+    rows[:] = [r for r in rows if any((r.get(k) or "") != (row.get(k) or "") for k in keys)] + [row]
 
 
 def phase_scaling(args: argparse.Namespace, busy: Any, out: dict[str, Any]) -> None:
@@ -238,7 +238,7 @@ def phase_scaling(args: argparse.Namespace, busy: Any, out: dict[str, Any]) -> N
         _save(args, out)
 
 
-STEPS = ("compress_s", "deploy_s", "score_s", "latency_s", "measure_s", "duration_s")
+STEPS = ("compress_s", "quantize_s", "deploy_s", "score_s", "latency_s", "measure_s", "duration_s")
 
 
 def step_medians(trials: list[dict[str, Any]]) -> dict[str, float]:
@@ -414,17 +414,17 @@ def cmd_report(args: argparse.Namespace) -> None:
     if data.get("scaling"):
         lines += ["## Workers sharing one GPU", "",
                   f"GPU busy: {data.get('gpu_busy_source')}, mean of 0.1 s readings over the trial phase.", "",
-                  "Median seconds of a trial's steps: build (copy, prune), deployable model (quantize, "
-                  "kernels, CUDA graph), scoring the split, latency (its wait for the timing lock included), "
-                  "and the whole trial.", "",
+                  "Median seconds of a trial's steps: build (copy, prune), quantize (runs recorded before "
+                  "it was timed leave it empty), deployable model (kernels, CUDA graph), scoring the split, "
+                  "latency (its wait for the timing lock included), and the whole trial.", "",
                   "| workers | run | GPU share each | trials | trial phase s | trials/hour | GPU busy | start-up s "
-                  "(Ray, model load, reference) | build | deploy | score | latency | trial |",
-                  "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "(Ray, model load, reference) | build | quantize | deploy | score | latency | trial |",
+                  "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in data["scaling"]:
             done = [t for t in r["trials"] if t["state"] == "COMPLETE"]
             med = step_medians(r["trials"])
             cells = " | ".join(f"{med[k]:.3f}" if k in med else "" for k in
-                               ("compress", "deploy", "score", "latency", "duration"))
+                               ("compress", "quantize", "deploy", "score", "latency", "duration"))
             lines.append(f"| {r['workers']} | {r.get('tag') or ''} | {r['gpu_share']:.3g} | {len(done)} | "
                          f"{r['trials_s']:.1f} | {r['trials_per_hour']:.0f} | {_pct(r.get('gpu_busy'))} | "
                          f"{r['start_s']:.1f} | {cells} |")
@@ -496,9 +496,9 @@ def _sampler_summary(curves: dict[str, list[list[float]]], seeds: dict[str, list
             cells.append(f"{float(np.median(at)):.4f}" if len(at) == len(runs) else "")
         lines.append(f"| {label} | {len(runs)} | " + " | ".join(cells) + " |")
     lines.append("")
-    xgb = [k for k in curves if k.startswith("xgboost") and "+warm" in k] or [k for k in curves if k == "xgboost"]
-    for pool, what in ((lambda k: "+warm" not in k and not k.startswith("xgboost"), "cold-started"),
-                       (lambda k: not k.startswith("xgboost"), "any other")):
+    xgb = [k for k in curves if k == "xgboost+warm"] or [k for k in curves if k == "xgboost"]  # "xgboost": old files
+    for pool, what in ((lambda k: "+warm" not in k and k not in xgb, "cold-started"),
+                       (lambda k: k not in xgb, "any other")):
         finals = [(c[-1], k) for k, cs in curves.items() if pool(k) for c in cs if c]
         if not finals or not xgb:
             continue

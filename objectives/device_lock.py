@@ -16,7 +16,9 @@ whole host (``$TMPDIR/paretoml-locks``, whatever a process's cache directory):
   timing waits only for the steps already running, never for a stream of new ones.
 
 Long GPU work (scoring a split batch by batch) lets a queued timing in between its steps
-(:func:`let_timings_in`): a timing then waits for one batch, not for the whole split.
+(:func:`let_timings_in`): a timing then waits for one batch, not for the whole split. A
+worker lets go of its hold (at a step's end or such a pause) only once the kernels it queued
+have finished: CUDA launches return before their kernels run.
 
 A process that holds the lock shared and starts a timing first lets its shared hold go (it
 would otherwise wait for itself), then takes both locks; after the timing it holds the lock
@@ -31,7 +33,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -79,6 +81,7 @@ class _DeviceLock:
         self._mutex = threading.Lock()  # the counters and the conversions below
         self._timing = threading.Lock()  # one timing at a time in this process
         self._shared = 0  # GPU steps of this process holding the lock shared
+        self._exclusive = False  # a thread of this process holds the device for a timing
 
     @contextmanager
     def shared(self) -> Iterator[None]:
@@ -96,17 +99,17 @@ class _DeviceLock:
                 if self._shared == 0:
                     fcntl.flock(self._lock, fcntl.LOCK_UN)
 
-    def let_timings_in(self) -> None:
+    def let_timings_in(self, drain: Callable[[], None]) -> None:
         """Between two steps of shared GPU work: if a timing is queued (the gate is taken),
-        give the shared hold up until it ends, then take it again; otherwise nothing."""
-        if self._timing.locked():  # this process's own timing: its locks are converted
-            return
+        wait for this process's queued work to finish (``drain``), give the shared hold up
+        until the timing ends, then take it again; otherwise nothing."""
         with self._mutex:
-            if self._shared == 0:
+            if self._shared == 0 or self._exclusive:  # this process's own timing: locks converted
                 return
             try:
                 fcntl.flock(self._gate, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:  # a timing waits for the shared holders
+                drain()  # kernels still queued would run beside the timing
                 fcntl.flock(self._lock, fcntl.LOCK_UN)
                 fcntl.flock(self._gate, fcntl.LOCK_SH)  # until the timing is done
                 fcntl.flock(self._lock, fcntl.LOCK_SH)
@@ -120,10 +123,12 @@ class _DeviceLock:
                 fcntl.flock(self._lock, fcntl.LOCK_UN)  # this process's own shared hold, if any
                 fcntl.flock(self._gate, fcntl.LOCK_EX)  # no new GPU step starts from now on
                 fcntl.flock(self._lock, fcntl.LOCK_EX)  # the steps already running have ended
+                self._exclusive = True
             try:
                 yield time.perf_counter() - start
             finally:
                 with self._mutex:
+                    self._exclusive = False
                     fcntl.flock(self._lock, fcntl.LOCK_SH if self._shared else fcntl.LOCK_UN)
                     fcntl.flock(self._gate, fcntl.LOCK_UN)
 
@@ -159,17 +164,19 @@ def shared(key: str | None) -> Iterator[None]:
         yield
 
 
-def pause(key: str | None) -> None:
+def pause(key: str | None, drain: Callable[[], None] = lambda: None) -> None:
     """Between two steps of this process's shared work on the device named ``key``: a queued
-    timing runs now, before the next step (nothing when none is queued, or for None)."""
+    timing runs now, before the next step, once ``drain`` has returned (nothing when none is
+    queued, or for None)."""
     if key is None or not enabled():
         return
-    _device_lock(key).let_timings_in()
+    _device_lock(key).let_timings_in(drain)
 
 
 def let_timings_in(device: torch.device) -> None:
-    """A point between two steps of this process's GPU work where a queued timing may run."""
-    pause(device_key(device))
+    """A point between two steps of this process's GPU work where a queued timing may run
+    (after the kernels this process queued have finished: CUDA launches are asynchronous)."""
+    pause(device_key(device), lambda: torch.cuda.synchronize(device))
 
 
 @contextmanager
@@ -181,6 +188,11 @@ def exclusive_timing(device: torch.device) -> Iterator[float]:
 
 @contextmanager
 def gpu_work(device: torch.device) -> Iterator[None]:
-    """A step of GPU work that may run beside other workers' but never beside a timing."""
-    with shared(device_key(device)):
+    """A step of GPU work that may run beside other workers' but never beside a timing. Its
+    kernels have finished when it ends (CUDA launches are asynchronous: a hold let go while
+    they are queued would let a timing start beside them)."""
+    key = device_key(device)
+    with shared(key):
         yield
+        if key is not None and enabled():
+            torch.cuda.synchronize(device)

@@ -125,7 +125,8 @@ class TrialEvaluator:
         self.catalog: dict[str, ObjectiveDef] = objective_catalog(self.data.scorer.metrics)
         self.layers: list[LayerInfo] = introspect(self.model, self.data.example, links=self.data.links)
         self._links = {layer.name: layer.link for layer in self.layers if layer.link is not None}
-        self._references: dict[str, Any] = {"validation": self.data.scorer.reference(self.model, self.data.validation)}
+        with gpu_work(self.device):
+            self._references: dict[str, Any] = {"validation": self.data.scorer.reference(self.model, self.data.validation)}
         self._samples: dict[str, int] = {}
         #: (split, n) -> the split's first n samples and the reference on them (evaluation rungs)
         self._prefixes: dict[tuple[str, int], tuple[Any, Any]] = {}
@@ -207,8 +208,10 @@ class TrialEvaluator:
             with gpu_work(self.device):
                 tuner.run(steps - tuner.done)
             timings["finetune_s"] = time.perf_counter() - t1
+        t_quantize = time.perf_counter()
         with gpu_work(self.device):
             quantize_model(model, config.bits)
+        timings["quantize_s"] = time.perf_counter() - t_quantize
         return model.eval(), timings
 
     def rung_values(self, model: nn.Module, config: TrialConfig, objectives: Sequence[str]) -> dict[str, float]:
@@ -248,7 +251,8 @@ class TrialEvaluator:
         if split is None:
             split, name = self.data.validation, "validation"
         if name not in self._references:
-            self._references[name] = self.data.scorer.reference(self.model, split)
+            with gpu_work(self.device):
+                self._references[name] = self.data.scorer.reference(self.model, split)
         return split, self._references[name]
 
     def score(self, model: nn.Module, names: list[str], split: Split_ = "validation") -> dict[str, float]:
@@ -284,7 +288,8 @@ class TrialEvaluator:
         scored against a reference cut to match."""
         if (split, n) not in self._prefixes:
             prefix = self._split(split)[0].spread(n)
-            self._prefixes[split, n] = (prefix, self.data.scorer.reference(self.model, prefix))
+            with gpu_work(self.device):
+                self._prefixes[split, n] = (prefix, self.data.scorer.reference(self.model, prefix))
         return self._prefixes[split, n]
 
     def prepare_prefixes(self, fractions: Sequence[float], split: Split_ = "validation") -> None:
@@ -304,7 +309,7 @@ class TrialEvaluator:
                 scored = self.data.scorer.score(run, self._yielding(data), reference, metrics) if metrics else {}
             values = {name: float(scored[name]) for name in metrics}
             if "model_bytes" in objectives:
-                values["model_bytes"] = float(measure.packed_model_bytes(model, config.bits))
+                values["model_bytes"] = float(self._packed_bytes(model, config))
             if "mean_bits" in objectives:
                 values["mean_bits"] = mean_bits(self.layers, config)
             if gate(n, values):
@@ -366,7 +371,7 @@ class TrialEvaluator:
                 values[name] = measure.latency_ms(run, example, lat)
                 timings["latency_s"] = time.perf_counter() - t_latency
             elif name == "model_bytes":
-                values[name] = float(measure.packed_model_bytes(model, config.bits))
+                values[name] = float(self._packed_bytes(model, config))
             elif name == "peak_memory_bytes":
                 with gpu_work(self.device):
                     values[name] = float(measure.peak_memory_bytes(run, self._latency_example()))
@@ -384,10 +389,16 @@ class TrialEvaluator:
             attrs["metrics"] = {name: float(value) for name, value in scored.items()}
         bundle = self.bundle
         if bundle is not None and bundle.test_inputs is not None and bundle.test_labels is not None:
-            attrs["test_accuracy"] = measure.accuracy(run, bundle.test_inputs, bundle.test_labels)
+            with gpu_work(self.device):
+                attrs["test_accuracy"] = measure.accuracy(run, bundle.test_inputs, bundle.test_labels)
         if "model_bytes" not in values:
-            attrs["model_bytes"] = measure.packed_model_bytes(model, config.bits)
+            attrs["model_bytes"] = self._packed_bytes(model, config)
         return TrialResult(values, provenance, attrs)
+
+    def _packed_bytes(self, model: nn.Module, config: TrialConfig) -> int:
+        """Packed bytes of ``model``: counting its zeros runs on its device, as GPU work."""
+        with gpu_work(self.device):
+            return measure.packed_model_bytes(model, config.bits)
 
     def _latency_example(self) -> Any:
         """A classifier's example tensor (cut to the latency batch), or the task's inputs."""

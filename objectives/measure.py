@@ -143,8 +143,10 @@ def _cuda_times(model: nn.Module, batch: ExampleInputs, settings: LatencySetting
     starts (a synchronisation before it), so a pass's launches are in its time, as they are
     for a caller waiting for one answer; queued passes would hide them.
 
-    The warm-up passes but the last (they capture the CUDA graph) run beside other workers'
-    GPU work; the last warm-up and the timed passes hold the GPU alone (timing lock)."""
+    The warm-up passes but the last run beside other workers' GPU work; the last warm-up and
+    the timed passes hold the GPU alone (timing lock). A CUDA graph is captured on the
+    model's second call, so with 3 or more warm-up passes the capture is among the shared
+    ones; with 2 it is the exclusive warm-up, with fewer the first timed pass."""
     with gpu_work(batch.device):
         for _ in range(settings.warmup - 1):
             batch(model)

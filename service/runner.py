@@ -197,6 +197,16 @@ class HeartbeatPump:
                     pass
 
 
+def spread_over(items: list[Any], n: int) -> list[Any]:
+    """``n`` of ``items`` evenly spaced, both ends kept (all of them when they fit): a study
+    too small for the whole warm-start ladder still starts at its small and its large end."""
+    if n >= len(items):
+        return list(items)
+    if n <= 1:
+        return list(items[:n])
+    return [items[round(i * (len(items) - 1) / (n - 1))] for i in range(n)]
+
+
 @dataclass
 class StudyRunner:
     """Runs one study to its budget of completed trials on an executor."""
@@ -245,7 +255,7 @@ class StudyRunner:
         study.set_user_attr(REFERENCE_ATTR, model.reference)
         for bits, params in zip(spec.baselines, baselines):
             study.enqueue_trial(params, user_attrs={"paretoml:baseline": f"uniform {bits}-bit"})
-        for params in warm[: max(0, spec.n_trials - len(baselines))]:
+        for params in spread_over(warm, max(0, spec.n_trials - len(baselines))):
             study.enqueue_trial(params, user_attrs={"paretoml:baseline": "sensitivity warm start"})
         return cls(study, spec, space, model, executor, pruner=study.pruner)
 

@@ -164,12 +164,13 @@ def test_cpu_devices_take_no_lock():
 def _long_shared_work(key: str, cache: str, ready: str, steps: int, step_s: float, pausing: bool) -> None:
     """GPU work of many steps (batches) under one shared hold, pausing between steps or not."""
     os.environ["PARETOML_CACHE_DIR"] = cache
+    drained = Path(ready).with_name("drained")
     with shared(key):
         Path(ready).touch()
         for _ in range(steps):
             time.sleep(step_s)
-            if pausing:
-                pause(key)
+            if pausing:  # a GPU worker drains its queued kernels before it lets a timing in
+                pause(key, drain=lambda: drained.open("a").write("drained\n"))
 
 
 @pytest.mark.parametrize("pausing", [True, False])
@@ -194,5 +195,6 @@ def test_a_timing_waits_for_one_step_of_long_gpu_work_that_pauses(tmp_path, paus
     assert proc.exitcode == 0
     if pausing:
         assert waited < 0.5 and still_working  # one 0.05 s step, then the timing; the work goes on after
+        assert (tmp_path / "drained").read_text() == "drained\n"  # once: only a queued timing drains
     else:
         assert waited > 1.5

@@ -27,7 +27,7 @@ def test_every_objective_is_measured_with_provenance(digits_evaluator):
     assert 0 < result.attrs["test_accuracy"] <= 1
     # each step's seconds, so a slow study shows where its trials spend their time
     steps = result.attrs["timings"]
-    assert {"compress_s", "deploy_s", "score_s", "latency_s", "measure_s"} <= set(steps)
+    assert {"compress_s", "quantize_s", "deploy_s", "score_s", "latency_s", "measure_s"} <= set(steps)
     assert all(v > 0 for v in steps.values())
     assert steps["score_s"] + steps["latency_s"] <= steps["measure_s"]
 

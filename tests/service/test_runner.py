@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 from paretoml.search_space.spec import parse_spec
 from paretoml.service.executors import create_executor
 from paretoml.service.frontier import FrontierRecorder, stored_front, stored_history
-from paretoml.service.runner import ERROR_ATTR, SPEC_ATTR, WORKER_ATTR, StudyRunner
+from paretoml.service.runner import ERROR_ATTR, SPEC_ATTR, WORKER_ATTR, StudyRunner, spread_over
 from paretoml.service.storage import open_durable_storage
 
 pytestmark = pytest.mark.slow
@@ -107,3 +107,11 @@ def test_objective_names_are_optunas_metric_names_and_old_studies_get_them_on_re
     with create_executor("inprocess", spec) as executor:
         StudyRunner.resume(open_durable_storage(url), "old", executor)
     assert optuna.load_study(study_name="old", storage=url).metric_names == ["fidelity", "model_bytes"]
+
+
+def test_a_study_too_small_for_the_warm_start_ladder_keeps_both_its_ends():
+    ladder = list(range(12))  # allocations from the smallest budget to the 8-bit bytes
+    assert spread_over(ladder, 12) == ladder == spread_over(ladder, 20)
+    assert spread_over(ladder, 4) == [0, 4, 7, 11]
+    assert spread_over(ladder, 2) == [0, 11]
+    assert spread_over(ladder, 1) == [0] and spread_over(ladder, 0) == []
