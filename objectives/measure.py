@@ -147,10 +147,9 @@ def _cuda_times(model: nn.Module, batch: ExampleInputs, settings: LatencySetting
     the timed passes hold the GPU alone (timing lock). A CUDA graph is captured on the
     model's second call, so with 3 or more warm-up passes the capture is among the shared
     ones; with 2 it is the exclusive warm-up, with fewer the first timed pass."""
-    with gpu_work(batch.device):
+    with gpu_work(batch.device):  # its end waits for these passes; each timed one starts from an idle device
         for _ in range(settings.warmup - 1):
             batch(model)
-        torch.cuda.synchronize(batch.device)
     events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
               for _ in range(settings.repeats)]
     with exclusive_timing(batch.device):

@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -130,6 +131,17 @@ def test_threads_of_one_process_exclude_each_other_too():
     assert most == 1
 
 
+def _started_once_ready(target: Any, args: tuple[Any, ...], ready: Path) -> mp.process.BaseProcess:
+    """A spawned process running ``target``, returned once it has touched ``ready``."""
+    proc = mp.get_context("spawn").Process(target=target, args=args)
+    proc.start()
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    return proc
+
+
 def _hold_forever(key: str, cache: str, ready: str) -> None:
     os.environ["PARETOML_CACHE_DIR"] = cache
     with exclusive(key):
@@ -140,12 +152,7 @@ def _hold_forever(key: str, cache: str, ready: str) -> None:
 def test_a_worker_killed_while_timing_does_not_leave_the_gpu_locked(tmp_path):
     ready = tmp_path / "ready"
     key = KEY + "-killed"  # this test's waiter keeps the lock it finally gets
-    proc = mp.get_context("spawn").Process(target=_hold_forever, args=(key, os.environ["PARETOML_CACHE_DIR"], str(ready)))
-    proc.start()
-    deadline = time.monotonic() + 30
-    while not ready.exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    proc = _started_once_ready(_hold_forever, (key, os.environ["PARETOML_CACHE_DIR"], str(ready)), ready)
     got = threading.Event()
     waiter = threading.Thread(target=lambda: (exclusive(key).__enter__(), got.set()), daemon=True)
     waiter.start()
@@ -180,13 +187,8 @@ def test_a_timing_waits_for_one_step_of_long_gpu_work_that_pauses(tmp_path, paus
     (the control) it waits for the whole 2 s of work, so the check can fail."""
     key = f"{KEY}-pause-{pausing}"
     ready = tmp_path / "ready"
-    proc = mp.get_context("spawn").Process(
-        target=_long_shared_work, args=(key, os.environ["PARETOML_CACHE_DIR"], str(ready), 40, 0.05, pausing))
-    proc.start()
-    deadline = time.monotonic() + 30
-    while not ready.exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    proc = _started_once_ready(
+        _long_shared_work, (key, os.environ["PARETOML_CACHE_DIR"], str(ready), 40, 0.05, pausing), ready)
     start = time.monotonic()
     with exclusive(key):
         waited = time.monotonic() - start
