@@ -36,7 +36,8 @@ from paretoml.service.executors.base import Executor, ModelDescription, TrialJob
 from paretoml.service.storage import fail_stale_trials, study_exists
 from paretoml.surrogates.pruners import RUNGS_ATTR, create_pruner
 from paretoml.surrogates.registry import create_sampler
-from paretoml.surrogates.sensitivity import warm_start_allocations
+from paretoml.surrogates.transfer import TransferError, check_sources
+from paretoml.surrogates.sensitivity import SENSITIVITY_ATTR, sensitivity_attr, warm_start_allocations
 
 SPEC_ATTR = "paretoml:spec"
 LAYERS_ATTR = "paretoml:layers"
@@ -93,6 +94,19 @@ def build_space(spec: StudySpec, layers: list[LayerInfo], n_checkpoints: int) ->
         return JointSpace(spec.knobs, layers, n_checkpoints=n_checkpoints)
     except ValueError as exc:
         raise SpecError(str(exc)) from None
+
+
+def check_transfer(spec: StudySpec, storage: BaseStorage, layers: list[LayerInfo]) -> None:
+    """Refuse, before the study is made, source studies the sampler cannot learn from (a
+    SpecError naming why: the CLI exits 2 on it)."""
+    names = spec.sampler.options.get("transfer_from") or []
+    if not names:
+        return
+    try:
+        check_sources(storage, names, [(o.name, o.resolved_direction) for o in spec.objectives],
+                      {layer.kind for layer in layers})
+    except TransferError as exc:
+        raise SpecError(f"sampler.options.{exc}") from None
 
 
 def _constraints_func(trial: FrozenTrial) -> list[float]:
@@ -238,6 +252,7 @@ class StudyRunner:
             raise StudyExistsError(f"study {study_name!r} already exists; continue it with `paretoml resume {study_name}`")
         model = executor.start()
         space = build_space(spec, model.layers, model.n_checkpoints)
+        check_transfer(spec, storage, model.layers)
         baselines = [space.uniform_params(bits=b, prune=0.0) for b in spec.baselines]
         warm: list[dict[str, Any]] = []
         if spec.warm_start is not None and model.sensitivity:
@@ -253,6 +268,8 @@ class StudyRunner:
         study.set_user_attr(SPEC_ATTR, spec.model_dump(mode="json"))
         study.set_user_attr(LAYERS_ATTR, [_layer_row(layer) for layer in model.layers])
         study.set_user_attr(REFERENCE_ATTR, model.reference)
+        if model.sensitivity:  # per-layer features of a later study's transfer read them
+            study.set_user_attr(SENSITIVITY_ATTR, sensitivity_attr(model.sensitivity))
         for bits, params in zip(spec.baselines, baselines):
             study.enqueue_trial(params, user_attrs={"paretoml:baseline": f"uniform {bits}-bit"})
         for params in spread_over(warm, max(0, spec.n_trials - len(baselines))):
