@@ -255,13 +255,15 @@ def align(source: StudyDescription, target: Sequence[ObjectiveKind], layer_kinds
 
 
 def check_sources(storage: BaseStorage, names: Sequence[str], objectives: Sequence[tuple[str, str]],
-                  layer_kinds: set[str], cache: SourceCache = SOURCES) -> None:
+                  layer_kinds: set[str] | None, cache: SourceCache = SOURCES) -> None:
     """Refuse, before a study starts, sources that cannot be learnt from: ``objectives`` are
-    the target's (name, "maximize" | "minimize")."""
+    the target's (name, "maximize" | "minimize"); ``layer_kinds`` its model's (None: not
+    known yet, as when a spec is submitted before any worker loaded the model)."""
     kinds = [ObjectiveKind(n, StudyDirection.MAXIMIZE if d == "maximize" else StudyDirection.MINIMIZE)
              for n, d in objectives]
     for name in names:
-        align(cache.source(storage, name).description, kinds, layer_kinds)
+        description = cache.source(storage, name).description
+        align(description, kinds, description.table.kind_set if layer_kinds is None else layer_kinds)
 
 
 def source_weight(n_target: int, decay: float) -> float:
