@@ -35,9 +35,9 @@ warnings.filterwarnings("ignore")
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 REFERENCE_POINT = np.array([-0.5, 0.25])
-QUALITY = {"digits-cnn": "accuracy", "digits-merge": "accuracy", "minilm": "fidelity", "mpnet": "fidelity"}
+QUALITY = {"digits-cnn": "accuracy", "digits-cnn-wide": "accuracy", "digits-merge": "accuracy", "minilm": "fidelity", "mpnet": "fidelity"}
 #: each task's source in the transfer runs
-PARTNER = {"digits-cnn": "digits-merge", "digits-merge": "digits-cnn", "minilm": "mpnet", "mpnet": "minilm"}
+PARTNER = {"digits-cnn": "digits-merge", "digits-merge": "digits-cnn", "digits-cnn-wide": "digits-cnn", "minilm": "mpnet", "mpnet": "minilm"}
 BITS = [2, 3, 4, 6, 8]
 
 
@@ -46,6 +46,8 @@ def task_spec(task: str) -> dict[str, Any]:
         knobs = [{"kind": "bitwidth", "choices": BITS},
                  {"kind": "prune", "method": "structured", "low": 0.0, "high": 0.75, "step": 0.125}]
         return {"task": task, "knobs": knobs}
+    if task == "digits-cnn-wide":  # another model: the digits CNN at twice the width, four times the parameters
+        return {**task_spec("digits-cnn"), "task_options": {"width": 32, "hidden": 128}}
     if task == "digits-merge":
         return {"task": task, "knobs": [{"kind": "merge", "low": 0.0, "high": 1.0}, {"kind": "bitwidth", "choices": BITS}]}
     raise SystemExit(f"task {task!r}: not run by this benchmark on this machine (see the report)")
@@ -101,16 +103,33 @@ def ask_seconds(study: optuna.Study) -> list[float]:
     return out
 
 
+def one_thread() -> None:
+    """Run trials and suggestions on one thread, cold and transfer alike. On this machine (2
+    cores, load 20 from the other engineers) XGBoost's default of ``min(4, cpu_count())`` = 2
+    OpenMP threads spun at barriers: one suggestion of the digits-cnn study at 15 trials took
+    51-90 s with 2 threads and 0.85-1.05 s with 1 (measured before these runs). The sampler
+    reads ``os.cpu_count()``; this process says 1."""
+    import os
+
+    import torch
+
+    torch.set_num_threads(1)
+    os.cpu_count = lambda: 1  # type: ignore[assignment]
+
+
 # -- run ---------------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> None:
     from paretoml.search_space.spec import parse_spec
     from paretoml.service.executors.inprocess import InProcessExecutor
     from paretoml.service.runner import StudyRunner
 
+    one_thread()
     storage = optuna.storages.RDBStorage(f"sqlite:///{args.db}", engine_kwargs={"connect_args": {"timeout": 60}})
     for job in args.jobs:
         task, mode, seed = job.split(":")
         name = study_name(task, mode, int(seed))
+        if mode == "transfer" and args.source_db:
+            bring_source(storage, args.source_db, study_name(PARTNER[task], "cold", 0), args.trials)
         spec = parse_spec(spec_for(task, mode, int(seed), args.trials))
         t0 = time.perf_counter()
         with InProcessExecutor(spec) as executor:
@@ -130,13 +149,35 @@ def cmd_run(args: argparse.Namespace) -> None:
         print(f"{name}: {len(complete)} trials in {wall:.0f} s", flush=True)
 
 
+def bring_source(storage: optuna.storages.BaseStorage, source_db: str, name: str, trials: int) -> None:
+    """Copy the finished source study ``name`` from another SQLite file into ``storage``
+    (``optuna.copy_study``: its trials and attributes as stored), waiting until it has
+    ``trials`` complete trials. Each process writes its own file: two processes committing
+    to one SQLite file on this shared disk made every trial wait seconds for the lock."""
+    if name in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
+        return
+    url = f"sqlite:///{source_db}"
+    while True:
+        done = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(url)} if Path(source_db).exists() else {}
+        if name in done:
+            study = optuna.load_study(study_name=name, storage=url)
+            if len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))) >= trials:
+                break
+        time.sleep(15)
+    optuna.copy_study(from_study_name=name, from_storage=url, to_storage=storage)
+
+
 # -- suggestion time ------------------------------------------------------------------------------
 def cmd_time(args: argparse.Namespace) -> None:
     from paretoml.search_space.encoding import VectorEncoding  # noqa: F401  (imported with the sampler)
     from paretoml.surrogates.transfer import SOURCES, transfer_set
     from paretoml.surrogates.xgboost_sampler import XGBoostSampler
 
+    one_thread()
     storage = optuna.storages.RDBStorage(f"sqlite:///{args.db}")
+    for item in args.copy or []:  # DB:STUDY: a stored study of another file joins this one
+        db, name = item.split(":")
+        bring_source(storage, db, name, 0)
     study = optuna.load_study(study_name=args.target, storage=storage)
     last = study.trials[-1]
     cold = XGBoostSampler(seed=0)
@@ -145,6 +186,7 @@ def cmd_time(args: argparse.Namespace) -> None:
     from paretoml.search_space.encoding import VectorEncoding as Encoding
 
     n_source = len(transfer_set(study, Encoding(space), args.sources).features)  # read (cached) once, not timed
+    n_fitted = len(transfer_set(study, Encoding(space), args.sources, limit=warm.max_train).features)
     times: dict[str, list[float]] = {"cold": [], "transfer": []}
     for _ in range(args.repeats):
         for label, sampler in (("cold", cold), ("transfer", warm)):
@@ -153,6 +195,7 @@ def cmd_time(args: argparse.Namespace) -> None:
             times[label].append(time.perf_counter() - t0)
     medians = {k: statistics.median(v) for k, v in times.items()}
     result = {"target": args.target, "own_trials": len(study.trials) - 1, "source_trials": n_source,
+              "source_rows_fitted": n_fitted,
               "sources": args.sources, "cold_ms": round(1000 * medians["cold"], 1),
               "transfer_ms": round(1000 * medians["transfer"], 1),
               "ratio": round(medians["transfer"] / medians["cold"], 2), "repeats": args.repeats,
@@ -177,7 +220,7 @@ def cmd_features(args: argparse.Namespace) -> None:
     from scipy.stats import spearmanr
 
     from paretoml.surrogates.layer_features import group_columns
-    from paretoml.surrogates.transfer import CONFIG_ATTR, SourceCache
+    from paretoml.surrogates.transfer import SourceCache
 
     storage = optuna.storages.RDBStorage(f"sqlite:///{args.db}")
     cache = SourceCache()
@@ -198,7 +241,6 @@ def cmd_features(args: argparse.Namespace) -> None:
             out.append({"source": source_name, "target": target_name, "features": label,
                         "n_features": int(len(cols)), "spearman": [round(r, 3) for r in rhos]})
             print(out[-1], flush=True)
-    del CONFIG_ATTR
     Path(args.out).write_text(json.dumps(out, indent=1))
 
 
@@ -219,7 +261,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     tasks = sorted({r["task"] for r in rows})
     lines = [f"Machine: {machine()}; 2 cores shared with other engineers' jobs (load 8-12 while this ran).", ""]
     lines += ["| target | source | seed | cold HV@last | trials to cold's HV@last (transfer) | transfer HV@10 | cold HV@10 | "
-              "transfer HV@30 | cold HV@30 | worst shortfall vs cold (any n) | median ask s cold | median ask s transfer |",
+              "transfer HV@30 | cold HV@30 | worst shortfall vs cold (any n) | wall s cold | wall s transfer |",
               "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     summary: dict[str, Any] = {}
     fig = make_subplots(rows=1, cols=len(tasks), subplot_titles=[f"{t} (source: {PARTNER[t]})" for t in tasks])
@@ -247,7 +289,7 @@ def cmd_report(args: argparse.Namespace) -> None:
             lines.append(
                 f"| {task} | {PARTNER[task]} cold s0 | {seed} | {goal:.4f} | {hit if hit else f'not in {n}'} | "
                 f"{at(warm, 10):.4f} | {at(cold, 10):.4f} | {at(warm, 30):.4f} | {at(cold, 30):.4f} | "
-                f"{100 * shortfall:+.1f}% | {statistics.median(cold['ask_s']):.2f} | {statistics.median(warm['ask_s']):.2f} |")
+                f"{100 * shortfall:+.1f}% | {cold['wall_s']:.0f} | {warm['wall_s']:.0f} |")
         if reach:
             summary[task] = {"median_trials_to_cold_hv": statistics.median(reach),
                              "worst_shortfall_pct": round(100 * min(shortfalls), 2), "seeds": len(reach)}
@@ -262,11 +304,12 @@ def cmd_report(args: argparse.Namespace) -> None:
         extra["suggestion_time"] = t
         lines += ["", "Suggestion time (sample_relative, median of "
                   f"{t['repeats']}, alternating in one process): target {t['target']} with {t['own_trials']} own trials; "
-                  f"{t['source_trials']} source trials from {len(t['sources'])} studies.", "",
+                  f"{t['source_trials']} source trials from {len(t['sources'])} studies read, "
+                  f"{t.get('source_rows_fitted', t['source_trials'])} of them in each fit (max_train).", "",
                   "| cold ms | transfer ms | ratio |", "|---:|---:|---:|",
                   f"| {t['cold_ms']} | {t['transfer_ms']} | {t['ratio']} |"]
     if args.features:
-        f = json.loads(Path(args.features).read_text())
+        f = [item for path in args.features for item in json.loads(Path(path).read_text())]
         extra["features"] = f
         lines += ["", "Feature groups: a model trained on the source study's features alone ranks the target study's "
                   "trials (Spearman rank correlation of predicted and measured normalised objective).", "",
@@ -291,12 +334,14 @@ def main() -> None:
     run.add_argument("--out", required=True)
     run.add_argument("--trials", type=int, default=100)
     run.add_argument("--jobs", nargs="+", required=True, help="task:mode:seed (mode cold | transfer)")
+    run.add_argument("--source-db", help="SQLite file the transfer runs' source study is copied from")
     tm = sub.add_parser("time")
     tm.add_argument("--db", required=True)
     tm.add_argument("--out", required=True)
     tm.add_argument("--target", required=True)
     tm.add_argument("--sources", nargs="+", required=True)
     tm.add_argument("--repeats", type=int, default=7)
+    tm.add_argument("--copy", nargs="*", help="DB:STUDY copied into --db first (optuna.copy_study)")
     ft = sub.add_parser("features")
     ft.add_argument("--db", required=True)
     ft.add_argument("--out", required=True)
@@ -304,7 +349,7 @@ def main() -> None:
     rp = sub.add_parser("report")
     rp.add_argument("runs", nargs="+")
     rp.add_argument("--time")
-    rp.add_argument("--features")
+    rp.add_argument("--features", nargs="*")
     rp.add_argument("--md", required=True)
     rp.add_argument("--html", required=True)
     rp.add_argument("--json", required=True)

@@ -158,3 +158,14 @@ def test_a_resumed_study_with_sources_suggests_what_a_never_stopped_one_would(st
     assert SOURCES.reads == 1
     assert [t.params for t in resumed.trials] == [t.params for t in whole.trials]
     assert len({tuple(sorted(t.params.items())) for t in whole.trials}) == 7
+
+
+def test_source_rows_are_capped_keeping_the_front():
+    rng = np.random.default_rng(0)
+    losses = rng.random((1000, 2))
+    keep = transfer.source_rows(losses, 400)
+    from paretoml.surrogates.pareto import non_dominated
+
+    front = set(np.flatnonzero(non_dominated(losses)).tolist())
+    assert len(keep) <= 400 and front <= set(keep.tolist()) and len(set(keep.tolist())) == len(keep)
+    assert list(transfer.source_rows(losses[:50], 400)) == list(range(50))
