@@ -330,8 +330,9 @@ def _layer_info(row: Mapping[str, Any], info: Any, link: Any) -> Any:
 
 def source_rows(losses: np.ndarray, limit: int) -> np.ndarray:
     """Which source rows join a suggestion's training set: all up to ``limit``; beyond, the
-    non-dominated ones (up to half the limit) and the rest evenly spaced. A fit on 1,060 rows
-    took 2.8x a cold fit on 60 (benchmarks/results/transfer-*.md); ``limit`` bounds it."""
+    non-dominated ones (up to half the limit) and the rest evenly spaced. The sampler passes
+    ``max_train // 2``: with all 1,000 rows of a source a suggestion took 2.8x a cold one at 60
+    own trials, with 400 2.1x, with 200 1.9x (benchmarks/results/transfer-digits-dev-2cores.md)."""
     n = len(losses)
     if n <= limit:
         return np.arange(n)

@@ -104,7 +104,7 @@ class XGBoostSampler(BaseSampler):
         encoding = VectorEncoding(search_space)
         rng = np.random.default_rng([self._seed, trial.number])
         history = read_history(study, trial, encoding, self._cache)
-        transfer = (transfer_set(study, encoding, self.transfer_from, SOURCES, self.max_train)
+        transfer = (transfer_set(study, encoding, self.transfer_from, SOURCES, self.max_train // 2)
                     if self.transfer_from else None)
         # completed configurations may repeat when the objectives are noisy; others never
         avoid = history.taken_keys
