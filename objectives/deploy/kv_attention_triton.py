@@ -34,8 +34,10 @@ try:  # lazily, from kv_cache's point of view: this module is imported only on t
 except ImportError:  # a CPU-only install
     triton = None
 
-#: tokens per tile of the attention loop (a multiple of the cache's group)
+#: tokens per tile of the attention loop over an unquantised cache (a quantised tile is one key group)
 BLOCK_N = 64
+#: warps per decode program
+NUM_WARPS = 4
 #: programs to aim for per multiprocessor when choosing how many slices a sequence is cut in
 PROGRAMS_PER_SM = 8
 #: query rows of a tile: tl.dot needs at least 16
@@ -49,22 +51,8 @@ def available() -> bool:
 
 if triton is not None:  # the kernels exist only where Triton does
     @triton.jit
-    def unpack(packed, BITS: tl.constexpr, N: tl.constexpr, D: tl.constexpr):
-        """uint8 codes [N, D * BITS / 8] -> float32 [N, D] in channel order."""
-        if BITS == 8:
-            return packed.to(tl.float32)
-        elif BITS == 4:
-            p = packed.to(tl.int32)
-            return tl.reshape(tl.join(p & 15, (p >> 4) & 15), (N, D)).to(tl.float32)
-        else:
-            p = packed.to(tl.int32)
-            lo = tl.join(p & 3, (p >> 2) & 3)
-            hi = tl.join((p >> 4) & 3, (p >> 6) & 3)
-            return tl.reshape(tl.join(lo, hi), (N, D)).to(tl.float32)
-
-    @triton.jit
     def pack(codes, BITS: tl.constexpr, N: tl.constexpr, D: tl.constexpr):
-        """int32 codes [N, D] -> uint8 [N, D * BITS / 8], the inverse of ``unpack``."""
+        """int32 codes [N, D] -> uint8 [N, D * BITS / 8] in kv_cache.SLOT_ORDER (as pack_codes)."""
         if BITS == 8:
             return codes.to(tl.uint8)
         elif BITS == 4:
@@ -77,54 +65,38 @@ if triton is not None:  # the kernels exist only where Triton does
             return (s0 | (s1 << 2) | (s2 << 4) | (s3 << 6)).to(tl.uint8)
 
     @triton.jit
-    def load_keys(K, KS, KZ, bh, offs, nmask, CAP, KBITS: tl.constexpr, GROUP: tl.constexpr,
-                  N: tl.constexpr, D: tl.constexpr):
-        cols = tl.arange(0, D)
-        if KBITS == 16:
-            return tl.load(K + (bh * CAP + offs)[:, None] * D + cols[None, :], mask=nmask[:, None], other=0.0).to(tl.float32)
+    def slot_channel(i: tl.constexpr, P: tl.constexpr):
+        """Channel residue (mod P) of byte slot ``i``: the inverse of kv_cache.SLOT_ORDER."""
+        if P == 4:
+            return (i & 1) * 2 + (i >> 1)
         else:
-            PB: tl.constexpr = D * KBITS // 8
-            bcols = tl.arange(0, PB)
-            packed = tl.load(K + (bh * CAP + offs)[:, None] * PB + bcols[None, :], mask=nmask[:, None], other=0)
-            codes = unpack(packed, KBITS, N, D)
-            srow = (bh * (CAP // GROUP) + offs // GROUP)[:, None] * D + cols[None, :]
-            s = tl.load(KS + srow, mask=nmask[:, None], other=0.0).to(tl.float32)
-            z = tl.load(KZ + srow, mask=nmask[:, None], other=0.0).to(tl.float32)
-            return codes * s + z
+            return i
 
     @triton.jit
-    def load_values(V, VS, VZ, bh, offs, nmask, CAP, VBITS: tl.constexpr, N: tl.constexpr, D: tl.constexpr):
-        cols = tl.arange(0, D)
-        if VBITS == 16:
-            return tl.load(V + (bh * CAP + offs)[:, None] * D + cols[None, :], mask=nmask[:, None], other=0.0).to(tl.float32)
-        else:
-            PB: tl.constexpr = D * VBITS // 8
-            bcols = tl.arange(0, PB)
-            packed = tl.load(V + (bh * CAP + offs)[:, None] * PB + bcols[None, :], mask=nmask[:, None], other=0)
-            codes = unpack(packed, VBITS, N, D)
-            s = tl.load(VS + bh * CAP + offs, mask=nmask, other=0.0).to(tl.float32)
-            z = tl.load(VZ + bh * CAP + offs, mask=nmask, other=0.0).to(tl.float32)
-            return codes * s[:, None] + z[:, None]
-
-    @triton.jit
-    def attend(q, k, v, nmask, m_i, l_i, acc):
-        """One online-softmax step (scores in log2 units: q carries log2(e))."""
-        scores = tl.dot(q, tl.trans(k.to(tl.float16)))
+    def softmax_step(scores, nmask, m_i, l_i):
+        """Online softmax in log2 units (q carries log2(e)): new max, sum, rescale, weights."""
         scores = tl.where(nmask[None, :], scores, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(scores, axis=1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row that has seen no token yet
         alpha = tl.exp2(m_i - m_safe)
         p = tl.exp2(scores - m_safe[:, None])
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(tl.float16), v.to(tl.float16))
-        return m_new, l_i, acc
+        return m_new, l_i * alpha + tl.sum(p, axis=1), alpha, p
 
     @triton.jit
     def decode_kernel(Q, K, KS, KZ, V, VS, VZ, KR, VR, LEN, OP, LP,
                       stride_qb, stride_qh, qk_scale, CAP,
                       H: tl.constexpr, N_REP: tl.constexpr, ROWS: tl.constexpr, D: tl.constexpr,
-                      KBITS: tl.constexpr, VBITS: tl.constexpr, GROUP: tl.constexpr, QUANT: tl.constexpr,
+                      KBITS: tl.constexpr, VBITS: tl.constexpr, PK: tl.constexpr, PV: tl.constexpr,
+                      GROUP: tl.constexpr, QUANT: tl.constexpr,
                       BLOCK: tl.constexpr, SPLIT_LEN, NUM_SPLITS: tl.constexpr):
+        """Split-K decode attention. Codes are never dequantised element by element: the key
+        group's per-channel scale folds into q (scores = (q*s) . codes + q . z) and the value's
+        per-token scale into p (out = (p*s) . codes + sum(p*z)); each byte slot is one
+        product over the channels it holds, so no unpacking shuffle is needed either."""
+        DK: tl.constexpr = D // PK
+        DV: tl.constexpr = D // PV
+        MK: tl.constexpr = (1 << KBITS) - 1
+        MV: tl.constexpr = (1 << VBITS) - 1
         bh = tl.program_id(0)
         split = tl.program_id(1)
         b = bh // H
@@ -136,34 +108,88 @@ if triton is not None:  # the kernels exist only where Triton does
             stored = length
         rows = tl.arange(0, ROWS)
         cols = tl.arange(0, D)
+        jk = tl.arange(0, DK)
+        jv = tl.arange(0, DV)
         rmask = rows < N_REP
-        q = tl.load(Q + b * stride_qb + (h * N_REP + rows)[:, None] * stride_qh + cols[None, :],
-                    mask=rmask[:, None], other=0.0).to(tl.float32)
-        q = (q * qk_scale).to(tl.float16)
+        qrow = Q + b * stride_qb + (h * N_REP + rows)[:, None] * stride_qh
+        q_full = (tl.load(qrow + cols[None, :], mask=rmask[:, None], other=0.0).to(tl.float32) * qk_scale)
+        q16 = q_full.to(tl.float16)
         m_i = tl.full([ROWS], float("-inf"), tl.float32)
         l_i = tl.zeros([ROWS], tl.float32)
-        acc = tl.zeros([ROWS, D], tl.float32)
+        acc0 = tl.zeros([ROWS, DV], tl.float32)
+        acc1 = tl.zeros([ROWS, DV], tl.float32)
+        acc2 = tl.zeros([ROWS, DV], tl.float32)
+        acc3 = tl.zeros([ROWS, DV], tl.float32)
         start = split * SPLIT_LEN
         end = tl.minimum(start + SPLIT_LEN, stored)
         for n0 in range(start, end, BLOCK):
             offs = n0 + tl.arange(0, BLOCK)
             nmask = offs < end
-            k = load_keys(K, KS, KZ, bh, offs, nmask, CAP, KBITS, GROUP, BLOCK, D)
-            v = load_values(V, VS, VZ, bh, offs, nmask, CAP, VBITS, BLOCK, D)
-            m_i, l_i, acc = attend(q, k, v, nmask, m_i, l_i, acc)
+            tok = bh * CAP + offs
+            # ---- scores
+            if KBITS == 16:
+                k = tl.load(K + tok[:, None] * D + cols[None, :], mask=nmask[:, None], other=0.0)
+                scores = tl.dot(q16, tl.trans(k.to(tl.float16)))
+            else:
+                pk = tl.load(K + tok[:, None] * DK + jk[None, :], mask=nmask[:, None], other=0).to(tl.int32)
+                sbase = (bh * (CAP // GROUP) + n0 // GROUP) * D
+                scores = tl.zeros([ROWS, BLOCK], tl.float32)
+                qz = tl.zeros([ROWS], tl.float32)
+                for i in tl.static_range(PK):
+                    ch = jk * PK + slot_channel(i, PK)
+                    s_i = tl.load(KS + sbase + ch).to(tl.float32)
+                    z_i = tl.load(KZ + sbase + ch).to(tl.float32)
+                    q_i = tl.load(qrow + ch[None, :], mask=rmask[:, None], other=0.0).to(tl.float32) * qk_scale
+                    x_i = ((pk >> (i * KBITS)) & MK).to(tl.float16)
+                    scores += tl.dot((q_i * s_i[None, :]).to(tl.float16), tl.trans(x_i))
+                    qz += tl.sum(q_i * z_i[None, :], axis=1)
+                scores += qz[:, None]
+            m_i, l_i, alpha, p = softmax_step(scores, nmask, m_i, l_i)
+            acc0 = acc0 * alpha[:, None]
+            acc1 = acc1 * alpha[:, None]
+            acc2 = acc2 * alpha[:, None]
+            acc3 = acc3 * alpha[:, None]
+            # ---- values
+            if VBITS == 16:
+                v = tl.load(V + tok[:, None] * D + cols[None, :], mask=nmask[:, None], other=0.0)
+                acc0 += tl.dot(p.to(tl.float16), v.to(tl.float16))
+            else:
+                pv = tl.load(V + tok[:, None] * DV + jv[None, :], mask=nmask[:, None], other=0).to(tl.int32)
+                vs = tl.load(VS + tok, mask=nmask, other=0.0).to(tl.float32)
+                vz = tl.load(VZ + tok, mask=nmask, other=0.0).to(tl.float32)
+                ps = (p * vs[None, :]).to(tl.float16)
+                pz = tl.sum(p * vz[None, :], axis=1)[:, None]
+                acc0 += tl.dot(ps, (pv & MV).to(tl.float16)) + pz
+                if PV >= 2:
+                    acc1 += tl.dot(ps, ((pv >> VBITS) & MV).to(tl.float16)) + pz
+                if PV == 4:
+                    acc2 += tl.dot(ps, ((pv >> (2 * VBITS)) & MV).to(tl.float16)) + pz
+                    acc3 += tl.dot(ps, ((pv >> (3 * VBITS)) & MV).to(tl.float16)) + pz
         if QUANT:
             if split == NUM_SPLITS - 1:  # the residual window: the newest, unquantised tokens
                 r = tl.arange(0, GROUP)
                 rm = r < length - stored
-                ptr = (bh * GROUP + r)[:, None] * D + cols[None, :]
-                k = tl.load(KR + ptr, mask=rm[:, None], other=0.0).to(tl.float32)
-                v = tl.load(VR + ptr, mask=rm[:, None], other=0.0).to(tl.float32)
-                m_i, l_i, acc = attend(q, k, v, rm, m_i, l_i, acc)
-        safe = tl.where(l_i > 0, l_i, 1.0)
-        out = acc / safe[:, None]
-        lse = tl.where(l_i > 0, m_i + tl.log2(safe), float("-inf"))
+                rptr = (bh * GROUP + r)[:, None] * D
+                k = tl.load(KR + rptr + cols[None, :], mask=rm[:, None], other=0.0)
+                scores = tl.dot(q16, tl.trans(k.to(tl.float16)))
+                m_i, l_i, alpha, p = softmax_step(scores, rm, m_i, l_i)
+                p16 = p.to(tl.float16)
+                acc0 = acc0 * alpha[:, None] + tl.dot(p16, tl.load(VR + rptr + (jv * PV + slot_channel(0, PV))[None, :], mask=rm[:, None], other=0.0).to(tl.float16))
+                if PV >= 2:
+                    acc1 = acc1 * alpha[:, None] + tl.dot(p16, tl.load(VR + rptr + (jv * PV + slot_channel(1, PV))[None, :], mask=rm[:, None], other=0.0).to(tl.float16))
+                if PV == 4:
+                    acc2 = acc2 * alpha[:, None] + tl.dot(p16, tl.load(VR + rptr + (jv * PV + slot_channel(2, PV))[None, :], mask=rm[:, None], other=0.0).to(tl.float16))
+                    acc3 = acc3 * alpha[:, None] + tl.dot(p16, tl.load(VR + rptr + (jv * PV + slot_channel(3, PV))[None, :], mask=rm[:, None], other=0.0).to(tl.float16))
+        safe = tl.where(l_i > 0, l_i, 1.0)[:, None]
+        lse = tl.where(l_i > 0, m_i + tl.log2(tl.where(l_i > 0, l_i, 1.0)), float("-inf"))
         base = (bh * NUM_SPLITS + split) * N_REP
-        tl.store(OP + (base + rows)[:, None] * D + cols[None, :], out, mask=rmask[:, None])
+        orow = OP + (base + rows)[:, None] * D
+        tl.store(orow + (jv * PV + slot_channel(0, PV))[None, :], acc0 / safe, mask=rmask[:, None])
+        if PV >= 2:
+            tl.store(orow + (jv * PV + slot_channel(1, PV))[None, :], acc1 / safe, mask=rmask[:, None])
+        if PV == 4:
+            tl.store(orow + (jv * PV + slot_channel(2, PV))[None, :], acc2 / safe, mask=rmask[:, None])
+            tl.store(orow + (jv * PV + slot_channel(3, PV))[None, :], acc3 / safe, mask=rmask[:, None])
         tl.store(LP + base + rows, lse, mask=rmask)
 
     @triton.jit
@@ -299,22 +325,22 @@ def decode_attention(layer: QuantizedKVLayer, query: torch.Tensor, scaling: floa
     b, hq, _, d = query.shape
     h = layer.num_heads
     n_rep = hq // h
-    if block % layer.group and layer.fmt.quantized:
-        raise ValueError(f"tile of {block} tokens is not whole groups of {layer.group}")
+    tile = layer.group if layer.fmt.quantized else block  # a quantised tile is one key group
     scale = (scaling if scaling is not None else d ** -0.5) * 1.4426950408889634
     n_splits = splits or num_splits(b * h, layer.capacity, query.device, block)
-    split_len = math.ceil(math.ceil(layer.capacity / n_splits) / block) * block
+    split_len = math.ceil(math.ceil(layer.capacity / n_splits) / tile) * tile
     n_splits = math.ceil(layer.capacity / split_len)
     part_o = torch.empty(b * h * n_splits * n_rep, d, dtype=torch.float32, device=query.device)
     part_l = torch.empty(b * h * n_splits * n_rep, dtype=torch.float32, device=query.device)
     out = torch.empty(b, 1, hq, d, dtype=query.dtype, device=query.device)
     k, ks, kz, v, vs, vz, kr, vr = _buffers(layer)
+    kb, vb = layer.fmt.key_bits, layer.fmt.value_bits
     decode[(b * h, n_splits)](query, k, ks, kz, v, vs, vz, kr, vr, layer.length, part_o, part_l,
                               query.stride(0), query.stride(1), scale, layer.capacity,
                               H=h, N_REP=n_rep, ROWS=max(_MIN_ROWS, _next_pow2(n_rep)), D=d,
-                              KBITS=layer.fmt.key_bits, VBITS=layer.fmt.value_bits, GROUP=layer.group,
-                              QUANT=layer.fmt.quantized, BLOCK=block, SPLIT_LEN=split_len,
-                              NUM_SPLITS=n_splits, num_warps=4)
+                              KBITS=kb, VBITS=vb, PK=8 // kb if kb < 16 else 1, PV=8 // vb if vb < 16 else 1,
+                              GROUP=layer.group, QUANT=layer.fmt.quantized, BLOCK=tile, SPLIT_LEN=split_len,
+                              NUM_SPLITS=n_splits, num_warps=NUM_WARPS)
     merge[(b * h,)](part_o, part_l, out, H=h, N_REP=n_rep, RP=_next_pow2(n_rep), D=d,
                     NUM_SPLITS=n_splits, SP=_next_pow2(n_splits), num_warps=4)
     return out
