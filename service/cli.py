@@ -16,6 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from paretoml.search_space.trial_attrs import SPEC_ATTR
 from paretoml.service.ray_runtime import RayStartError
 
 EXIT_USAGE = 2
@@ -299,7 +300,6 @@ def _front(args: argparse.Namespace, console: Console) -> int:
     import optuna
 
     from paretoml.service.report import front_table
-    from paretoml.service.runner import SPEC_ATTR
     from paretoml.service.storage import study_exists
 
     storage = _open(args.storage)
