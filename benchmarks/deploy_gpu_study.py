@@ -95,10 +95,10 @@ class EncoderTask(Task):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from paretoml.search_space.spec import parse_spec
     from paretoml.service.executors import create_executor
     from paretoml.service.report import front_table
     from paretoml.service.runner import StudyRunner
+    from paretoml.service.spec import parse_spec
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--width", type=int, default=4096)

@@ -105,9 +105,9 @@ def run_study(spec_dict: dict[str, Any], workers: int, url: str, name: str,
               enqueue: list[tuple[str, dict[str, Any]]] | None = None, sharers: int = 1) -> dict[str, Any]:
     """One study on a Ray pool of ``workers`` sharing the GPU ('auto' share); the timings of
     its phases and every trial."""
-    from paretoml.search_space.spec import parse_spec
     from paretoml.service.executors.ray_pool import RayPoolExecutor
     from paretoml.service.runner import StudyRunner
+    from paretoml.service.spec import parse_spec
     from paretoml.service.storage import open_durable_storage
 
     spec = parse_spec(spec_dict)

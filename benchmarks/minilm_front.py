@@ -18,8 +18,8 @@ from paretoml.objectives.evaluate import MeasureSettings, TrialEvaluator
 from paretoml.objectives.measure import LatencySettings
 from paretoml.objectives.tasks.registry import create_task
 from paretoml.search_space.space import TrialConfig
-from paretoml.search_space.spec import parse_spec
 from paretoml.search_space.trial_attrs import BASELINE_ATTR, CONFIG_ATTR, SPEC_ATTR
+from paretoml.service.spec import parse_spec
 from paretoml.service.storage import open_storage
 
 from _machine import machine

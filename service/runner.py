@@ -31,7 +31,6 @@ from paretoml.objectives.tasks.registry import create_task
 from paretoml.search_space.constraints import constraint_values, needs_measurement
 from paretoml.search_space.introspect import LayerInfo
 from paretoml.search_space.space import JointSpace, TrialConfig
-from paretoml.search_space.spec import SpecError, StudySpec, parse_spec
 from paretoml.search_space.trial_attrs import (
     BASELINE_ATTR,
     CONFIG_ATTR,
@@ -49,6 +48,7 @@ from paretoml.search_space.trial_attrs import (
     result_attr,
 )
 from paretoml.service.executors.base import Executor, ModelDescription, TrialJob, TrialOutcome
+from paretoml.service.spec import SpecError, StudySpec, parse_spec
 from paretoml.service.storage import fail_stale_trials, study_exists
 from paretoml.surrogates.pruners import create_pruner
 from paretoml.surrogates.registry import create_sampler

@@ -45,7 +45,7 @@ STATES_BY_NAME = {name: state for state, name in STATE_NAMES.items()}
 
 
 def _objectives(spec: dict[str, Any]) -> list[schemas.Objective]:
-    from paretoml.search_space.spec import StudySpec
+    from paretoml.service.spec import StudySpec
 
     parsed = StudySpec.model_validate(spec)
     return [schemas.Objective(name=o.name, direction=o.resolved_direction) for o in parsed.objectives]

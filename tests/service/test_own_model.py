@@ -10,8 +10,8 @@ from optuna.trial import TrialState
 from torch import nn
 
 import paretoml
-from paretoml.search_space.spec import SpecError, parse_spec
 from paretoml.search_space.trial_attrs import CONFIG_ATTR, ERROR_ATTR, PROVENANCE_ATTR, WORKER_ATTR
+from paretoml.service.spec import SpecError, parse_spec
 
 _gen = torch.Generator().manual_seed(0)
 INPUTS = torch.randn(256, 12, generator=_gen)

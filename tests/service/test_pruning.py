@@ -12,7 +12,6 @@ import pytest
 import ray
 from optuna.trial import TrialState
 
-from paretoml.search_space.spec import parse_spec
 from paretoml.search_space.trial_attrs import (
     PROVENANCE_ATTR,
     RUNGS_ATTR,
@@ -25,6 +24,7 @@ from paretoml.search_space.trial_attrs import (
 from paretoml.service.executors import create_executor
 from paretoml.service.frontier import FrontierRecorder, stored_front
 from paretoml.service.runner import StudyRunner
+from paretoml.service.spec import parse_spec
 from paretoml.service.storage import open_durable_storage
 
 pytestmark = pytest.mark.slow

@@ -7,11 +7,11 @@ import pytest
 import ray
 from optuna.trial import TrialState
 
-from paretoml.search_space.spec import parse_spec
 from paretoml.search_space.trial_attrs import ERROR_ATTR, PROVENANCE_ATTR, SPEC_ATTR, WORKER_ATTR
 from paretoml.service.executors import create_executor
 from paretoml.service.frontier import FrontierRecorder, stored_front, stored_history
 from paretoml.service.runner import StudyRunner, spread_over
+from paretoml.service.spec import parse_spec
 from paretoml.service.storage import open_durable_storage
 
 pytestmark = pytest.mark.slow

@@ -10,10 +10,10 @@ import pytest
 from scipy.stats import spearmanr
 
 from paretoml.objectives.measure import packed_weight_bytes
-from paretoml.search_space.spec import parse_spec
 from paretoml.search_space.trial_attrs import BASELINE_ATTR
 from paretoml.service.executors import create_executor
 from paretoml.service.runner import StudyRunner
+from paretoml.service.spec import parse_spec
 from paretoml.surrogates.sensitivity import (
     LayerChoice,
     LayerSensitivity,

@@ -98,9 +98,9 @@ def test_missing_extra_says_what_to_install(monkeypatch):
 @pytest.mark.slow
 def test_minilm_study_end_to_end_with_warm_start(tmp_path):
     """A small real study: sensitivity warm start, baselines, TPE, stored in SQLite."""
-    from paretoml.search_space.spec import parse_spec
     from paretoml.service.executors.inprocess import InProcessExecutor
     from paretoml.service.runner import StudyRunner
+    from paretoml.service.spec import parse_spec
     from paretoml.service.storage import open_storage
 
     spec = parse_spec({

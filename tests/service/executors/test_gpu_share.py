@@ -11,7 +11,6 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from paretoml.search_space.spec import parse_spec
 from paretoml.search_space.trial_attrs import WORKER_ATTR
 from paretoml.service.executors.gpu_share import (
     GpuShareError,
@@ -21,6 +20,7 @@ from paretoml.service.executors.gpu_share import (
 )
 from paretoml.service.executors.ray_pool import RayPoolExecutor
 from paretoml.service.runner import StudyRunner
+from paretoml.service.spec import parse_spec
 from paretoml.service.storage import open_durable_storage
 
 
