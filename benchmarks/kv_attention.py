@@ -217,9 +217,9 @@ def decode_step_ms(model, formats, batch: int, ctx: int, forced_sdpa: bool) -> t
     return ms, nbytes
 
 
-def attention_only_ms(fmt, batch: int, ctx: int, block: int, splits: int | None) -> float:
+def attention_only_ms(fmt, batch: int, ctx: int, block: int, splits: int | None, group: int | None = None) -> float:
     """30 layers' worth of the decode kernel alone (one layer's cache read 30 times)."""
-    layer = kvc.QuantizedKVLayer(fmt, GROUP)
+    layer = kvc.QuantizedKVLayer(fmt, group or GROUP)
     blank = torch.zeros(batch, 3, 0, 64, dtype=torch.bfloat16, device="cuda")
     layer.lazy_initialization(blank, blank)
     layer.reserve(ctx + 64)
@@ -238,7 +238,12 @@ def main() -> None:
     parser.add_argument("--shapes", default=",".join(f"{b}x{c}" for b, c in SHAPES))
     parser.add_argument("--sweep", action="store_true", help="time tile sizes and splits of the kernel alone")
     parser.add_argument("--block", type=int, default=None, help="override the kernel's tile (tokens)")
+    parser.add_argument("--groups", default=None,
+                        help="key-group sizes to time (kernel alone, K4V4 at 128x8192); the rest uses the best")
+    parser.add_argument("--no-model-check", action="store_true")
+    parser.add_argument("--formats-check", default="K16V16,K8V8,K4V4,K2V2,K8V4,K4V2,K16V4,K2V16")
     args = parser.parse_args()
+    global GROUP
     if args.block:
         kvt.BLOCK_N = args.block
     import transformers
@@ -254,8 +259,23 @@ def main() -> None:
     result: dict = {"env": env, "layer_check": {}, "model_check": {}, "sweep": [], "table": []}
 
     t0 = time.time()
-    for f in (KVFormat(16, 16), KVFormat(8, 8), KVFormat(4, 4), KVFormat(2, 2), KVFormat(8, 4),
-              KVFormat(4, 2), KVFormat(16, 4), KVFormat(2, 16)):
+
+    def save():
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+
+    if args.groups:
+        timed = []
+        for group in (int(g) for g in args.groups.split(",")):
+            ms = attention_only_ms(KVFormat(4, 4), 128, 8192, kvt.BLOCK_N, None, group)
+            timed.append((ms, group))
+            result.setdefault("group_sweep", []).append({"group": group, "num_warps": kvt.NUM_WARPS, "ms_30_layers": ms})
+            print("group", group, f"{ms:.3f}", flush=True)
+        GROUP = min(timed)[1]
+        env["group"] = GROUP
+        save()
+    for f in (KVFormat.parse(x) for x in args.formats_check.split(",")):
         result["layer_check"][f.label] = layer_check(f)
         print("layer", f.label, result["layer_check"][f.label], flush=True)
     print(f"layer checks {time.time() - t0:.0f}s", flush=True)
@@ -266,9 +286,10 @@ def main() -> None:
         model = LlamaForCausalLM(smollm2_config(max_ctx)).to(torch.bfloat16).eval()
     all_modes = modes(model.config.num_hidden_layers)
     torch.set_grad_enabled(False)
-    for name in ("KV8", "KV4", "KV2", "mixed"):
+    for name in () if args.no_model_check else ("KV8", "KV4", "KV2", "mixed"):
         result["model_check"][name] = model_check(model, all_modes[name])
         print("model", name, result["model_check"][name], flush=True)
+    save()
 
     if args.sweep:  # warps per program for the quantised kernel; the table then uses the best
         best = None
@@ -297,11 +318,11 @@ def main() -> None:
                                      kvt.BLOCK_N, None) for f in ("bf16", "K4V4")}
         result.setdefault("attention_only", []).append({"batch": batch, "ctx": ctx, **attn})
         print("attention only (30 layers)", batch, ctx, attn, flush=True)
+        save()
     print(f"total {time.time() - t0:.0f}s", flush=True)
 
+    save()
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
         args.out.with_suffix(".md").write_text(render(result))
     print(render(result))
 
@@ -317,7 +338,7 @@ def render(result: dict) -> str:
              "| --- | --- | --- | --- |"]
     for f, r in result["layer_check"].items():
         lines.append(f"| {f} | {r['append_max_abs']:.3g} | {r['attn_max_abs']:.3g} | {r['attn_max_rel']:.3g} |")
-    lines += ["", "Whole model, 8 decode steps after a 300-token prompt, Triton vs dequant+SDPA:", "",
+    lines += [] if not result["model_check"] else ["", "Whole model, 8 decode steps after a 300-token prompt, Triton vs dequant+SDPA:", "",
               "| cache | logits max abs diff | logits max abs | argmax agreement |", "| --- | --- | --- | --- |"]
     for f, r in result["model_check"].items():
         lines.append(f"| {f} | {r['logits_max_abs']:.3g} | {r['logits_scale']:.3g} | {r['argmax_agree']:.3f} |")
@@ -338,6 +359,9 @@ def render(result: dict) -> str:
     if result.get("attention_only"):
         lines += ["Decode kernel alone, 30 layers (ms): " + "; ".join(
             f"{a['batch']}x{a['ctx']}: bf16 {a['bf16']:.3f}, K4V4 {a['K4V4']:.3f}" for a in result["attention_only"]), ""]
+    if result.get("group_sweep"):
+        lines += ["Key-group size at 128x8192 (K4V4 kernel alone, 30 layers, ms; the tables use the best): "
+                  + ", ".join(f"{s['group']}: {s['ms_30_layers']:.3f}" for s in result["group_sweep"]), ""]
     if result["sweep"]:
         lines += ["Warps per program at 128x8192 (K4V4 kernel alone, 30 layers, ms; the table uses the best): "
                   + ", ".join(f"{s['num_warps']}: {s['ms_30_layers']:.3f}" for s in result["sweep"]), ""]

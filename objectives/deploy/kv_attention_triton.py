@@ -114,6 +114,16 @@ if triton is not None:  # the kernels exist only where Triton does
         qrow = Q + b * stride_qb + (h * N_REP + rows)[:, None] * stride_qh
         q_full = (tl.load(qrow + cols[None, :], mask=rmask[:, None], other=0.0).to(tl.float32) * qk_scale)
         q16 = q_full.to(tl.float16)
+        # the query's channels of each key byte slot, loaded once (loop invariant)
+        q0 = tl.load(qrow + (jk * PK + slot_channel(0, PK))[None, :], mask=rmask[:, None], other=0.0).to(tl.float32) * qk_scale
+        q1 = q0
+        q2 = q0
+        q3 = q0
+        if PK >= 2:
+            q1 = tl.load(qrow + (jk * PK + slot_channel(1, PK))[None, :], mask=rmask[:, None], other=0.0).to(tl.float32) * qk_scale
+        if PK == 4:
+            q2 = tl.load(qrow + (jk * PK + slot_channel(2, PK))[None, :], mask=rmask[:, None], other=0.0).to(tl.float32) * qk_scale
+            q3 = tl.load(qrow + (jk * PK + slot_channel(3, PK))[None, :], mask=rmask[:, None], other=0.0).to(tl.float32) * qk_scale
         m_i = tl.full([ROWS], float("-inf"), tl.float32)
         l_i = tl.zeros([ROWS], tl.float32)
         acc0 = tl.zeros([ROWS, DV], tl.float32)
@@ -139,7 +149,14 @@ if triton is not None:  # the kernels exist only where Triton does
                     ch = jk * PK + slot_channel(i, PK)
                     s_i = tl.load(KS + sbase + ch).to(tl.float32)
                     z_i = tl.load(KZ + sbase + ch).to(tl.float32)
-                    q_i = tl.load(qrow + ch[None, :], mask=rmask[:, None], other=0.0).to(tl.float32) * qk_scale
+                    if i == 0:
+                        q_i = q0
+                    elif i == 1:
+                        q_i = q1
+                    elif i == 2:
+                        q_i = q2
+                    else:
+                        q_i = q3
                     x_i = ((pk >> (i * KBITS)) & MK).to(tl.float16)
                     scores += tl.dot((q_i * s_i[None, :]).to(tl.float16), tl.trans(x_i))
                     qz += tl.sum(q_i * z_i[None, :], axis=1)
