@@ -119,8 +119,9 @@ def one_thread() -> None:
 
 # -- run ---------------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> None:
-    from paretoml.search_space.spec import parse_spec
+    from paretoml.service.spec import parse_spec
     from paretoml.service.executors.inprocess import InProcessExecutor
+    from paretoml.search_space.trial_attrs import BASELINE_ATTR
     from paretoml.service.runner import StudyRunner
 
     one_thread()
@@ -142,7 +143,7 @@ def cmd_run(args: argparse.Namespace) -> None:
                "names": study.metric_names, "reference": {k: v for k, v in runner.model.reference.items()
                                                           if isinstance(v, (int, float))},
                "values": [list(t.values) for t in complete],
-               "warm": sum("paretoml:baseline" in t.user_attrs for t in study.trials),
+               "warm": sum(BASELINE_ATTR in t.user_attrs for t in study.trials),
                "ask_s": ask_seconds(study)}
         with open(args.out, "a") as fh:
             fh.write(json.dumps(row) + "\n")

@@ -42,6 +42,7 @@ from paretoml.search_space.trial_attrs import (
     RETRY_OF_ATTR,
     RUNG_UNIT_ATTR,
     RUNGS_ATTR,
+    SENSITIVITY_ATTR,
     SPEC_ATTR,
     STOPPED_AT_ATTR,
     WORKER_ATTR,
@@ -53,7 +54,7 @@ from paretoml.service.storage import fail_stale_trials, study_exists
 from paretoml.surrogates.pruners import create_pruner
 from paretoml.surrogates.registry import create_sampler
 from paretoml.surrogates.transfer import TransferError, check_sources
-from paretoml.surrogates.sensitivity import SENSITIVITY_ATTR, sensitivity_attr, warm_start_allocations
+from paretoml.surrogates.sensitivity import sensitivity_attr, warm_start_allocations
 
 ProgressCallback = Callable[[int, int, FrozenTrial | None], None]
 TrialCallback = Callable[[optuna.Study, FrozenTrial], None]

@@ -52,11 +52,6 @@ class LayerSensitivity:
     metric: str = ""
 
 
-#: Study user attribute: the measured sensitivities, ``{"metric": name, "drop": {layer:
-#: {bits: drop}}}`` (written by the runner, read by transfer's layer features)
-SENSITIVITY_ATTR = "paretoml:sensitivity"
-
-
 def sensitivity_attr(sensitivities: Sequence[LayerSensitivity]) -> dict[str, Any]:
     """The stored form of ``sensitivities`` (JSON: bits as strings)."""
     metric = sensitivities[0].metric if sensitivities else ""

@@ -39,14 +39,8 @@ from optuna.trial import TrialState
 from paretoml.objectives.evaluate import SYSTEM_OBJECTIVES
 from paretoml.search_space.encoding import VectorEncoding
 from paretoml.surrogates.layer_features import LayerTable, LayerValues, aggregate
-from paretoml.surrogates.sensitivity import SENSITIVITY_ATTR, sensitivity_from_attr
-
-# The runner writes these study/trial attributes (service/runner.py, a floor above; the same
-# strings, checked equal by tests/surrogates/test_transfer.py until one keys module holds them).
-SPEC_ATTR = "paretoml:spec"
-LAYERS_ATTR = "paretoml:layers"
-REFERENCE_ATTR = "paretoml:reference"
-CONFIG_ATTR = "paretoml:config"
+from paretoml.search_space.trial_attrs import CONFIG_ATTR, LAYERS_ATTR, REFERENCE_ATTR, SENSITIVITY_ATTR, SPEC_ATTR
+from paretoml.surrogates.sensitivity import sensitivity_from_attr
 
 #: a source's rows used at most (evenly spaced over its trials beyond): bounds a suggestion's cost
 MAX_SOURCE_TRIALS = 1000

@@ -16,10 +16,11 @@ from paretoml.objectives.evaluate import SYSTEM_OBJECTIVES
 from paretoml.search_space.introspect import introspect
 from paretoml.search_space.knobs import BitwidthKnob, PruneKnob
 from paretoml.search_space.space import JointSpace
-from paretoml.search_space.spec import SpecError, parse_spec
+from paretoml.service.spec import SpecError, parse_spec
 from paretoml.service import runner as runner_module
 from paretoml.service.executors.inprocess import InProcessExecutor
 from paretoml.service.runner import StudyRunner
+from paretoml.search_space.trial_attrs import SPEC_ATTR
 from paretoml.surrogates import transfer
 from paretoml.surrogates.layer_features import LayerTable, LayerValues, aggregate, feature_names
 from paretoml.surrogates.transfer import SOURCES, TransferError, transfer_set
@@ -93,10 +94,13 @@ def test_features_are_the_same_for_models_that_differ_only_in_names():
     assert np.isfinite(named["sens.sum"]).all() and np.ptp(named["global.bytes_ratio"]) > 0
 
 
-def test_attribute_keys_match_the_runners():
-    for key in ("SPEC_ATTR", "LAYERS_ATTR", "REFERENCE_ATTR", "CONFIG_ATTR"):
-        assert getattr(transfer, key) == getattr(runner_module, key)
+def test_objective_kinds_match_by_role():
     assert "model_bytes" in SYSTEM_OBJECTIVES and "fidelity" not in SYSTEM_OBJECTIVES
+    maximize, minimize = optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE
+    fidelity, accuracy = transfer.ObjectiveKind("fidelity", maximize), transfer.ObjectiveKind("accuracy", maximize)
+    assert fidelity.matches(accuracy)  # both a kept fraction of the uncompressed model's quality
+    assert not transfer.ObjectiveKind("model_bytes", minimize).matches(transfer.ObjectiveKind("latency_ms", minimize))
+    assert not fidelity.matches(transfer.ObjectiveKind("fidelity", minimize))
 
 
 # -- refused sources ----------------------------------------------------------------------------
@@ -150,9 +154,9 @@ def test_a_resumed_study_with_sources_suggests_what_a_never_stopped_one_would(st
         StudyRunner.create(first, storage, "cut", executor).run()
     # the study's stored spec asks for 4 trials; a resume in a "new process" runs it to 7
     SOURCES.clear()
-    spec_json = dict(storage.get_study_user_attrs(storage.get_study_id_from_name("cut"))[runner_module.SPEC_ATTR])
+    spec_json = dict(storage.get_study_user_attrs(storage.get_study_id_from_name("cut"))[SPEC_ATTR])
     spec_json["n_trials"] = 7
-    storage.set_study_user_attr(storage.get_study_id_from_name("cut"), runner_module.SPEC_ATTR, spec_json)
+    storage.set_study_user_attr(storage.get_study_id_from_name("cut"), SPEC_ATTR, spec_json)
     with InProcessExecutor(parse_spec(spec_json)) as executor:
         resumed = StudyRunner.resume(storage, "cut", executor).run()
     assert SOURCES.reads == 1

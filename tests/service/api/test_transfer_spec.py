@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import optuna
 
-from paretoml.search_space.spec import parse_spec
+from paretoml.service.spec import parse_spec
 from paretoml.service.executors.inprocess import InProcessExecutor
 from paretoml.service.runner import StudyRunner
 from tests.service.api.conftest import synthetic_spec
