@@ -260,7 +260,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     for row in rows:
         row["curve"] = hypervolume_curve(normalised(np.array(row["values"]), row["reference"], row["names"]))
     tasks = sorted({r["task"] for r in rows})
-    lines = [f"Machine: {machine()}; 2 cores shared with other engineers' jobs (load 8-12 while this ran).", ""]
+    lines = [f"Machine: {machine()}; 2 cores shared with other engineers' jobs (load average 11-20 while this ran).", ""]
     lines += ["| target | source | seed | cold HV@last | trials to cold's HV@last (transfer) | transfer HV@10 | cold HV@10 | "
               "transfer HV@30 | cold HV@30 | worst shortfall vs cold (any n) | wall s cold | wall s transfer |",
               "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -301,7 +301,8 @@ def cmd_report(args: argparse.Namespace) -> None:
                           if len(c["curve"]) >= n_at and len(w["curve"]) >= n_at and c["curve"][n_at - 1] > 0]
                 if ratios:
                     ratio_at[n_at] = round(100 * statistics.median(ratios), 2)
-            summary[task] = {"median_trials_to_cold_hv": statistics.median(reach),
+            median_reach = statistics.median(reach)
+            summary[task] = {"median_trials_to_cold_hv": None if median_reach == float("inf") else median_reach,
                              "worst_shortfall_pct": round(100 * min(shortfalls), 2), "seeds": len(reach),
                              "median_hv_vs_cold_pct": ratio_at}
     lines += ["", "| target | median trials (transfer) to reach the cold run's last-trial HV | cold trials | "
@@ -312,7 +313,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         at = s["median_hv_vs_cold_pct"]
         cells = " | ".join(f"{at[k]:+.1f}%" if k in at else "" for k in (15, 20, 30, 50))
         reach_cell = s["median_trials_to_cold_hv"]
-        reach_cell = f"not in {n}" if reach_cell == float("inf") else reach_cell
+        reach_cell = f"not in {n}" if reach_cell is None else reach_cell
         lines.append(f"| {task} | {reach_cell} | {n} | {s['worst_shortfall_pct']:+.1f}% | {cells} |")
     extra: dict[str, Any] = {}
     if args.time:
