@@ -93,8 +93,9 @@ def hypervolume_curve(losses: np.ndarray, reference: np.ndarray = REFERENCE_POIN
 
 
 def ask_seconds(study: optuna.Study) -> list[float]:
-    """Seconds between one trial's end and the next one's start: the sampler's suggestion
-    plus the runner's bookkeeping (one in-process worker: trials run one after another)."""
+    """Seconds between one trial's end and the next one's start: the runner's bookkeeping.
+    Not the suggestion: Optuna stamps a trial's start before its sampler runs, so the
+    suggestion is inside the trial's own duration (``time`` measures it apart)."""
     trials = sorted(study.trials, key=lambda t: t.number)
     out = []
     for before, after in zip(trials, trials[1:]):
@@ -170,7 +171,6 @@ def bring_source(storage: optuna.storages.BaseStorage, source_db: str, name: str
 
 # -- suggestion time ------------------------------------------------------------------------------
 def cmd_time(args: argparse.Namespace) -> None:
-    from paretoml.search_space.encoding import VectorEncoding  # noqa: F401  (imported with the sampler)
     from paretoml.surrogates.transfer import SOURCES, transfer_set
     from paretoml.surrogates.xgboost_sampler import XGBoostSampler
 
@@ -184,7 +184,7 @@ def cmd_time(args: argparse.Namespace) -> None:
     cold = XGBoostSampler(seed=0)
     warm = XGBoostSampler(seed=0, transfer_from=args.sources)
     space = cold.infer_relative_search_space(study, last)
-    from paretoml.search_space.encoding import VectorEncoding as Encoding
+    from paretoml.search_space.encoding import VectorEncoding as Encoding  # noqa: N814
 
     n_source = len(transfer_set(study, Encoding(space), args.sources).features)  # read (cached) once, not timed
     n_fitted = len(transfer_set(study, Encoding(space), args.sources, limit=warm.max_train // 2).features)
