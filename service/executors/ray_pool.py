@@ -33,7 +33,7 @@ from paretoml.service.executors.base import (
     run_job,
 )
 from paretoml.service.executors.gpu_share import GpuRequest, gpu_share
-from paretoml.service.ray_runtime import RayOptions, start_ray
+from paretoml.service.ray_runtime import RayOptions, start_ray, stop_ray
 
 
 class StartCancelled(RuntimeError):
@@ -278,7 +278,7 @@ class RayPoolExecutor(Executor):
             self._board = None
         self._inflight.clear()
         if self._started_ray:
-            ray.shutdown()
+            stop_ray()  # and the agents the local runtime would leave behind for minutes
             self._started_ray = False
 
 
