@@ -115,7 +115,7 @@ def bench_ray(trials: int, reps: int, tmp: Path) -> list[dict]:
     import ray
 
     from paretoml.objectives.threads import apply_thread_budget
-    from paretoml.search_space.spec import parse_spec
+    from paretoml.service.spec import parse_spec
     from paretoml.service.executors.ray_pool import RayPoolExecutor
     from paretoml.service.runner import StudyRunner
     from paretoml.service.storage import open_durable_storage

@@ -10,7 +10,6 @@ from collections import deque
 
 from paretoml.objectives.tasks.base import Task
 from paretoml.objectives.threads import DEFAULT_THREADS, ThreadState, apply_thread_budget, resolve_threads, restore_threads
-from paretoml.search_space.spec import StudySpec
 from paretoml.service.executors.base import (
     Executor,
     ModelDescription,
@@ -20,6 +19,7 @@ from paretoml.service.executors.base import (
     local_worker_info,
     run_job,
 )
+from paretoml.service.spec import StudySpec
 
 
 class InProcessExecutor(Executor):

@@ -22,7 +22,6 @@ from ray.exceptions import RayError, RayTaskError
 
 from paretoml.objectives.tasks.base import Task
 from paretoml.objectives.threads import apply_thread_budget, resolve_threads, worker_threads
-from paretoml.search_space.spec import StudySpec
 from paretoml.service.executors.base import (
     Executor,
     ModelDescription,
@@ -34,6 +33,7 @@ from paretoml.service.executors.base import (
 )
 from paretoml.service.executors.gpu_share import GpuRequest, gpu_share
 from paretoml.service.ray_runtime import RayOptions, start_ray, stop_ray
+from paretoml.service.spec import StudySpec
 
 
 class StartCancelled(RuntimeError):
@@ -68,8 +68,8 @@ class TrialWorker:
 
     def __init__(self, spec_json: dict[str, Any], name: str, task: Any = None, gpu_share: float = 0.0,
                  threads: int = 1) -> None:
-        from paretoml.search_space.spec import parse_spec
         from paretoml.service.runner import build_evaluator
+        from paretoml.service.spec import parse_spec
 
         apply_thread_budget(threads)  # before the task loads: its libraries size their pools now
 

@@ -15,11 +15,12 @@ import torch
 from optuna.trial import TrialState
 
 from paretoml.objectives.threads import DEFAULT_THREADS
-from paretoml.search_space.spec import parse_spec
+from paretoml.service.spec import parse_spec
 from paretoml.service.executors import create_executor
 from paretoml.service.executors.inprocess import InProcessExecutor
 from paretoml.service.executors.ray_pool import RayPoolExecutor
-from paretoml.service.runner import WORKER_ATTR, StudyRunner
+from paretoml.search_space.trial_attrs import WORKER_ATTR
+from paretoml.service.runner import StudyRunner
 
 
 def spec(n_trials: int = 3, **threads: int) -> dict:
