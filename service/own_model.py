@@ -46,6 +46,7 @@ def search(
     workers: int = 1,
     ray_address: str | None = None,
     links: Mapping[str, ChannelLink] | None = None,
+    threads: int | None = None,
 ) -> optuna.Study:
     """Search compressions of ``model``; returns the Optuna study (its Pareto front is
     ``study.best_trials``, each trial's per-layer config is ``trial.user_attrs["paretoml:config"]``).
@@ -57,6 +58,8 @@ def search(
     tuple of args or a dict of kwargs) is what introspection, latency and memory run the
     model on. ``knobs``, ``sampler``, ``baselines`` and ``measure`` are as in a study spec.
     ``workers > 1`` runs trials on a Ray pool, each worker holding its own copy of the model.
+    ``threads`` is the thread budget of this process while it searches and of each worker
+    (default: 1 here, given back afterwards; a worker's CPU share).
     """
     metrics = dict(metrics or {"score": "maximize"})
     clash = sorted(set(metrics) & set(SYSTEM_OBJECTIVES))
@@ -75,6 +78,8 @@ def search(
         "baselines": list(baselines),
         "measure": dict(measure or {}),
     }
+    if threads is not None:
+        document["threads"] = {"driver": threads, "worker": threads}
     if warm_start:
         document["warm_start"] = {"method": "sensitivity"} if warm_start is True else dict(warm_start)
     spec = parse_spec(document, {task.name: task})

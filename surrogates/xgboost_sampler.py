@@ -30,7 +30,6 @@ start-up).
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -41,6 +40,7 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import FrozenTrial, TrialState
 
+from paretoml.objectives.threads import thread_budget
 from paretoml.search_space.encoding import VectorEncoding
 from paretoml.surrogates.pareto import loss_signs, non_dominated
 from paretoml.surrogates.trial_history import EncodingCache, History, read_history
@@ -236,17 +236,21 @@ class XGBoostSampler(BaseSampler):
         self._warn_exhausted(None)
         return np.vstack([mutated, uniform])
 
+    def _regressor(self) -> Any:
+        """An unfitted quantile model, on this process's thread budget (the sampler's process
+        shares the machine with the workers; objectives/threads.py)."""
+        import xgboost
+
+        return xgboost.XGBRegressor(
+            objective="reg:quantileerror", quantile_alpha=_QUANTILES, n_estimators=self.n_estimators,
+            max_depth=self.max_depth, learning_rate=0.15, tree_method="hist", max_bin=32,
+            n_jobs=thread_budget(), random_state=self._seed % (2**31),
+        )
+
     def _quantile_model(self, x: np.ndarray, y: np.ndarray, candidates: np.ndarray,
                         weight: np.ndarray | None = None) -> np.ndarray:
         """(n_candidates, 3) predicted 10/50/90 % quantiles of the standardised target."""
-        import xgboost
-
-        model = xgboost.XGBRegressor(
-            objective="reg:quantileerror", quantile_alpha=_QUANTILES, n_estimators=self.n_estimators,
-            max_depth=self.max_depth, learning_rate=0.15, tree_method="hist", max_bin=32,
-            n_jobs=min(4, os.cpu_count() or 1),
-            random_state=self._seed % (2**31),
-        )
+        model = self._regressor()
         model.fit(x, y, sample_weight=weight)
         return np.sort(np.asarray(model.predict(candidates)).reshape(len(candidates), -1), axis=1)
 
