@@ -235,7 +235,8 @@ class JointSpace:
                 if int(value) < 16:
                     act_bits.update({layer: int(value) for layer in slot.layers})
             elif slot.role == "prune":
-                prune.update({layer: float(value) for layer in slot.layers})
+                ratio = snap_to_step(float(value), slot.distribution)
+                prune.update({layer: ratio for layer in slot.layers})
                 method.update({layer: slot.method for layer in slot.layers})
             elif slot.role == "merge":
                 for layer in slot.layers:
@@ -245,7 +246,7 @@ class JointSpace:
             elif slot.role == "base_lr":
                 base_lr = float(value)
             else:
-                hparams[slot.name] = value
+                hparams[slot.name] = snap_to_step(value, slot.distribution)
         lr = None
         if self._lr_knob is not None and base_lr is not None:
             used_batch = batch if batch is not None else self._lr_knob.base_batch
@@ -348,6 +349,20 @@ class JointSpace:
     def decode(self, vector: np.ndarray) -> dict[str, Any]:
         """Inverse of :meth:`encode`, snapping to the nearest valid value."""
         return self.encoding.decode(vector)
+
+
+#: Digits a snapped value keeps: enough for any step a spec gives, few enough to drop the
+#: binary noise of ``low + k * step`` (0.1 * 6 = 0.6000000000000001).
+_SNAP_DIGITS = 12
+
+
+def snap_to_step(value: Any, dist: BaseDistribution) -> Any:
+    """``value`` on the grid of a stepped float distribution, without float noise, so that a
+    stored config reads ``0.6`` rather than ``0.6000000000000001``; other values unchanged."""
+    if not isinstance(dist, FloatDistribution) or dist.step is None or isinstance(value, bool):
+        return value
+    k = round((float(value) - dist.low) / dist.step)
+    return round(min(max(dist.low + k * dist.step, dist.low), dist.high), _SNAP_DIGITS)
 
 
 def _suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
