@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from paretoml.service.ray_runtime import RayStartError
@@ -68,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", required=True, help="directory to write (created; must be empty)")
     storage_arg(export)
 
+    studies = sub.add_parser("studies", help="list the studies of a storage")
+    storage_arg(studies)
+
     sub.add_parser("tasks", help="list the registered tasks")
 
     serve = sub.add_parser("serve", help="run the REST API and the job runners (settings: PARETOML_* or .env)")
@@ -103,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _front(args, console)
         if args.command == "export":
             return _export(args, console)
+        if args.command == "studies":
+            return _studies(args, console)
         if args.command == "tasks":
             return _tasks(console)
         if args.command == "serve":
@@ -149,6 +155,22 @@ def _open(url: str, durable: bool = False):  # type: ignore[no-untyped-def]
         return open_durable_storage(url) if durable else open_storage(url)
     except StorageError as exc:
         raise CliError(str(exc)) from None
+
+
+def _open_existing(url: str):  # type: ignore[no-untyped-def]
+    """The storage at ``url`` for a command that only reads: a SQLite file that is not there
+    is an error naming it, not a new empty database."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:
+        parsed = None
+    if parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        if not Path(parsed.database).expanduser().is_file():
+            raise CliError(f"no database at {url} (no such file); --storage names the database, "
+                           "default sqlite:///paretoml.db in the working directory")
+    return _open(url)
 
 
 def _executor(args: argparse.Namespace, spec):  # type: ignore[no-untyped-def]
@@ -302,9 +324,9 @@ def _front(args: argparse.Namespace, console: Console) -> int:
     from paretoml.service.runner import SPEC_ATTR
     from paretoml.service.storage import study_exists
 
-    storage = _open(args.storage)
+    storage = _open_existing(args.storage)
     if not study_exists(storage, args.study):
-        raise CliError(f"no study named {args.study!r} in this storage")
+        raise CliError(f"no study named {args.study!r} in {args.storage} (`paretoml studies` lists its studies)")
     study = optuna.load_study(study_name=args.study, storage=storage)
     raw = study.user_attrs.get(SPEC_ATTR)
     # names straight from the stored spec: a study of a task given from Python (paretoml.search)
@@ -321,7 +343,7 @@ def _export(args: argparse.Namespace, console: Console) -> int:
     out = Path(args.output)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CliError(f"--output {out} exists and is not an empty directory")
-    storage = _open(args.storage)
+    storage = _open_existing(args.storage)
     try:
         manifest = export_trial(storage, args.study, args.trial, out)
     except (ExportNotFoundError, TrialNotCompleteError) as exc:
@@ -334,11 +356,36 @@ def _export(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _studies(args: argparse.Namespace, console: Console) -> int:
+    from rich.table import Table
+
+    from paretoml.service.study_list import list_studies
+
+    rows = list_studies(_open_existing(args.storage))
+    if not rows:
+        console.print(f"no studies in {args.storage}")
+        return 0
+    table = Table(title=f"studies in {escape(args.storage)}")
+    for column in ("study", "made by", "trials done", "objectives", "started"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(escape(row.name), escape(row.made_by), f"{row.done}/{row.budget or '?'}",
+                      escape(", ".join(row.objectives)), row.started or "")
+    console.print(table)
+    return 0
+
+
 def _tasks(console: Console) -> int:
     from paretoml.objectives.tasks.registry import available_tasks
 
     for name, cls in sorted(available_tasks().items()):
-        console.print(f"[bold]{name}[/bold]: {cls.summary}")
+        line = f"[bold]{escape(name)}[/bold]: {escape(cls.summary)}"
+        if cls.extra is not None:
+            extra = f"paretoml[{cls.extra}]"
+            missing = cls.missing_packages()
+            line += (f" [red](needs {escape(extra)}: pip install '{escape(extra)}'; missing {', '.join(missing)})[/red]"
+                     if missing else f" (extra {escape(extra)}: installed)")
+        console.print(line, soft_wrap=True)  # one line per task, whatever the width
     return 0
 
 

@@ -159,6 +159,8 @@ class TaskInfo(_Out):
     name: str
     summary: str
     options_schema: dict[str, Any]
+    extra: str | None = Field(None, description="the optional extra the task needs (pip install 'paretoml[EXTRA]')")
+    installed: bool = Field(True, description="whether the packages the task needs are installed on the server")
 
 
 class SamplerInfo(_Out):
