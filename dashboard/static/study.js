@@ -3,7 +3,7 @@
 // of trials, the selected trial's detail, and stop / resume / delete.
 import {
   ACTIVE, api, arrow, badge, el, errorBox, fmtBytes, fmtDuration, fmtValue, plot, poll, progressBar, renderHeader,
-  responseJson,
+  ApiError, responseJson,
 } from "./common.js";
 import { renderTrial } from "./trial.js";
 
@@ -324,7 +324,18 @@ async function start() {
     [detail, figures, frontier, S.firstPage] = await Promise.all([
       responseJson(pre.detail), responseJson(pre.figures), responseJson(pre.frontier), responseJson(pre.firstTrials)]);
   } catch (error) {
-    $("summary").replaceChildren(errorBox(error));
+    if (error instanceof ApiError && error.status === 404) {
+      // nothing of this study will come: say so instead of leaving placeholders that never fill
+      $("main").replaceChildren($("main").querySelector("h1"), el("div", { class: "card not-found", id: "not-found",
+        role: "alert" }, el("p", {}, `There is no study named “${studyId}” on this server.`),
+      el("p", {}, el("a", { href: "/" }, "← all studies"))));
+      $("study-status").replaceChildren(badge("not found", "failed"));
+      document.title = `${studyId}: not found`;
+    } else {
+      $("summary").replaceChildren(errorBox(error));
+      $("importances").replaceChildren(el("div", { class: "placeholder" }, "–"));
+    }
+    ["stop", "resume", "delete"].forEach((a) => { $(a).disabled = true; });
     document.body.dataset.ready = "error";
     return;
   }

@@ -78,12 +78,14 @@ export async function renderTrial(container, { studyId, number, objectives, refe
   if (trial.stopped_at != null) facts.unshift(["stopped at", trial.rung_unit === "validation samples"
     ? `${trial.stopped_at} validation samples scored (pruned)`
     : `fine-tune step ${trial.stopped_at} (pruned)`]);
-  container.replaceChildren(
+  // replaceChildren writes a null child as the text "null": leave out the parts a trial lacks
+  container.replaceChildren(...[
     title, objectivesTable,
     el("div", { class: "kv" }, facts.map(([k, v]) => [el("span", { class: "k" }, k), el("span", {}, String(v))])),
     curve, chart,
     el("details", {}, el("summary", {}, "Optuna parameters and the full config"),
-      el("pre", { class: "json" }, JSON.stringify({ params: trial.params, config: trial.config }, null, 2))));
+      el("pre", { class: "json" }, JSON.stringify({ params: trial.params, config: trial.config }, null, 2)))]
+    .filter((part) => part != null));
   await plot(chart, figure.layers);
   if (curve) await plot(curve, figure.curve);
   if (current === token) container.dataset.ready = "1";
