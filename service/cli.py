@@ -15,7 +15,6 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from paretoml.service.ray_runtime import RayStartError
 
@@ -290,14 +289,11 @@ def _drive(runner, name: str, args: argparse.Namespace, console: Console, job: _
     runner.stop_event = job.stop_event
     runner.on_trial.append(FrontierRecorder(args.storage, runner.study, runner.spec.objective_names,
                                             runner.model.reference))
+    from paretoml.service.progress import StudyProgress, wants_bar
+
     start = time.perf_counter()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, disable=args.quiet, transient=False) as bar:
-        task_id = bar.add_task("trials", total=runner.spec.n_trials)
-
-        def progress(done: int, budget: int, trial) -> None:  # type: ignore[no-untyped-def]
-            bar.update(task_id, completed=done)
-
+    with StudyProgress(runner.study, runner.spec.objective_names, console,
+                       enabled=not args.quiet and wants_bar(console)) as progress:
         try:
             runner.run(progress)
         except TooManyFailuresError as exc:

@@ -24,6 +24,7 @@ from paretoml.search_space.introspect import ChannelLink
 from paretoml.search_space.spec import SpecError, parse_spec
 from paretoml.service.executors.base import Executor
 from paretoml.service.executors.inprocess import InProcessExecutor
+from paretoml.service.progress import StudyProgress
 from paretoml.service.runner import StudyRunner
 
 
@@ -46,6 +47,7 @@ def search(
     workers: int = 1,
     ray_address: str | None = None,
     links: Mapping[str, ChannelLink] | None = None,
+    progress: bool | None = None,
 ) -> optuna.Study:
     """Search compressions of ``model``; returns the Optuna study (its Pareto front is
     ``study.best_trials``, each trial's per-layer config is ``trial.user_attrs["paretoml:config"]``).
@@ -57,6 +59,8 @@ def search(
     tuple of args or a dict of kwargs) is what introspection, latency and memory run the
     model on. ``knobs``, ``sampler``, ``baselines`` and ``measure`` are as in a study spec.
     ``workers > 1`` runs trials on a Ray pool, each worker holding its own copy of the model.
+    ``progress`` draws a bar of trials done and best values on stderr (default: only on a
+    terminal or in a notebook).
     """
     metrics = dict(metrics or {"score": "maximize"})
     clash = sorted(set(metrics) & set(SYSTEM_OBJECTIVES))
@@ -89,7 +93,8 @@ def search(
         executor = InProcessExecutor(spec, task=task)
     with executor:
         runner = StudyRunner.create(spec, optuna_storage, name, executor)
-        return runner.run()
+        with StudyProgress(runner.study, spec.objective_names, enabled=progress) as bar:
+            return runner.run(bar)
 
 
 def _default_name(model: nn.Module) -> str:

@@ -33,7 +33,7 @@ from paretoml.search_space.introspect import LayerInfo
 from paretoml.search_space.space import JointSpace, TrialConfig
 from paretoml.search_space.spec import SpecError, StudySpec, parse_spec
 from paretoml.service.executors.base import Executor, ModelDescription, TrialJob, TrialOutcome
-from paretoml.service.storage import fail_stale_trials, study_exists
+from paretoml.service.storage import fail_stale_trials, heartbeat_warnings_silenced, study_exists
 from paretoml.surrogates.pruners import RUNGS_ATTR, create_pruner
 from paretoml.surrogates.registry import create_sampler
 from paretoml.surrogates.sensitivity import warm_start_allocations
@@ -323,7 +323,8 @@ class StudyRunner:
                 while done < budget and (inflight or not self.stop_event.is_set()):
                     while (len(inflight) < self.executor.slots and done + len(inflight) < budget
                            and not self.stop_event.is_set()):
-                        trial = self.study.ask()
+                        with heartbeat_warnings_silenced():
+                            trial = self.study.ask()
                         job = self._prepare(trial)
                         pump.add(trial._trial_id)
                         if job is None:
