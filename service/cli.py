@@ -334,7 +334,12 @@ def _front(args: argparse.Namespace, console: Console) -> int:
 
 def _export(args: argparse.Namespace, console: Console) -> int:
     from paretoml.objectives.deploy.export import weights_file_bytes
-    from paretoml.service.export import ExportNotFoundError, TrialNotCompleteError, export_trial
+    from paretoml.service.export import (
+        ExportNotFoundError,
+        NeedsPythonModelError,
+        TrialNotCompleteError,
+        export_trial,
+    )
 
     out = Path(args.output)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -342,7 +347,7 @@ def _export(args: argparse.Namespace, console: Console) -> int:
     storage = _open_existing(args.storage)
     try:
         manifest = export_trial(storage, args.study, args.trial, out)
-    except (ExportNotFoundError, TrialNotCompleteError) as exc:
+    except (ExportNotFoundError, TrialNotCompleteError, NeedsPythonModelError) as exc:
         raise CliError(str(exc)) from None
     size, header = weights_file_bytes(out)
     kernels = sorted({layer.kernel for layer in manifest.layers})

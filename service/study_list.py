@@ -9,10 +9,8 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
+from paretoml.objectives.tasks.python_model import PYTHON_MODEL_TASK
 from paretoml.service.runner import SPEC_ATTR
-
-#: The task name of studies made by ``paretoml.search`` (a model given from Python).
-PYTHON_MODEL_TASK = "python-model"
 
 
 @dataclass(frozen=True)

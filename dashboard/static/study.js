@@ -80,8 +80,14 @@ function renderSummary(detail) {
       `${detail.progress.running} running · ${detail.progress.waiting} waiting · ${detail.progress.failed} failed · `
       + `${detail.progress.pruned} pruned · ${detail.layers.length} layers · created ${new Date(t.created_at).toLocaleString()}`));
   $("study-error").replaceChildren(...(detail.error ? [el("div", { class: "error" }, detail.error)] : []));
-  $("stop").disabled = !["queued", "running"].includes(detail.status);
-  $("resume").disabled = !["stopped", "failed"].includes(detail.status);
+  // a study made by paretoml.search is read here only: its model lives in the user's Python process
+  const readOnly = detail.source === "python";
+  if (readOnly && !$("python-note")) {
+    $("study-error").after(el("div", { class: "muted small", id: "python-note" },
+      "Made by paretoml.search: read-only here. Resume it, and export its trials (paretoml.export), from Python."));
+  }
+  $("stop").disabled = readOnly || !["queued", "running"].includes(detail.status);
+  $("resume").disabled = readOnly || !["stopped", "failed"].includes(detail.status);
   $("delete").disabled = ACTIVE.has(detail.status);
 }
 
@@ -272,6 +278,7 @@ function selectTrial(number) {
   $("trial-card").scrollIntoView({ block: "nearest" });
   return renderTrial($("trial"), {
     studyId, number, objectives: S.detail?.objectives, reference: S.detail?.reference, front: S.front,
+    exportable: S.detail?.source !== "python",
   });
 }
 

@@ -73,6 +73,9 @@ class StudySummary(_Out):
     best: list[BestValue] = Field(description="per objective, the best feasible completed trial")
     created_at: UtcDatetime
     error: str | None
+    source: str = Field(
+        "api", description="who runs it: this server (api), `paretoml run` (cli), or `paretoml.search` (python: "
+                           "listed read-only here; resume and export it from Python)")
 
 
 class Layer(_Out):
