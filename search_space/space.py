@@ -18,7 +18,7 @@ from optuna.distributions import (
 )
 
 from paretoml.search_space.encoding import VectorEncoding
-from paretoml.search_space.introspect import LayerInfo, group_layers
+from paretoml.search_space.introspect import RECURRENT, LayerInfo, group_layers
 from paretoml.search_space.knobs import (
     ActivationBitsKnob,
     BatchSizeKnob,
@@ -150,8 +150,12 @@ class JointSpace:
             raise ValueError(f"knobs: {knob.kind} knob's include pattern {pattern!r} matches no layer; "
                              f"the model's layers are: {shown}")
         selected: list[str] = []
+        skipped_recurrent: list[str] = []
         for layer in self.layers:
             if not knob.layers.matches(layer.name, layer.kind):
+                continue
+            if layer.kind == RECURRENT and not isinstance(knob, BitwidthKnob):
+                skipped_recurrent.append(layer.name)  # weight-only quantization: its rows are gates
                 continue
             if isinstance(knob, PruneKnob) and knob.method == "structured" and not layer.structured_ok:
                 self.notes.append(
@@ -169,6 +173,9 @@ class JointSpace:
                 raise ValueError(f"knobs: layer {layer.name!r} is selected by two {knob.kind} knobs")
             taken[role].add(layer.name)
             selected.append(layer.name)
+        if skipped_recurrent:
+            self.notes.append(f"{knob.kind} knob skips {len(skipped_recurrent)} recurrent weight matrices "
+                              f"({skipped_recurrent[0]}, ...): they take bitwidth knobs only")
         if not selected:
             self.notes.append(f"{knob.kind} knob matched no layer")
             return
@@ -323,6 +330,11 @@ class JointSpace:
         bits = {layer: b for layer, (b, _) in allocation.items()}
         prune = {layer: r for layer, (_, r) in allocation.items()}
         return self.with_layer_prune(self.with_layer_bits(params, bits), prune)
+
+    @property
+    def covered_layers(self) -> list[str]:
+        """Layers that some per-layer knob (bits, activation bits, prune, merge) turns."""
+        return list(dict.fromkeys(layer for slot in self._slots for layer in slot.layers))
 
     @property
     def bits_layers(self) -> list[str]:

@@ -204,8 +204,9 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         console.print(f"study [bold]{name}[/bold] in {args.storage}: {len(runner.space.param_names)} knobs over "
                       f"{len(runner.model.layers)} layers, sampler {spec.sampler.name}, {spec.n_trials} trials, "
                       f"{executor.slots} worker(s)")
+        console.print(f"  knobs: {escape(runner.coverage.describe())}")
         for note in runner.space.notes:
-            console.print(f"  note: {note}")
+            console.print(f"  note: {escape(note)}")
         return _drive(runner, name, args, console, job)
 
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial
+from rich.console import Console
+from rich.markup import escape
 from torch import nn
 
 from paretoml.objectives.deploy.export import Manifest
@@ -98,6 +100,7 @@ def search(
         executor = InProcessExecutor(spec, task=task)
     with executor:
         runner = StudyRunner.create(spec, optuna_storage, name, executor)
+        Console(stderr=True).print(f"paretoml.search: {escape(runner.coverage.describe())}", soft_wrap=True)
         with _listed(storage, runner) as listing, StudyProgress(runner.study, spec.objective_names,
                                                                   enabled=progress) as bar:
             study = runner.run(bar)

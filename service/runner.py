@@ -29,6 +29,7 @@ from paretoml.objectives.measure import LatencySettings
 from paretoml.objectives.tasks.base import Task
 from paretoml.objectives.tasks.registry import create_task
 from paretoml.search_space.constraints import constraint_values, needs_measurement
+from paretoml.search_space.coverage import coverage
 from paretoml.search_space.introspect import LayerInfo
 from paretoml.search_space.space import JointSpace, TrialConfig
 from paretoml.search_space.spec import SpecError, StudySpec, parse_spec
@@ -46,6 +47,8 @@ PROVENANCE_ATTR = "paretoml:provenance"
 WORKER_ATTR = "paretoml:worker"
 ERROR_ATTR = "paretoml:error"
 CONSTRAINTS_ATTR = "constraints"
+#: Study user attribute: the model's parameters and the share that no knob covers.
+COVERAGE_ATTR = "paretoml:coverage"
 
 ProgressCallback = Callable[[int, int, FrozenTrial | None], None]
 TrialCallback = Callable[[optuna.Study, FrozenTrial], None]
@@ -225,6 +228,8 @@ class StudyRunner:
 
     def __post_init__(self) -> None:
         self._inflight: dict[int, optuna.Trial] = {}
+        #: how much of the model the knobs reach (printed when a study starts)
+        self.coverage = coverage(self.model.layers, self.space, self.model.other_params)
         if self.pruner is None:
             self.pruner = make_pruner(self.spec, self.model.validation_samples)
         if self.spec.pruner.name != "none":
@@ -253,6 +258,7 @@ class StudyRunner:
         study.set_user_attr(SPEC_ATTR, spec.model_dump(mode="json"))
         study.set_user_attr(LAYERS_ATTR, [_layer_row(layer) for layer in model.layers])
         study.set_user_attr(REFERENCE_ATTR, model.reference)
+        study.set_user_attr(COVERAGE_ATTR, coverage(model.layers, space, model.other_params).to_dict())
         for bits, params in zip(spec.baselines, baselines):
             study.enqueue_trial(params, user_attrs={"paretoml:baseline": f"uniform {bits}-bit"})
         for params in spread_over(warm, max(0, spec.n_trials - len(baselines))):

@@ -27,6 +27,7 @@ from torch import nn
 
 from paretoml.objectives.deploy.convert import Deployment, deployable, layer_format, plan_layers
 from paretoml.objectives.deploy.pack import pack_bits, pack_mask, to_int_weight, unpack_bits, unpack_mask
+from paretoml.search_space.introspect import layer_weight, weight_key
 from paretoml.search_space.space import TrialConfig
 
 MANIFEST = "manifest.json"
@@ -132,21 +133,20 @@ def export_compressed(model: nn.Module, config: TrialConfig, out_dir: str | Path
     """Write ``model`` (the trial's compressed model: quantized values, pruned zeros) to ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    modules = dict(model.named_modules())
     plans = {p.name: p for p in plan_layers(model, config, torch.device(device))}
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors: dict[str, torch.Tensor] = {}
     entries: list[LayerEntry] = []
     for name, plan in plans.items():
-        module = modules[name]
-        key = f"{name}.weight"
+        weight = layer_weight(model, name)
+        key = weight_key(name, plan.format.kind)
         fmt = layer_format(name, plan.format.kind, config)
         if fmt.weight_bits < 32:
-            packed, storage, nnz = _pack_weight(key, module.weight, fmt.weight_bits)  # type: ignore[union-attr]
+            packed, storage, nnz = _pack_weight(key, weight, fmt.weight_bits)
             tensors.update(packed)
             state.pop(key)
         else:
-            storage, nnz = "float32", int(torch.count_nonzero(module.weight))  # type: ignore[union-attr]
+            storage, nnz = "float32", int(torch.count_nonzero(weight))
         entries.append(LayerEntry(name=name, kind=fmt.kind, shape=list(plan.shape), weight_bits=fmt.weight_bits,
                                   act_bits=fmt.act_bits, pattern=fmt.pattern, storage=storage, nnz=nnz,
                                   kernel=plan.kernel, own_kernel=plan.own_kernel))
@@ -195,7 +195,8 @@ def compressed_state(directory: str | Path) -> tuple[Manifest, dict[str, torch.T
     state = {k: v for k, v in tensors.items() if not k.endswith((".q", ".scale", ".mask", ".f16"))}
     for entry in manifest.layers:
         if entry.storage != "float32":
-            state[f"{entry.name}.weight"] = _unpack_weight(f"{entry.name}.weight", entry, tensors)
+            key = weight_key(entry.name, entry.kind)
+            state[key] = _unpack_weight(key, entry, tensors)
     return manifest, state
 
 
