@@ -28,11 +28,12 @@ from paretoml.objectives.evaluate import SYSTEM_OBJECTIVES
 from paretoml.objectives.tasks.base import Direction
 from paretoml.objectives.tasks.python_model import EvaluateFn, PythonModelTask
 from paretoml.search_space.introspect import ChannelLink
-from paretoml.search_space.spec import SpecError, parse_spec
+from paretoml.search_space.trial_attrs import SPEC_ATTR
 from paretoml.service.executors.base import Executor
 from paretoml.service.executors.inprocess import InProcessExecutor
 from paretoml.service.progress import StudyProgress
-from paretoml.service.runner import SPEC_ATTR, StudyRunner, count_complete
+from paretoml.service.runner import StudyRunner, count_complete
+from paretoml.service.spec import SpecError, parse_spec
 
 
 def search(

@@ -10,7 +10,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from paretoml.objectives.tasks.python_model import PYTHON_MODEL_TASK
-from paretoml.service.runner import SPEC_ATTR
+from paretoml.search_space.trial_attrs import SPEC_ATTR
 
 
 @dataclass(frozen=True)
