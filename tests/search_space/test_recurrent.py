@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import paretoml
+from paretoml.search_space.trial_attrs import CONFIG_ATTR, COVERAGE_ATTR
 from paretoml.objectives.compress.quantize import quantize_model
 from paretoml.objectives.measure import dense_fp32_bytes, packed_model_bytes
 from paretoml.search_space.coverage import coverage
@@ -77,10 +78,10 @@ def test_search_covers_the_gru_stores_the_share_and_exports(tmp_path, capsys):
         baselines=[4], storage=f"sqlite:///{tmp_path / 'gru.db'}", study_name="gru",
         measure={"latency_repeats": 1, "latency_warmup": 0}, progress=False)
     baseline = study.trials[0]
-    assert set(baseline.user_attrs["paretoml:config"]["bits"]) == {"gru.weight_ih_l0", "gru.weight_hh_l0", "head"}
+    assert set(baseline.user_attrs[CONFIG_ATTR]["bits"]) == {"gru.weight_ih_l0", "gru.weight_hh_l0", "head"}
     full = dense_fp32_bytes(Tagger())
     assert baseline.values[1] < 0.2 * full  # the GRU's bytes shrink with its bits
-    stored = study.user_attrs["paretoml:coverage"]
+    stored = study.user_attrs[COVERAGE_ATTR]
     assert stored["params"] == sum(p.numel() for p in Tagger().parameters()) and stored["uncovered_fraction"] < 0.02
     assert "% of the model's" in capsys.readouterr().err
     manifest = paretoml.export(study, baseline, model=Tagger().eval(), example_inputs=SEQUENCES[:4],
@@ -96,7 +97,7 @@ def test_a_model_mostly_outside_the_knobs_says_so(tmp_path, capsys):
         knobs=[{"kind": "bitwidth", "choices": [4, 8], "layers": {"include": "^head$"}}],
         objectives=["fidelity", "model_bytes"], n_trials=1, progress=False,
         measure={"latency_repeats": 1, "latency_warmup": 0})
-    share = study.user_attrs["paretoml:coverage"]
+    share = study.user_attrs[COVERAGE_ATTR]
     assert share["uncovered_fraction"] > 0.95 and list(share["uncovered_by_kind"])[0] == RECURRENT
     err = capsys.readouterr().err
     assert "% of the model's" in err and "recurrent" in err

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import optuna
 
+from paretoml.search_space.trial_attrs import SPEC_ATTR
 from paretoml.service.cli import main
 from paretoml.service.storage import DEFAULT_STORAGE_URL
 
@@ -50,7 +51,7 @@ def test_front_of_an_unknown_study_names_the_storage(tmp_path, capsys):
 def test_studies_lists_every_study_of_a_storage(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'many.db'}"
     made = optuna.create_study(storage=url, study_name="from-python", directions=["maximize", "minimize"])
-    made.set_user_attr("paretoml:spec", {"task": "python-model", "n_trials": 4,
+    made.set_user_attr(SPEC_ATTR, {"task": "python-model", "n_trials": 4,
                                          "objectives": [{"name": "accuracy"}, {"name": "model_bytes"}]})
     made.add_trial(optuna.trial.create_trial(values=[0.9, 100.0]))
     plain = optuna.create_study(storage=url, study_name="plain-optuna")

@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 from torch import nn
 
 import paretoml
+from paretoml.search_space.trial_attrs import CONFIG_ATTR
 from paretoml.objectives.deploy import read_manifest
 from paretoml.service.api import create_app
 from paretoml.service.cli import main
@@ -49,7 +50,7 @@ def test_export_from_python_rebuilds_the_trial(searched, tmp_path):
     manifest = paretoml.export(optuna.load_study(study_name="own", storage=url), trial,
                                model=make_model(), example_inputs=INPUTS[:4], out=tmp_path / "out")
     assert manifest.study == "own" and manifest.trial == trial.number
-    assert manifest.config == trial.user_attrs["paretoml:config"]
+    assert manifest.config == trial.user_attrs[CONFIG_ATTR]
     assert read_manifest(tmp_path / "out").objectives["model_bytes"] == trial.values[1]
     loaded = paretoml.load_compressed(tmp_path / "out", skeleton=make_model())
     assert fidelity(loaded)["fidelity"] == pytest.approx(trial.values[0], rel=1e-4)
