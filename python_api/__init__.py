@@ -4,7 +4,9 @@ The Python API, for notebooks and scripts:
 
 * :func:`search` compresses your own ``torch.nn.Module`` against your ``evaluate`` function
   (see README, "Compress your own model");
-* :func:`load_compressed` loads a model exported from a study.
+* :func:`export` writes a trial of such a study (rebuilt from your model) as ``paretoml
+  export`` writes a registered task's;
+* :func:`load_compressed` loads a model exported from a study (its folder or REST's zip).
 
 Both are imported on first use, so ``import paretoml`` stays light. The subpackages
 (``paretoml.search_space``, ``paretoml.objectives``, ...) live in their own folders of
@@ -16,10 +18,11 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-__all__ = ["load_compressed", "search"]
+__all__ = ["export", "load_compressed", "search"]
 
 _LAZY = {
     "search": ("paretoml.service.own_model", "search"),
+    "export": ("paretoml.service.own_model", "export"),
     "load_compressed": ("paretoml.objectives.deploy", "load_compressed"),
 }
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 
 from paretoml.search_space.trial_attrs import SPEC_ATTR
 from paretoml.service.ray_runtime import RayStartError
@@ -72,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", required=True, help="directory to write (created; must be empty)")
     storage_arg(export)
 
+    studies = sub.add_parser("studies", help="list the studies of a storage")
+    storage_arg(studies)
+
     sub.add_parser("tasks", help="list the registered tasks")
 
     serve = sub.add_parser("serve", help="run the REST API and the job runners (settings: PARETOML_* or .env)")
@@ -109,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _front(args, console)
         if args.command == "export":
             return _export(args, console)
+        if args.command == "studies":
+            return _studies(args, console)
         if args.command == "tasks":
             return _tasks(console)
         if args.command == "serve":
@@ -167,6 +172,22 @@ def _open(url: str, durable: bool = False):  # type: ignore[no-untyped-def]
         raise CliError(str(exc)) from None
 
 
+def _open_existing(url: str):  # type: ignore[no-untyped-def]
+    """The storage at ``url`` for a command that only reads: a SQLite file that is not there
+    is an error naming it, not a new empty database."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:
+        parsed = None
+    if parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        if not Path(parsed.database).expanduser().is_file():
+            raise CliError(f"no database at {url} (no such file); --storage names the database, "
+                           "default sqlite:///paretoml.db in the working directory")
+    return _open(url)
+
+
 def _executor(args: argparse.Namespace, spec):  # type: ignore[no-untyped-def]
     """The executor the flags ask for; this process (the sampler's) gets its thread budget
     first, before Ray or a task starts."""
@@ -203,8 +224,9 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         console.print(f"study [bold]{name}[/bold] in {args.storage}: {len(runner.space.param_names)} knobs over "
                       f"{len(runner.model.layers)} layers, sampler {spec.sampler.name}, {spec.n_trials} trials, "
                       f"{executor.slots} worker(s)")
+        console.print(f"  knobs: {escape(runner.coverage.describe())}")
         for note in runner.space.notes:
-            console.print(f"  note: {note}")
+            console.print(f"  note: {escape(note)}")
         return _drive(runner, name, args, console, job)
 
 
@@ -288,14 +310,11 @@ def _drive(runner, name: str, args: argparse.Namespace, console: Console, job: _
     runner.stop_event = job.stop_event
     runner.on_trial.append(FrontierRecorder(args.storage, runner.study, runner.spec.objective_names,
                                             runner.model.reference))
+    from paretoml.service.progress import StudyProgress, wants_bar
+
     start = time.perf_counter()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, disable=args.quiet, transient=False) as bar:
-        task_id = bar.add_task("trials", total=runner.spec.n_trials)
-
-        def progress(done: int, budget: int, trial) -> None:  # type: ignore[no-untyped-def]
-            bar.update(task_id, completed=done)
-
+    with StudyProgress(runner.study, runner.spec.objective_names, console,
+                       enabled=not args.quiet and wants_bar(console)) as progress:
         try:
             runner.run(progress)
         except TooManyFailuresError as exc:
@@ -321,9 +340,9 @@ def _front(args: argparse.Namespace, console: Console) -> int:
     from paretoml.service.report import front_table
     from paretoml.service.storage import study_exists
 
-    storage = _open(args.storage)
+    storage = _open_existing(args.storage)
     if not study_exists(storage, args.study):
-        raise CliError(f"no study named {args.study!r} in this storage")
+        raise CliError(f"no study named {args.study!r} in {args.storage} (`paretoml studies` lists its studies)")
     study = optuna.load_study(study_name=args.study, storage=storage)
     raw = study.user_attrs.get(SPEC_ATTR)
     # names straight from the stored spec: a study of a task given from Python (paretoml.search)
@@ -335,15 +354,20 @@ def _front(args: argparse.Namespace, console: Console) -> int:
 
 def _export(args: argparse.Namespace, console: Console) -> int:
     from paretoml.objectives.deploy.export import weights_file_bytes
-    from paretoml.service.export import ExportNotFoundError, TrialNotCompleteError, export_trial
+    from paretoml.service.export import (
+        ExportNotFoundError,
+        NeedsPythonModelError,
+        TrialNotCompleteError,
+        export_trial,
+    )
 
     out = Path(args.output)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CliError(f"--output {out} exists and is not an empty directory")
-    storage = _open(args.storage)
+    storage = _open_existing(args.storage)
     try:
         manifest = export_trial(storage, args.study, args.trial, out)
-    except (ExportNotFoundError, TrialNotCompleteError) as exc:
+    except (ExportNotFoundError, TrialNotCompleteError, NeedsPythonModelError) as exc:
         raise CliError(str(exc)) from None
     size, header = weights_file_bytes(out)
     kernels = sorted({layer.kernel for layer in manifest.layers})
@@ -353,11 +377,36 @@ def _export(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _studies(args: argparse.Namespace, console: Console) -> int:
+    from rich.table import Table
+
+    from paretoml.service.study_list import list_studies
+
+    rows = list_studies(_open_existing(args.storage))
+    if not rows:
+        console.print(f"no studies in {args.storage}")
+        return 0
+    table = Table(title=f"studies in {escape(args.storage)}")
+    for column in ("study", "made by", "trials done", "objectives", "started"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(escape(row.name), escape(row.made_by), f"{row.done}/{row.budget or '?'}",
+                      escape(", ".join(row.objectives)), row.started or "")
+    console.print(table)
+    return 0
+
+
 def _tasks(console: Console) -> int:
     from paretoml.objectives.tasks.registry import available_tasks
 
     for name, cls in sorted(available_tasks().items()):
-        console.print(f"[bold]{name}[/bold]: {cls.summary}")
+        line = f"[bold]{escape(name)}[/bold]: {escape(cls.summary)}"
+        if cls.extra is not None:
+            extra = f"paretoml[{cls.extra}]"
+            missing = cls.missing_packages()
+            line += (f" [red](needs {escape(extra)}: pip install '{escape(extra)}'; missing {', '.join(missing)})[/red]"
+                     if missing else f" (extra {escape(extra)}: installed)")
+        console.print(line, soft_wrap=True)  # one line per task, whatever the width
     return 0
 
 

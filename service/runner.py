@@ -29,12 +29,14 @@ from paretoml.objectives.measure import LatencySettings
 from paretoml.objectives.tasks.base import Task
 from paretoml.objectives.tasks.registry import create_task
 from paretoml.search_space.constraints import constraint_values, needs_measurement
+from paretoml.search_space.coverage import coverage
 from paretoml.search_space.introspect import LayerInfo
 from paretoml.search_space.space import JointSpace, TrialConfig
 from paretoml.search_space.trial_attrs import (
     BASELINE_ATTR,
     CONFIG_ATTR,
     CONSTRAINTS_ATTR,
+    COVERAGE_ATTR,
     ERROR_ATTR,
     LAYERS_ATTR,
     PROVENANCE_ATTR,
@@ -50,7 +52,7 @@ from paretoml.search_space.trial_attrs import (
 )
 from paretoml.service.executors.base import Executor, ModelDescription, TrialJob, TrialOutcome
 from paretoml.service.spec import SpecError, StudySpec, parse_spec
-from paretoml.service.storage import fail_stale_trials, study_exists
+from paretoml.service.storage import fail_stale_trials, heartbeat_warnings_silenced, study_exists
 from paretoml.surrogates.pruners import create_pruner
 from paretoml.surrogates.registry import create_sampler
 from paretoml.surrogates.transfer import TransferError, check_sources
@@ -246,6 +248,8 @@ class StudyRunner:
 
     def __post_init__(self) -> None:
         self._inflight: dict[int, optuna.Trial] = {}
+        #: how much of the model the knobs reach (printed when a study starts)
+        self.coverage = coverage(self.model.layers, self.space, self.model.other_params)
         if self.pruner is None:
             self.pruner = make_pruner(self.spec, self.model.validation_samples)
         if self.spec.pruner.name != "none":
@@ -277,6 +281,7 @@ class StudyRunner:
         study.set_user_attr(REFERENCE_ATTR, model.reference)
         if model.sensitivity:  # per-layer features of a later study's transfer read them
             study.set_user_attr(SENSITIVITY_ATTR, sensitivity_attr(model.sensitivity))
+        study.set_user_attr(COVERAGE_ATTR, coverage(model.layers, space, model.other_params).to_dict())
         for bits, params in zip(spec.baselines, baselines):
             study.enqueue_trial(params, user_attrs={BASELINE_ATTR: f"uniform {bits}-bit"})
         for params in spread_over(warm, max(0, spec.n_trials - len(baselines))):
@@ -347,7 +352,8 @@ class StudyRunner:
                 while done < budget and (inflight or not self.stop_event.is_set()):
                     while (len(inflight) < self.executor.slots and done + len(inflight) < budget
                            and not self.stop_event.is_set()):
-                        trial = self.study.ask()
+                        with heartbeat_warnings_silenced():
+                            trial = self.study.ask()
                         job = self._prepare(trial)
                         pump.add(trial._trial_id)
                         if job is None:

@@ -30,7 +30,7 @@ from paretoml.objectives.evaluate import TrialEvaluator
 from paretoml.objectives.compress.prune import unstructured_mask
 from paretoml.objectives.compress.quantize import quantize_tensor
 from paretoml.objectives.measure import packed_tensor_bytes, packed_weight_bytes
-from paretoml.search_space.introspect import LayerInfo
+from paretoml.search_space.introspect import LayerInfo, layer_weight
 from paretoml.search_space.space import TrialConfig
 
 
@@ -97,7 +97,6 @@ def measure_sensitivity(
         return drop, float(torch.mean((evaluator.example_output(model) - reference) ** 2).item())
 
     prunable = set(layers if prune_layers is None else prune_layers)
-    modules = dict(evaluator.model.named_modules())
     result = []
     for layer in layers:
         drop: dict[int, float] = {}
@@ -109,7 +108,7 @@ def measure_sensitivity(
         for ratio in prune_ratios if layer in prunable else ():
             if ratio > 0:
                 prune_drop[ratio], prune_mse[ratio] = degradation(TrialConfig(prune={layer: ratio}))
-        weight = modules[layer].weight.detach()  # type: ignore[union-attr]
+        weight = layer_weight(evaluator.model, layer).detach()
         sizes = {(b, r): _packed_bytes(weight, b, r) for b in choices for r in (0.0, *prune_drop)}
         result.append(LayerSensitivity(layer, drop, mse, prune_drop, prune_mse, sizes, metric))
     return result

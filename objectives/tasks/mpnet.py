@@ -99,9 +99,11 @@ class MPNetOptions(SentenceEncoderOptions):
 
 class MPNetTask(SentenceEncoderTask):
     name = "mpnet"
-    summary = ("all-mpnet-base-v2 sentence encoder, 110M parameters (needs paretoml[mpnet]); fidelity and "
+    summary = ("all-mpnet-base-v2 sentence encoder, 110M parameters; fidelity and "
                "neighbour recall@10 of its embeddings on standard-library docstring sentences")
     Options = MPNetOptions
+    extra = "mpnet"
+    requires = ("transformers", *PARTS.distributions)
 
     def load_encoder(self, device: torch.device) -> LoadedEncoder:
         return load_encoder(device)
