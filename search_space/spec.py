@@ -307,9 +307,12 @@ def load_spec(path: str | Path) -> StudySpec:
     """Read a spec from a YAML or JSON file (by extension; YAML otherwise)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError(f"cannot read spec {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path.name} is not UTF-8 text: byte {exc.object[exc.start]:#04x} at offset "
+                        f"{exc.start} (save the spec as UTF-8)") from None
     try:
         data = json.loads(text) if path.suffix == ".json" else load_yaml(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:

@@ -64,6 +64,11 @@ def test_unreadable_and_malformed_files(tmp_path):
     listy.write_text("- 1\n- 2\n")
     with pytest.raises(SpecError, match="must be a mapping"):
         load_spec(listy)
+    for name, content in (("latin1.yaml", "task: digits-cnn  # caf\u00e9\n".encode("latin-1")),
+                          ("utf16.json", '{"task": "digits-cnn"}'.encode("utf-16"))):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(SpecError, match=f"^{name} is not UTF-8 text: byte 0x[0-9a-f]{{2}} at offset"):
+            load_spec(tmp_path / name)
 
 
 @pytest.mark.parametrize(

@@ -104,6 +104,16 @@ def test_bad_specs_exit_2_with_one_line_and_touch_nothing(kept_study, change, me
         assert db.stat().st_mtime_ns == mtime
 
 
+def test_a_spec_file_that_is_not_utf8_is_one_line_exit_2(tmp_path):
+    spec = write_spec(tmp_path / "s.yaml")
+    spec.write_bytes("# written in Latin-1: caf\u00e9\n".encode("latin-1") + spec.read_bytes())
+    result = paretoml("run", str(spec), "--quiet", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "s.yaml is not UTF-8 text" in lines[0], result.stderr
+    assert not (tmp_path / "paretoml.db").exists()
+
+
 def test_unknown_study_and_bad_storage_are_clear_errors(tmp_path):
     result = paretoml("resume", "nope", cwd=tmp_path)
     assert result.returncode == 2 and "no study named 'nope'" in result.stderr
