@@ -25,7 +25,7 @@ from pydantic import (
 from paretoml.objectives.evaluate import OBJECTIVES, Direction, objective_catalog
 from paretoml.objectives.tasks.registry import UnknownTaskError, task_class
 from paretoml.search_space.constraints import Constraint
-from paretoml.search_space.knobs import SUPPORTED_BITS, Knob
+from paretoml.search_space.knobs import SUPPORTED_BITS, BitwidthKnob, Knob
 from paretoml.surrogates.pruners import PrunerOptionsError, validate_pruner
 from paretoml.surrogates.registry import SamplerOptionsError, validate_sampler
 
@@ -247,6 +247,29 @@ class StudySpec(_Strict):
     def _baselines_fit(self) -> StudySpec:
         if len(self.baselines) > self.n_trials:
             raise ValueError("more baselines than n_trials")
+        return self
+
+    @model_validator(mode="after")
+    def _seeds_fit_the_space(self) -> StudySpec:
+        """Baselines and the warm start set bitwidth parameters, so their bits must be among
+        every bitwidth knob's choices (a value outside a choice list fails every such trial)."""
+        bit_knobs = [(i, k) for i, k in enumerate(self.knobs) if isinstance(k, BitwidthKnob)]
+        if self.baselines and not bit_knobs:
+            _raise_at("baselines", "uniform-bitwidth baselines need a bitwidth knob")
+        for i, knob in bit_knobs:
+            outside = [b for b in dict.fromkeys(self.baselines) if b not in knob.choices]
+            if outside:
+                _raise_at("baselines", f"baseline bits {outside} are not among the choices {knob.choices} "
+                                       f"of the bitwidth knob knobs.{i}")
+        if self.warm_start is not None:
+            if not bit_knobs:
+                _raise_at("warm_start", "the sensitivity warm start allocates bits per layer: it needs a bitwidth knob")
+            first = bit_knobs[0][1].choices
+            for i, knob in bit_knobs[1:]:
+                if set(first) - set(knob.choices):
+                    _raise_at("warm_start", f"the warm start allocates bits from the first bitwidth knob's choices "
+                                            f"{first}, and the bitwidth knob knobs.{i} lacks "
+                                            f"{sorted(set(first) - set(knob.choices))}; give its knobs the same choices")
         return self
 
     @model_validator(mode="after")

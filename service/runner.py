@@ -238,13 +238,19 @@ class StudyRunner:
             raise StudyExistsError(f"study {study_name!r} already exists; continue it with `paretoml resume {study_name}`")
         model = executor.start()
         space = build_space(spec, model.layers, model.n_checkpoints)
-        baselines = [space.uniform_params(bits=b, prune=0.0) for b in spec.baselines]
+        try:
+            baselines = [space.uniform_params(bits=b, prune=0.0) for b in spec.baselines]
+        except ValueError as exc:  # the spec's own check catches this; the space has the last word
+            raise SpecError(f"baselines: {exc}") from None
         warm: list[dict[str, Any]] = []
         if spec.warm_start is not None and model.sensitivity:
             start = space.uniform_params(prune=0.0)
             fractions = spec.warm_start.fractions
             warm = [space.with_allocation(start, allocation)
                     for allocation in warm_start_allocations(model.sensitivity, model.layers, fractions)]
+            if not warm:
+                raise SpecError(f"warm_start.fractions: no budget of {fractions} (fractions of the layers' "
+                                "8-bit weight bytes) can be met by the knobs' choices; add larger fractions")
         study = optuna.create_study(
             storage=storage, study_name=study_name, directions=spec.directions, sampler=make_sampler(spec),
             pruner=make_pruner(spec, model.validation_samples),

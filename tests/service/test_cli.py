@@ -85,6 +85,11 @@ def kept_study(tmp_path_factory):
         ({"knobs": [{"kind": "bitwidth", "choices": [4, 12]}]}, "knobs.0.bitwidth.choices: bits [12] not supported"),
         ({"knobs": [{"kind": "prune", "low": -0.1}]}, "knobs.0.prune: prune ratio range [-0.1, 0.9]"),
         ({"knobs": [{"kind": "merge"}]}, "a merge knob needs a task with checkpoints"),
+        ({"knobs": [{"kind": "bitwidth", "choices": [2, 3, 5]}], "baselines": [8, 4]},
+         "baselines: baseline bits [8, 4] are not among the choices [2, 3, 5] of the bitwidth knob knobs.0"),
+        # found once the model's layers are known: 16-bit weights are above any budget below 1.0
+        ({"knobs": [{"kind": "bitwidth", "choices": [16]}], "warm_start": {"fractions": [0.1, 0.5]}},
+         "warm_start.fractions: no budget of [0.1, 0.5]"),
     ],
 )
 def test_bad_specs_exit_2_with_one_line_and_touch_nothing(kept_study, change, message):
@@ -100,7 +105,7 @@ def test_bad_specs_exit_2_with_one_line_and_touch_nothing(kept_study, change, me
     assert "Traceback" not in result.stderr
     assert optuna.get_all_study_names(f"sqlite:///{db}") == names_before
     assert completed(f"sqlite:///{db}", "kept") == before
-    if "merge" not in message:  # spec errors are found before the database is even opened
+    if "merge" not in message and "warm_start" not in message:  # spec errors are found before the database is even opened
         assert db.stat().st_mtime_ns == mtime
 
 
