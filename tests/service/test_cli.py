@@ -159,11 +159,14 @@ def test_sigkill_mid_study_then_resume_loses_nothing(tmp_path, workers):
         if number in before:  # it finished between our read and the kill
             continue
         assert trials[number].state == TrialState.FAIL
+        assert trials[number].user_attrs["paretoml:error"].startswith("interrupted: its runner stopped")
         retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == number]
         assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+        assert "paretoml:error" not in retries[0].user_attrs  # the retry did not fail
         # a trial killed while its parameters were being drawn is retried with those it had
         assert trials[number].params.items() <= retries[0].params.items()
     assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert all(t.user_attrs.get("paretoml:error") for t in study.trials if t.state == TrialState.FAIL)
 
 
 def test_serve_refuses_bad_settings_with_one_line(tmp_path):

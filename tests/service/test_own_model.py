@@ -11,7 +11,7 @@ from torch import nn
 
 import paretoml
 from paretoml.search_space.spec import SpecError, parse_spec
-from paretoml.service.runner import CONFIG_ATTR, ERROR_ATTR, PROVENANCE_ATTR
+from paretoml.service.runner import CONFIG_ATTR, ERROR_ATTR, PROVENANCE_ATTR, TooManyFailuresError
 
 _gen = torch.Generator().manual_seed(0)
 INPUTS = torch.randn(256, 12, generator=_gen)
@@ -122,6 +122,26 @@ def test_an_evaluate_that_raises_fails_its_trial_alone(tmp_path):
     assert len(complete) == 2 and complete[0].params["bits:left.0"] == 8
     assert study.trials[1].state == TrialState.FAIL and study.trials[1].params["bits:left.0"] == 2
     assert failed and all("flaky evaluate: refuses 2-bit models" in t.user_attrs[ERROR_ATTR] for t in failed)
+
+
+def nan_accuracy(model: nn.Module) -> dict[str, float]:
+    return {"accuracy": float("nan")}
+
+
+def test_an_evaluate_that_returns_nan_fails_every_trial_saying_why(tmp_path):
+    url = f"sqlite:///{tmp_path / 'nan.db'}"
+    with pytest.raises(TooManyFailuresError) as error:
+        paretoml.search(
+            trained(), evaluate=nan_accuracy, metrics={"accuracy": "maximize"},
+            example_inputs={"x": INPUTS[:8], "scale": torch.ones(1)},
+            knobs=[{"kind": "bitwidth", "choices": [2, 4, 8]}], objectives=["accuracy", "model_bytes"],
+            n_trials=3, sampler={"name": "random"}, measure={"latency_repeats": 1, "latency_warmup": 0},
+            storage=url, study_name="nan",
+        )
+    why = "the evaluation returned values that are not numbers: accuracy = nan"
+    assert str(error.value) == f"5 trials failed in a row; the last error: trial 4: {why}"
+    failed = optuna.load_study(study_name="nan", storage=url).get_trials(states=(TrialState.FAIL,))
+    assert len(failed) == 5 and all(t.user_attrs[ERROR_ATTR] == why for t in failed)
 
 
 @pytest.mark.parametrize(("change", "message"), [
