@@ -20,6 +20,7 @@ from torch import nn
 from paretoml.objectives.evaluate import SYSTEM_OBJECTIVES
 from paretoml.objectives.tasks.base import Direction
 from paretoml.objectives.tasks.python_model import EvaluateFn, PythonModelTask
+from paretoml.search_space.example_fit import NOT_FITTING, ExampleInputsError
 from paretoml.search_space.introspect import ChannelLink
 from paretoml.search_space.spec import SpecError, parse_spec
 from paretoml.service.executors.base import Executor
@@ -88,7 +89,11 @@ def search(
     else:
         executor = InProcessExecutor(spec, task=task)
     with executor:
-        runner = StudyRunner.create(spec, optuna_storage, name, executor)
+        try:
+            runner = StudyRunner.create(spec, optuna_storage, name, executor)
+        except ExampleInputsError as exc:  # raised where the model first runs: here, or in a Ray worker
+            text = str(exc)
+            raise SpecError(f"example_inputs: {text[max(0, text.find(NOT_FITTING)):].splitlines()[0]}") from None
         return runner.run()
 
 

@@ -163,6 +163,17 @@ def test_bad_input_is_one_clear_line(tmp_path, change, message):
     assert str(error.value) == message
 
 
+def test_example_inputs_of_the_wrong_dtype_are_one_line_saying_what_the_first_layer_expects(capfd):
+    with pytest.raises(SpecError) as error:
+        paretoml.search(trained(), evaluate=accuracy, metrics={"accuracy": "maximize"},
+                        example_inputs={"x": INPUTS[:8].double(), "scale": torch.ones(1)},
+                        knobs=KNOBS, objectives=["accuracy"], n_trials=1)
+    assert str(error.value).startswith(
+        "example_inputs: the example inputs do not fit the model: its first layer left.0 (Linear) expects float32 "
+        "of shape (..., 12), and got x=float64 (8, 12), scale=float32 (1,) (RuntimeError: "), str(error.value)
+    assert "\n" not in str(error.value) and "Traceback" not in capfd.readouterr().err
+
+
 def test_the_service_never_accepts_a_python_task():
     """What the REST API and the CLI parse: registered names only."""
     with pytest.raises(SpecError, match="unknown task 'python-model'"):
