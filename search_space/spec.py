@@ -106,7 +106,10 @@ class PrunerSpec(_Strict):
     rungs: list[float] = Field(
         default_factory=lambda: [0.25, 0.5],
         description="fractions, in (0, 1), of finetune.steps or of the validation split at which a trial "
-                    "reports and may be stopped; the full trial is the last rung",
+                    "reports and may be stopped, in increasing order; the full trial is the last rung",
+        # what _valid_rungs checks, as far as JSON Schema can say it (not the order)
+        json_schema_extra={"minItems": 1, "uniqueItems": True,
+                           "items": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}},
     )
 
     @field_validator("rungs")
