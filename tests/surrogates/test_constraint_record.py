@@ -7,6 +7,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from paretoml.search_space.trial_attrs import CONSTRAINTS_ATTR
 from paretoml.surrogates.registry import SAMPLERS, create_sampler
 
 BUDGET = 30_000
@@ -35,7 +36,7 @@ def test_every_registered_sampler_records_constraints_as_optuna_does(tmp_path, n
     url = _study(tmp_path, name, n_trials=6)
     study = optuna.load_study(study_name=name, storage=url)  # plain Optuna, our sampler nowhere
     complete = study.get_trials(states=(TrialState.COMPLETE,))
-    assert all(list(t.system_attrs["constraints"]) == [t.user_attrs["model_bytes"] - BUDGET] for t in complete)
+    assert all(list(t.system_attrs[CONSTRAINTS_ATTR]) == [t.user_attrs["model_bytes"] - BUDGET] for t in complete)
     infeasible = [t.number for t in complete if t.user_attrs["model_bytes"] > BUDGET]
     assert 0 in infeasible  # the 8-bit trial: 30,784 bytes
     front = study.best_trials
