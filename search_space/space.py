@@ -324,6 +324,13 @@ class JointSpace:
         return self.with_layer_prune(self.with_layer_bits(params, bits), prune)
 
     @property
+    def param_layers(self) -> dict[str, tuple[str, tuple[str, ...]]]:
+        """Parameter name -> (role, the layers it drives): how a parameter's value lands on
+        layers, for readers that describe configurations per layer (bits, act_bits, prune,
+        merge, batch, base_lr, hparam)."""
+        return {slot.name: (slot.role, slot.layers) for slot in self._slots}
+
+    @property
     def bits_layers(self) -> list[str]:
         return [layer for slot in self._slots if slot.role == "bits" for layer in slot.layers]
 

@@ -12,7 +12,7 @@ __all__ = [
     "BASELINE_ATTR", "CONFIG_ATTR", "CONSTRAINTS_ATTR", "ERROR_ATTR", "FIXED_PARAMS_ATTR",
     "KERNELS_ATTR", "LAYERS_ATTR", "METRICS_ATTR", "MODEL_BYTES_ATTR", "OPTUNA_RETRY_ATTR",
     "PROVENANCE_ATTR", "REFERENCE_ATTR", "RESULT_ATTRS", "RETRY_OF_ATTR", "RUNGS_ATTR",
-    "RUNG_UNIT_ATTR", "SPEC_ATTR", "STOPPED_AT_ATTR", "TEST_ACCURACY_ATTR", "TIMINGS_ATTR",
+    "RUNG_UNIT_ATTR", "SENSITIVITY_ATTR", "SPEC_ATTR", "STOPPED_AT_ATTR", "TEST_ACCURACY_ATTR", "TIMINGS_ATTR",
     "VALIDATION_SAMPLES_ATTR", "WORKER_ATTR", "ZO_CHAIN_ATTR", "ZO_SIGN_ATTR", "ZO_STEP_ATTR",
     "result_attr",
 ]
@@ -24,6 +24,9 @@ SPEC_ATTR = "paretoml:spec"
 LAYERS_ATTR = "paretoml:layers"
 #: The uncompressed model measured like a trial.
 REFERENCE_ATTR = "paretoml:reference"
+#: The measured per-layer sensitivities, ``{"metric": name, "drop": {layer: {bits: drop}}}``
+#: (studies with a warm start; transfer's layer features read them).
+SENSITIVITY_ATTR = "paretoml:sensitivity"
 
 # --- trial user attributes written by the runner -----------------------------------------
 #: The trial's per-layer TrialConfig (JSON).

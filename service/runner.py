@@ -43,6 +43,7 @@ from paretoml.search_space.trial_attrs import (
     RETRY_OF_ATTR,
     RUNG_UNIT_ATTR,
     RUNGS_ATTR,
+    SENSITIVITY_ATTR,
     SPEC_ATTR,
     STOPPED_AT_ATTR,
     WORKER_ATTR,
@@ -53,7 +54,8 @@ from paretoml.service.spec import SpecError, StudySpec, parse_spec
 from paretoml.service.storage import fail_stale_trials, study_exists
 from paretoml.surrogates.pruners import create_pruner
 from paretoml.surrogates.registry import create_sampler
-from paretoml.surrogates.sensitivity import warm_start_allocations
+from paretoml.surrogates.transfer import TransferError, check_sources
+from paretoml.surrogates.sensitivity import sensitivity_attr, warm_start_allocations
 
 #: ERROR_ATTR of a trial failed because its runner went away, not because of its config
 INTERRUPTED_STALE = "interrupted: its runner stopped (no heartbeat for the grace period); retried with the same parameters"
@@ -105,6 +107,19 @@ def build_space(spec: StudySpec, layers: list[LayerInfo], n_checkpoints: int) ->
         return JointSpace(spec.knobs, layers, n_checkpoints=n_checkpoints)
     except ValueError as exc:
         raise SpecError(str(exc)) from None
+
+
+def check_transfer(spec: StudySpec, storage: BaseStorage, layers: list[LayerInfo]) -> None:
+    """Refuse, before the study is made, source studies the sampler cannot learn from (a
+    SpecError naming why: the CLI exits 2 on it)."""
+    names = spec.sampler.options.get("transfer_from") or []
+    if not names:
+        return
+    try:
+        check_sources(storage, names, [(o.name, o.resolved_direction) for o in spec.objectives],
+                      {layer.kind for layer in layers})
+    except TransferError as exc:
+        raise SpecError(f"sampler.options.{exc}") from None
 
 
 def _constraints_func(trial: FrozenTrial) -> list[float]:
@@ -249,6 +264,7 @@ class StudyRunner:
             raise StudyExistsError(f"study {study_name!r} already exists; continue it with `paretoml resume {study_name}`")
         model = executor.start()
         space = build_space(spec, model.layers, model.n_checkpoints)
+        check_transfer(spec, storage, model.layers)
         try:
             baselines = [space.uniform_params(bits=b, prune=0.0) for b in spec.baselines]
         except ValueError as exc:  # the spec's own check catches this; the space has the last word
@@ -270,6 +286,8 @@ class StudyRunner:
         study.set_user_attr(SPEC_ATTR, spec.model_dump(mode="json"))
         study.set_user_attr(LAYERS_ATTR, [_layer_row(layer) for layer in model.layers])
         study.set_user_attr(REFERENCE_ATTR, model.reference)
+        if model.sensitivity:  # per-layer features of a later study's transfer read them
+            study.set_user_attr(SENSITIVITY_ATTR, sensitivity_attr(model.sensitivity))
         for bits, params in zip(spec.baselines, baselines):
             study.enqueue_trial(params, user_attrs={BASELINE_ATTR: f"uniform {bits}-bit"})
         for params in spread_over(warm, max(0, spec.n_trials - len(baselines))):
