@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from paretoml.search_space.example_fit import run_example
 from paretoml.search_space.knobs import Grouping
 
 _LAYER_KINDS: tuple[tuple[type[nn.Module], str], ...] = (
@@ -130,6 +131,7 @@ def introspect(
     ``args`` and ``kwargs`` (an ``ExampleInputs``). ``links`` add or replace channel links.
     """
     args, kwargs = _as_call(example_input)
+    run_example(model, args, kwargs)  # inputs that do not fit: one line, not torch's (or fx's) traceback
     layers: list[LayerInfo] | None = None
     if len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor):
         try:

@@ -27,6 +27,7 @@ from paretoml.objectives.deploy.export import Manifest
 from paretoml.objectives.evaluate import SYSTEM_OBJECTIVES
 from paretoml.objectives.tasks.base import Direction
 from paretoml.objectives.tasks.python_model import EvaluateFn, PythonModelTask
+from paretoml.search_space.example_fit import NOT_FITTING, ExampleInputsError
 from paretoml.search_space.introspect import ChannelLink
 from paretoml.search_space.trial_attrs import SPEC_ATTR
 from paretoml.service.executors.base import Executor
@@ -105,7 +106,11 @@ def search(
     else:
         executor = InProcessExecutor(spec, task=task)
     with executor:
-        runner = StudyRunner.create(spec, optuna_storage, name, executor)
+        try:
+            runner = StudyRunner.create(spec, optuna_storage, name, executor)
+        except ExampleInputsError as exc:  # raised where the model first runs: here, or in a Ray worker
+            text = str(exc)
+            raise SpecError(f"example_inputs: {text[max(0, text.find(NOT_FITTING)):].splitlines()[0]}") from None
         Console(stderr=True).print(f"paretoml.search: {escape(runner.coverage.describe())}", soft_wrap=True)
         with _listed(storage, runner) as listing, StudyProgress(runner.study, spec.objective_names,
                                                                   enabled=progress) as bar:

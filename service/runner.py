@@ -12,6 +12,7 @@ enough to resume a study or to read it with other Optuna tools.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import warnings
@@ -57,6 +58,10 @@ from paretoml.surrogates.pruners import create_pruner
 from paretoml.surrogates.registry import create_sampler
 from paretoml.surrogates.transfer import TransferError, check_sources
 from paretoml.surrogates.sensitivity import sensitivity_attr, warm_start_allocations
+
+#: ERROR_ATTR of a trial failed because its runner went away, not because of its config
+INTERRUPTED_STALE = "interrupted: its runner stopped (no heartbeat for the grace period); retried with the same parameters"
+INTERRUPTED_STOP = "interrupted: its runner stopped while it ran; queued again with the same parameters"
 
 ProgressCallback = Callable[[int, int, FrozenTrial | None], None]
 TrialCallback = Callable[[optuna.Study, FrozenTrial], None]
@@ -264,13 +269,19 @@ class StudyRunner:
         model = executor.start()
         space = build_space(spec, model.layers, model.n_checkpoints)
         check_transfer(spec, storage, model.layers)
-        baselines = [space.uniform_params(bits=b, prune=0.0) for b in spec.baselines]
+        try:
+            baselines = [space.uniform_params(bits=b, prune=0.0) for b in spec.baselines]
+        except ValueError as exc:  # the spec's own check catches this; the space has the last word
+            raise SpecError(f"baselines: {exc}") from None
         warm: list[dict[str, Any]] = []
         if spec.warm_start is not None and model.sensitivity:
             start = space.uniform_params(prune=0.0)
             fractions = spec.warm_start.fractions
             warm = [space.with_allocation(start, allocation)
                     for allocation in warm_start_allocations(model.sensitivity, model.layers, fractions)]
+            if not warm:
+                raise SpecError(f"warm_start.fractions: no budget of {fractions} (fractions of the layers' "
+                                "8-bit weight bytes) can be met by the knobs' choices; add larger fractions")
         study = optuna.create_study(
             storage=storage, study_name=study_name, directions=spec.directions, sampler=make_sampler(spec),
             pruner=make_pruner(spec, model.validation_samples),
@@ -327,7 +338,7 @@ class StudyRunner:
             return
         deadline = time.monotonic() + (grace + 2 * interval if wait else 0)
         while True:
-            fail_stale_trials(self.study)
+            fail_stale_trials(self.study, {ERROR_ATTR: INTERRUPTED_STALE})
             running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             if not running or time.monotonic() >= deadline:
                 return
@@ -376,11 +387,8 @@ class StudyRunner:
                         if progress:
                             progress(done, budget, frozen)
                     if failures >= limit:
-                        last = self.study.trials[-1].user_attrs.get(ERROR_ATTR, "")
-                        raise TooManyFailuresError(
-                            f"{failures} trials failed in a row; the last error: "
-                            f"{last.strip().splitlines()[-1] if last.strip() else '?'}"
-                        )
+                        raise TooManyFailuresError(f"{failures} trials failed in a row; the last error: "
+                                                   f"{self._last_error()}")
                     if interval and time.monotonic() - last_reclaim > interval:
                         self.reclaim_stale_trials(wait=False)
                         last_reclaim = time.monotonic()
@@ -388,6 +396,15 @@ class StudyRunner:
                 self._give_back(inflight)
                 raise
         return self.study
+
+    def _last_error(self) -> str:
+        """The last line (for a traceback, the exception) of the error of the trial that failed last."""
+        failed = self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        if not failed:
+            return "?"
+        last = max(failed, key=lambda t: (t.datetime_complete is not None, t.datetime_complete or 0, t.number))
+        error = str(last.user_attrs.get(ERROR_ATTR) or "").strip()
+        return f"trial {last.number}: {error.splitlines()[-1] if error else '?'}"
 
     def _prepare(self, trial: optuna.Trial) -> TrialJob | None:
         """Draw the trial's parameters and make them durable before it runs."""
@@ -437,8 +454,9 @@ class StudyRunner:
         if outcome.stopped_at is not None:
             trial.set_user_attr(STOPPED_AT_ATTR, outcome.stopped_at)
             frozen = self.study.tell(trial, state=TrialState.PRUNED)
-        elif not outcome.ok or outcome.values is None:
-            trial.set_user_attr(ERROR_ATTR, outcome.error or "no values")
+        elif not outcome.ok or outcome.values is None or unusable_values(outcome.values, self.spec.objective_names):
+            error = outcome.error or unusable_values(outcome.values or {}, self.spec.objective_names) or "no values"
+            trial.set_user_attr(ERROR_ATTR, error)
             frozen = self.study.tell(trial, state=TrialState.FAIL)
         else:
             trial.set_user_attr(PROVENANCE_ATTR, outcome.provenance)
@@ -463,10 +481,30 @@ class StudyRunner:
         """On interrupt: fail the trials in flight and queue them again for a resume."""
         for trial in inflight.values():
             try:
+                trial.set_user_attr(ERROR_ATTR, INTERRUPTED_STOP)
                 self.study.tell(trial, state=TrialState.FAIL)
                 self.study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: trial.number})
             except Exception:  # the storage may be what failed; heartbeats cover that case
                 pass
+
+
+def unusable_values(values: dict[str, Any], names: list[str]) -> str | None:
+    """Why a trial's objective values cannot be told to Optuna (which fails a trial with a NaN
+    without saying why), or None when they can."""
+    missing = [n for n in names if n not in values]
+    if missing:
+        return f"the evaluation returned no value for {', '.join(missing)} (it returned {', '.join(values) or 'none'})"
+    bad = []
+    for name in names:
+        try:
+            number = float(values[name])
+        except (TypeError, ValueError):
+            number = math.nan
+        if math.isnan(number):
+            bad.append(f"{name} = {values[name]!r}")
+    if bad:
+        return f"the evaluation returned values that are not numbers: {', '.join(bad)}"
+    return None
 
 
 def _layer_row(layer: LayerInfo) -> dict[str, Any]:

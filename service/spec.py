@@ -26,7 +26,7 @@ from paretoml.objectives.evaluate import OBJECTIVES, Direction, objective_catalo
 from paretoml.objectives.tasks.registry import UnknownTaskError, task_class
 from paretoml.objectives.threads import DEFAULT_THREADS, MAX_THREADS
 from paretoml.search_space.constraints import Constraint
-from paretoml.search_space.knobs import SUPPORTED_BITS, Knob
+from paretoml.search_space.knobs import SUPPORTED_BITS, BitwidthKnob, Knob
 from paretoml.surrogates.pruners import PrunerOptionsError, validate_pruner
 from paretoml.surrogates.registry import SamplerOptionsError, validate_sampler
 
@@ -107,7 +107,10 @@ class PrunerSpec(_Strict):
     rungs: list[float] = Field(
         default_factory=lambda: [0.25, 0.5],
         description="fractions, in (0, 1), of finetune.steps or of the validation split at which a trial "
-                    "reports and may be stopped; the full trial is the last rung",
+                    "reports and may be stopped, in increasing order; the full trial is the last rung",
+        # what _valid_rungs checks, as far as JSON Schema can say it (not the order)
+        json_schema_extra={"minItems": 1, "uniqueItems": True,
+                           "items": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}},
     )
 
     @field_validator("rungs")
@@ -263,6 +266,29 @@ class StudySpec(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _seeds_fit_the_space(self) -> StudySpec:
+        """Baselines and the warm start set bitwidth parameters, so their bits must be among
+        every bitwidth knob's choices (a value outside a choice list fails every such trial)."""
+        bit_knobs = [(i, k) for i, k in enumerate(self.knobs) if isinstance(k, BitwidthKnob)]
+        if self.baselines and not bit_knobs:
+            _raise_at("baselines", "uniform-bitwidth baselines need a bitwidth knob")
+        for i, knob in bit_knobs:
+            outside = [b for b in dict.fromkeys(self.baselines) if b not in knob.choices]
+            if outside:
+                _raise_at("baselines", f"baseline bits {outside} are not among the choices {knob.choices} "
+                                       f"of the bitwidth knob knobs.{i}")
+        if self.warm_start is not None:
+            if not bit_knobs:
+                _raise_at("warm_start", "the sensitivity warm start allocates bits per layer: it needs a bitwidth knob")
+            first = bit_knobs[0][1].choices
+            for i, knob in bit_knobs[1:]:
+                if set(first) - set(knob.choices):
+                    _raise_at("warm_start", f"the warm start allocates bits from the first bitwidth knob's choices "
+                                            f"{first}, and the bitwidth knob knobs.{i} lacks "
+                                            f"{sorted(set(first) - set(knob.choices))}; give its knobs the same choices")
+        return self
+
+    @model_validator(mode="after")
     def _pruner_fits(self) -> StudySpec:
         if self.pruner.name == "none":
             return self
@@ -320,9 +346,12 @@ def load_spec(path: str | Path) -> StudySpec:
     """Read a spec from a YAML or JSON file (by extension; YAML otherwise)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError(f"cannot read spec {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path.name} is not UTF-8 text: byte {exc.object[exc.start]:#04x} at offset "
+                        f"{exc.start} (save the spec as UTF-8)") from None
     try:
         data = json.loads(text) if path.suffix == ".json" else load_yaml(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:

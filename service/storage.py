@@ -5,13 +5,17 @@ and retried.
 
 from __future__ import annotations
 
+import copy
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.trial import TrialState
 
 from paretoml.service.db.migrate import schema_lock
 from paretoml.service.db.session import tune_sqlite
@@ -86,6 +90,33 @@ def study_exists(storage: BaseStorage, name: str) -> bool:
     return True
 
 
-def fail_stale_trials(study: optuna.Study) -> None:
+def fail_stale_trials(study: optuna.Study, reason: Mapping[str, Any] | None = None) -> list[int]:
+    """Fail the trials whose process died (no heartbeat for the grace period) and hand each
+    to the storage's stale-trial callback (the retry), as ``optuna.storages.fail_stale_trials``
+    does; returns their ids.
+
+    ``reason`` (user attributes: why the trial failed) is stored on each before it is failed,
+    in the same write, since a finished trial cannot be changed; its retry does not inherit it
+    (the retry has not failed). Optuna's private ``_get_stale_trial_ids`` is used here only."""
+    storage = study._storage
+    if not isinstance(storage, BaseHeartbeat) or storage.get_heartbeat_interval() is None:
+        return []
+    failed = []
     with heartbeat_warnings_silenced():
-        optuna.storages.fail_stale_trials(study)
+        stale = storage._get_stale_trial_ids(study._study_id)
+    for trial_id in stale:
+        try:
+            for key, value in (reason or {}).items():
+                storage.set_trial_user_attr(trial_id, key, value)
+            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                failed.append(trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:  # another process failed or finished it
+            pass
+    retry = storage.get_heartbeat_stale_trial_callback()
+    if retry is not None:
+        for trial_id in failed:
+            trial = copy.deepcopy(storage.get_trial(trial_id))
+            trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in (reason or {})}
+            with heartbeat_warnings_silenced():
+                retry(study, trial)
+    return failed

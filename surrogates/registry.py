@@ -4,16 +4,15 @@ model per sampler: only plain values, so nothing a client sends can name code to
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import optuna
 from optuna.samplers import BaseSampler
-from optuna.trial import FrozenTrial
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-ConstraintsFunc = Callable[[FrozenTrial], Sequence[float]]
+from paretoml.surrogates.constraint_record import ConstraintsFunc
 
 
 class _Options(BaseModel):
@@ -83,6 +82,12 @@ class ZerothOrderOptions(_Options):
     fallback: Literal["tpe", "random"] = "tpe"
 
 
+def _random(**kwargs: Any) -> BaseSampler:
+    from paretoml.surrogates.constraint_record import ConstraintRecordingRandomSampler
+
+    return ConstraintRecordingRandomSampler(**kwargs)
+
+
 def _zeroth_order(**kwargs: Any) -> BaseSampler:
     from paretoml.surrogates.zeroth_order import ZerothOrderSampler
 
@@ -95,14 +100,16 @@ class SamplerEntry:
     factory: Callable[..., BaseSampler]
     options: type[_Options]
     summary: str
-    #: whether the factory takes Optuna's ``constraints_func``
+    #: whether the sampler steers by the constraints; every factory takes Optuna's
+    #: ``constraints_func`` and records the constraints system attribute, as Optuna's own
+    #: samplers do (surrogates/constraint_record.py), so Optuna tools can tell feasible trials
     constraint_aware: bool = True
 
 
 SAMPLERS: dict[str, SamplerEntry] = {
     e.name: e
     for e in (
-        SamplerEntry("random", optuna.samplers.RandomSampler, NoOptions, "uniform random search", False),
+        SamplerEntry("random", _random, NoOptions, "uniform random search", False),
         SamplerEntry("tpe", _tpe, TPEOptions, "Optuna's (multi-objective) TPE"),
         SamplerEntry("gp", optuna.samplers.GPSampler, GPOptions, "Optuna's Gaussian-process Bayesian optimisation"),
         SamplerEntry("nsga2", optuna.samplers.NSGAIISampler, NSGA2Options, "NSGA-II evolutionary search"),
@@ -145,6 +152,6 @@ def create_sampler(
     kwargs = validate_sampler(name, options or {}).model_dump(exclude_unset=True)
     assert entry is not None
     kwargs["seed"] = seed
-    if constraints_func is not None and entry.constraint_aware:
+    if constraints_func is not None:
         kwargs["constraints_func"] = constraints_func
     return entry.factory(**kwargs)

@@ -42,6 +42,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from paretoml.objectives.threads import thread_budget
 from paretoml.search_space.encoding import VectorEncoding
+from paretoml.surrogates.constraint_record import record_constraints
 from paretoml.surrogates.pareto import loss_signs, non_dominated
 from paretoml.surrogates.trial_history import EncodingCache, History, read_history
 from paretoml.surrogates.transfer import SOURCES, TransferSet, source_weight, transfer_set
@@ -92,6 +93,11 @@ class XGBoostSampler(BaseSampler):
         if not complete:
             return {}
         return {n: d for n, d in sorted(complete[-1].distributions.items()) if not d.single()}
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        record_constraints(self._constraints_func, study, trial, state)  # as Optuna's samplers do
+        self._independent.after_trial(study, trial, state, values)
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:

@@ -189,7 +189,9 @@ class SpecText(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: str = Field(min_length=1, max_length=200_000, description="a study spec as YAML or JSON")
-    format: Literal["yaml", "json"] = "yaml"
+    format: Literal["yaml", "json"] = Field(
+        "yaml", description="how `text` is parsed: `yaml` reads YAML (and so JSON, which is YAML); `json` reads "
+                            "JSON only, so YAML text with `format: json` is a 422 at `text`")
 
 
 class FieldError(BaseModel):

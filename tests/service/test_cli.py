@@ -17,6 +17,7 @@ from tests.service.cli_process import TrialRow, paretoml, run_and_kill_when
 from paretoml.search_space.trial_attrs import (
     BASELINE_ATTR,
     CONFIG_ATTR,
+    ERROR_ATTR,
     LAYERS_ATTR,
     OPTUNA_RETRY_ATTR,
     PROVENANCE_ATTR,
@@ -94,6 +95,11 @@ def kept_study(tmp_path_factory):
         ({"knobs": [{"kind": "bitwidth", "choices": [4, 12]}]}, "knobs.0.bitwidth.choices: bits [12] not supported"),
         ({"knobs": [{"kind": "prune", "low": -0.1}]}, "knobs.0.prune: prune ratio range [-0.1, 0.9]"),
         ({"knobs": [{"kind": "merge"}]}, "a merge knob needs a task with checkpoints"),
+        ({"knobs": [{"kind": "bitwidth", "choices": [2, 3, 5]}], "baselines": [8, 4]},
+         "baselines: baseline bits [8, 4] are not among the choices [2, 3, 5] of the bitwidth knob knobs.0"),
+        # found once the model's layers are known: 16-bit weights are above any budget below 1.0
+        ({"knobs": [{"kind": "bitwidth", "choices": [16]}], "warm_start": {"fractions": [0.1, 0.5]}},
+         "warm_start.fractions: no budget of [0.1, 0.5]"),
     ],
 )
 def test_bad_specs_exit_2_with_one_line_and_touch_nothing(kept_study, change, message):
@@ -109,8 +115,18 @@ def test_bad_specs_exit_2_with_one_line_and_touch_nothing(kept_study, change, me
     assert "Traceback" not in result.stderr
     assert optuna.get_all_study_names(f"sqlite:///{db}") == names_before
     assert completed(f"sqlite:///{db}", "kept") == before
-    if "merge" not in message:  # spec errors are found before the database is even opened
+    if "merge" not in message and "warm_start" not in message:  # spec errors are found before the database is even opened
         assert db.stat().st_mtime_ns == mtime
+
+
+def test_a_spec_file_that_is_not_utf8_is_one_line_exit_2(tmp_path):
+    spec = write_spec(tmp_path / "s.yaml")
+    spec.write_bytes("# written in Latin-1: caf\u00e9\n".encode("latin-1") + spec.read_bytes())
+    result = paretoml("run", str(spec), "--quiet", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "s.yaml is not UTF-8 text" in lines[0], result.stderr
+    assert not (tmp_path / "paretoml.db").exists()
 
 
 def test_unknown_study_and_bad_storage_are_clear_errors(tmp_path):
@@ -153,11 +169,14 @@ def test_sigkill_mid_study_then_resume_loses_nothing(tmp_path, workers):
         if number in before:  # it finished between our read and the kill
             continue
         assert trials[number].state == TrialState.FAIL
+        assert trials[number].user_attrs[ERROR_ATTR].startswith("interrupted: its runner stopped")
         retries = [t for t in study.trials if t.system_attrs.get(OPTUNA_RETRY_ATTR) == number]
         assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+        assert ERROR_ATTR not in retries[0].user_attrs  # the retry did not fail
         # a trial killed while its parameters were being drawn is retried with those it had
         assert trials[number].params.items() <= retries[0].params.items()
     assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert all(t.user_attrs.get(ERROR_ATTR) for t in study.trials if t.state == TrialState.FAIL)
 
 
 def test_serve_refuses_bad_settings_with_one_line(tmp_path):

@@ -11,6 +11,7 @@ from torch import nn
 
 import paretoml
 from paretoml.search_space.trial_attrs import CONFIG_ATTR, ERROR_ATTR, PROVENANCE_ATTR, WORKER_ATTR
+from paretoml.service.runner import TooManyFailuresError
 from paretoml.service.spec import SpecError, parse_spec
 
 _gen = torch.Generator().manual_seed(0)
@@ -124,6 +125,26 @@ def test_an_evaluate_that_raises_fails_its_trial_alone(tmp_path):
     assert failed and all("flaky evaluate: refuses 2-bit models" in t.user_attrs[ERROR_ATTR] for t in failed)
 
 
+def nan_accuracy(model: nn.Module) -> dict[str, float]:
+    return {"accuracy": float("nan")}
+
+
+def test_an_evaluate_that_returns_nan_fails_every_trial_saying_why(tmp_path):
+    url = f"sqlite:///{tmp_path / 'nan.db'}"
+    with pytest.raises(TooManyFailuresError) as error:
+        paretoml.search(
+            trained(), evaluate=nan_accuracy, metrics={"accuracy": "maximize"},
+            example_inputs={"x": INPUTS[:8], "scale": torch.ones(1)},
+            knobs=[{"kind": "bitwidth", "choices": [2, 4, 8]}], objectives=["accuracy", "model_bytes"],
+            n_trials=3, sampler={"name": "random"}, measure={"latency_repeats": 1, "latency_warmup": 0},
+            storage=url, study_name="nan",
+        )
+    why = "the evaluation returned values that are not numbers: accuracy = nan"
+    assert str(error.value) == f"5 trials failed in a row; the last error: trial 4: {why}"
+    failed = optuna.load_study(study_name="nan", storage=url).get_trials(states=(TrialState.FAIL,))
+    assert len(failed) == 5 and all(t.user_attrs[ERROR_ATTR] == why for t in failed)
+
+
 @pytest.mark.parametrize(("change", "message"), [
     ({"knobs": [{"kind": "bitwidth", "layers": {"include": "^encoder"}}]},
      "knobs: bitwidth knob's include pattern '^encoder' matches no layer; the model's layers are: left.0, left.2, right"),
@@ -141,6 +162,17 @@ def test_bad_input_is_one_clear_line(tmp_path, change, message):
     with pytest.raises(SpecError) as error:
         paretoml.search(trained(), **arguments)
     assert str(error.value) == message
+
+
+def test_example_inputs_of_the_wrong_dtype_are_one_line_saying_what_the_first_layer_expects(capfd):
+    with pytest.raises(SpecError) as error:
+        paretoml.search(trained(), evaluate=accuracy, metrics={"accuracy": "maximize"},
+                        example_inputs={"x": INPUTS[:8].double(), "scale": torch.ones(1)},
+                        knobs=KNOBS, objectives=["accuracy"], n_trials=1)
+    assert str(error.value).startswith(
+        "example_inputs: the example inputs do not fit the model: its first layer left.0 (Linear) expects float32 "
+        "of shape (..., 12), and got x=float64 (8, 12), scale=float32 (1,) (RuntimeError: "), str(error.value)
+    assert "\n" not in str(error.value) and "Traceback" not in capfd.readouterr().err
 
 
 def test_the_service_never_accepts_a_python_task():

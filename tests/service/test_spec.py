@@ -39,6 +39,14 @@ def test_defaults_and_directions():
         ({"sampler": {"name": "tpe", "options": {"gamma": "x"}}}, "sampler: sampler 'tpe' has no option 'gamma'"),
         ({"task_options": {"epochs": 0}}, "task_options: epochs: Input should be greater than or equal to 1"),
         ({"n_trials": 0}, "n_trials: Input should be greater than or equal to 1"),
+        ({"knobs": [{"kind": "bitwidth", "choices": [2, 3, 5]}], "baselines": [8, 4]},
+         "baselines: baseline bits [8, 4] are not among the choices [2, 3, 5] of the bitwidth knob knobs.0"),
+        ({"knobs": [{"kind": "bitwidth", "choices": [4, 8]}, {"kind": "bitwidth", "choices": [2, 8]}],
+          "baselines": [8, 4]}, "baselines: baseline bits [4] are not among the choices [2, 8] of the bitwidth knob knobs.1"),
+        ({"knobs": [{"kind": "prune"}], "baselines": [8]}, "baselines: uniform-bitwidth baselines need a bitwidth knob"),
+        ({"knobs": [{"kind": "prune"}], "warm_start": {"method": "sensitivity"}}, "warm_start: the sensitivity warm start"),
+        ({"knobs": [{"kind": "bitwidth", "choices": [4, 8]}, {"kind": "bitwidth", "choices": [8]}],
+          "warm_start": {"method": "sensitivity"}}, "warm_start: the warm start allocates bits from the first"),
     ],
 )
 def test_bad_fields_give_one_line_naming_the_field(change, expected):
@@ -64,6 +72,11 @@ def test_unreadable_and_malformed_files(tmp_path):
     listy.write_text("- 1\n- 2\n")
     with pytest.raises(SpecError, match="must be a mapping"):
         load_spec(listy)
+    for name, content in (("latin1.yaml", "task: digits-cnn  # caf\u00e9\n".encode("latin-1")),
+                          ("utf16.json", '{"task": "digits-cnn"}'.encode("utf-16"))):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(SpecError, match=f"^{name} is not UTF-8 text: byte 0x[0-9a-f]{{2}} at offset"):
+            load_spec(tmp_path / name)
 
 
 @pytest.mark.parametrize(

@@ -162,7 +162,9 @@ def delete_study(study_id: StudyId, jobs: Jobs, reads: Reads) -> Response:
 
 
 @router.post("/specs/validate", response_model=StudySpec,
-             responses=errors(*BODY_ERRORS, descriptions={422: "not YAML/JSON, not a mapping, or " + _SPEC_RULES}))
+             responses=errors(*BODY_ERRORS, descriptions={
+                 422: "`text` does not parse as its `format` (YAML text sent as `json` included), is not a mapping, "
+                      "or " + _SPEC_RULES}))
 async def validate_spec(body: Annotated[schemas.SpecText, Body(openapi_examples={
         "yaml": {"value": {"format": "yaml", "text": _EXAMPLE_YAML}},
         "json": {"value": {"format": "json", "text": json.dumps(_EXAMPLE_SPEC)}}})]) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.service.api.conftest import synthetic_spec, wait_for
@@ -58,3 +60,28 @@ def test_pruned_trials_are_documented_with_their_curve(running_client):
     assert doc["rung_unit"] == "fine-tune step"
     front = {p["trial_number"] for p in client.get(f"{API}/studies/{study}/frontier").json()["points"]}
     assert front and not front & {t["number"] for t in pruned}
+
+
+def test_the_schema_refuses_the_rungs_the_server_refuses(client):
+    """What the OpenAPI document allows for ``pruner.rungs`` the server takes, except the order
+    (which JSON Schema cannot state; the description says it)."""
+    import jsonschema
+
+    document = client.get("/openapi.json").json()
+    rungs = document["components"]["schemas"]["PrunerSpec"]["properties"]["rungs"]
+    assert rungs["minItems"] == 1 and rungs["uniqueItems"] is True
+    validator = jsonschema.Draft202012Validator(rungs)
+    for bad in ([], [2.0], [0.0], [1.0], [0.25, 0.25], [-0.5]):
+        assert not validator.is_valid(bad), bad
+        response = client.post("/api/v1/specs/validate", json={"format": "json", "text": json.dumps(
+            synthetic_spec(pruner={"name": "median", "rungs": bad}))})
+        assert response.status_code == 422 and response.json()["detail"][0]["loc"][:4] == ["body", "spec", "pruner", "rungs"]
+    assert validator.is_valid([0.25, 0.5])
+    assert "increasing" in rungs["description"]
+
+
+def test_yaml_text_sent_as_json_is_the_documented_422_at_text(client):
+    operation = client.get("/openapi.json").json()["paths"]["/api/v1/specs/validate"]["post"]
+    assert "YAML text sent as `json`" in operation["responses"]["422"]["description"]
+    response = client.post("/api/v1/specs/validate", json={"format": "json", "text": "task: digits-cnn\n"})
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "text"]
