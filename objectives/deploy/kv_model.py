@@ -4,7 +4,8 @@ A trial's ``kv_bits`` (key bits, value bits per attention layer, named by the la
 projection) become one :class:`KVFormat` per decoder layer, stored on the model. The model's
 class is swapped for a subclass whose ``generate()`` starts from :func:`new_cache` when the
 caller passes no cache, so the exported and reloaded model generates with the quantised
-cache as the trial was scored with it. The cache itself, its quantisation (keys per
+cache as the trial was scored with it; the model's attention is switched to the one that
+reads that cache (:data:`KV_ATTENTION`, plain SDPA for any other cache). The cache itself, its quantisation (keys per
 channel, values per token, KIVI) and the attention that reads it are
 :mod:`paretoml.objectives.deploy.kv_cache`'s.
 """
@@ -12,11 +13,12 @@ channel, values per token, KIVI) and the attention that reads it are
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from paretoml.objectives.deploy.kv_cache import KVFormat, QuantizedKVCache
+if TYPE_CHECKING:  # kv_cache imports transformers, an optional extra: loaded when used
+    from paretoml.objectives.deploy.kv_cache import KVFormat
 
 #: the attribute of a model holding its per-layer KV formats (a list, one per decoder layer)
 KV_FORMATS_ATTR = "paretoml_kv_formats"
@@ -43,6 +45,8 @@ def num_cache_layers(model: nn.Module) -> int:
 
 def kv_formats(model: nn.Module, kv_bits: Mapping[str, Sequence[int]]) -> list[KVFormat]:
     """One format per decoder layer: ``kv_bits``'s where named, unquantised elsewhere."""
+    from paretoml.objectives.deploy.kv_cache import KVFormat
+
     formats = [KVFormat(FULL, FULL) for _ in range(num_cache_layers(model))]
     for name, (key_bits, value_bits) in kv_bits.items():
         formats[attention_layer_index(model, name)] = KVFormat(int(key_bits), int(value_bits))
@@ -64,6 +68,8 @@ def new_cache(model: nn.Module) -> Any:
     else the transformers ``DynamicCache``."""
     formats = formats_of(model)
     if is_quantised(formats):
+        from paretoml.objectives.deploy.kv_cache import QuantizedKVCache
+
         return QuantizedKVCache(list(formats))  # type: ignore[arg-type]
     from transformers import DynamicCache
 
@@ -74,9 +80,18 @@ class _QuantisedCacheLM:
     """Mixin: ``generate()`` without a cache given starts from the model's quantised one."""
 
     def generate(self, *args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("past_key_values") is None and is_quantised(getattr(self, KV_FORMATS_ATTR, None)):
-            kwargs["past_key_values"] = new_cache(self)  # type: ignore[arg-type]
+        given = kwargs.get("cache", kwargs.get("past_key_values"))
+        if given is None and is_quantised(getattr(self, KV_FORMATS_ATTR, None)):
+            kwargs.pop("past_key_values", None)
+            kwargs["cache" if _takes_cache(self) else "past_key_values"] = new_cache(self)  # type: ignore[arg-type]
         return super().generate(*args, **kwargs)  # type: ignore[misc]
+
+
+def _takes_cache(model: Any) -> bool:
+    """Whether the model's ``forward`` names its cache ``cache`` (transformers >= 5.2x)."""
+    import inspect
+
+    return "cache" in inspect.signature(type(model).forward).parameters
 
 
 _SUBCLASSES: dict[type, type] = {}
@@ -89,5 +104,9 @@ def attach_kv_formats(model: nn.Module, kv_bits: Mapping[str, Sequence[int]]) ->
         if cls not in _SUBCLASSES:
             _SUBCLASSES[cls] = type(f"KVQuantised{cls.__name__}", (_QuantisedCacheLM, cls), {})
         model.__class__ = _SUBCLASSES[cls]
+    from paretoml.objectives.deploy.kv_cache import KV_ATTENTION, register_kv_attention
+
     setattr(model, KV_FORMATS_ATTR, kv_formats(model, kv_bits))
+    register_kv_attention()
+    model.set_attn_implementation(KV_ATTENTION)
     return model

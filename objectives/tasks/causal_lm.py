@@ -26,11 +26,10 @@ neurons are rows of ``gate_proj`` and ``up_proj`` with columns of ``down_proj``.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
-import statistics
-import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,14 +141,21 @@ def causal_lm_links(model: nn.Module) -> dict[str, ChannelLink]:
 
 
 # -- measuring ---------------------------------------------------------------------------
+def cache_keyword(lm: nn.Module) -> str:
+    """The keyword a model's ``forward`` takes its cache by (transformers 5.2x renames
+    ``past_key_values`` to ``cache``; older releases know only the first)."""
+    return "cache" if "cache" in inspect.signature(type(lm).forward).parameters else "past_key_values"
+
+
 def language_model(model: nn.Module) -> nn.Module:
     """The causal LM inside a deployment wrapper (CUDA graphs wrap it as ``inner``)."""
     return getattr(model, "inner", model)
 
 
 def tensor_bytes(*roots: Any) -> int:
-    """Bytes of every distinct tensor storage reachable from ``roots`` (modules, caches,
-    containers, object attributes): what is resident, each storage counted once."""
+    """Bytes of every distinct tensor storage reachable from ``roots`` (a module's parameters
+    and buffers; a cache's tensors through containers and object attributes): what is
+    resident, each storage counted once."""
     seen: set[int] = set()
     visited: set[int] = set()
     total = 0
@@ -167,7 +173,8 @@ def tensor_bytes(*roots: Any) -> int:
         elif isinstance(obj, nn.Module):
             stack.extend(obj.parameters())
             stack.extend(obj.buffers())
-            stack.extend(v for v in vars(obj).values() if not isinstance(v, (dict, nn.Module)))
+            # kernels' packed weights are plain tensor attributes of their modules
+            stack.extend(v for m in obj.modules() for v in vars(m).values() if isinstance(v, torch.Tensor))
         elif isinstance(obj, Mapping):
             stack.extend(obj.values())
         elif isinstance(obj, (list, tuple, set)):
@@ -212,7 +219,7 @@ class DecodeStep(nn.Module):
         self.register_buffer("token", torch.ones(batch, 1, dtype=torch.long, device=device), persistent=False)
 
     def forward(self) -> torch.Tensor:
-        return self.lm(input_ids=self.token, past_key_values=self.cache, use_cache=True).logits
+        return self.lm(input_ids=self.token, use_cache=True, **{cache_keyword(self.lm): self.cache}).logits
 
 
 @dataclass(frozen=True)
@@ -246,9 +253,9 @@ class LMScorer(Scorer):
         for batch in split:
             ids = batch["input_ids"]
             half = ids.shape[1] // 2
-            cache = kv_model.new_cache(lm)
-            lm(input_ids=ids[:, :half], past_key_values=cache, use_cache=True)
-            logits = lm(input_ids=ids[:, half:], past_key_values=cache, use_cache=True).logits.float()
+            cache = {cache_keyword(lm): kv_model.new_cache(lm)}
+            lm(input_ids=ids[:, :half], use_cache=True, **cache)
+            logits = lm(input_ids=ids[:, half:], use_cache=True, **cache).logits.float()
             targets = ids[:, half + 1 :]
             loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum")
             total += float(loss)
@@ -267,7 +274,7 @@ class LMScorer(Scorer):
         lm = language_model(model).eval()
         out = lm.generate(input_ids=prompts, attention_mask=torch.ones_like(prompts), do_sample=False,
                           max_new_tokens=self.opts.new_tokens, min_new_tokens=self.opts.new_tokens,
-                          past_key_values=kv_model.new_cache(lm), pad_token_id=self.pad_token_id,
+                          pad_token_id=self.pad_token_id, **{cache_keyword(lm): kv_model.new_cache(lm)},
                           temperature=None, top_p=None, top_k=None)
         return out[:, prompts.shape[1] :]
 

@@ -20,10 +20,11 @@ TextSplit = Literal["calibration", "validation", "test"]
 
 
 def pydoc_topics() -> list[str]:
-    """The help topics' texts, by topic name in sorted order."""
+    """The help topics' distinct texts, by topic name in sorted order (some topics are
+    aliases of one text: it is kept once, so no text lands in two splits)."""
     from pydoc_data.topics import topics
 
-    return [topics[name] for name in sorted(topics)]
+    return list(dict.fromkeys(topics[name] for name in sorted(topics)))
 
 
 def sklearn_descriptions() -> list[str]:
