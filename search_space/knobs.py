@@ -142,7 +142,7 @@ class MergeKnob(_PerLayerKnob):
 
 def parse_kv_pair(label: str) -> tuple[int, int]:
     """``"K8V4"`` -> ``(8, 4)``; raises ValueError for anything else."""
-    match = KV_PAIR.match(label)
+    match = KV_PAIR.match(label.strip().upper())
     if match is None:
         raise ValueError(f"KV pair {label!r} is not of the form K<bits>V<bits> (e.g. K8V4)")
     key, value = int(match.group(1)), int(match.group(2))
