@@ -36,6 +36,7 @@ from paretoml.service.executors.base import Executor, ModelDescription, TrialJob
 from paretoml.service.storage import fail_stale_trials, study_exists
 from paretoml.surrogates.pruners import RUNGS_ATTR, create_pruner
 from paretoml.surrogates.registry import create_sampler
+from paretoml.surrogates.kv_sensitivity import kv_warm_start_allocations
 from paretoml.surrogates.sensitivity import warm_start_allocations
 
 SPEC_ATTR = "paretoml:spec"
@@ -240,11 +241,15 @@ class StudyRunner:
         space = build_space(spec, model.layers, model.n_checkpoints)
         baselines = [space.uniform_params(bits=b, prune=0.0) for b in spec.baselines]
         warm: list[dict[str, Any]] = []
-        if spec.warm_start is not None and model.sensitivity:
+        if spec.warm_start is not None and (model.sensitivity or model.kv_sensitivity):
             start = space.uniform_params(prune=0.0)
             fractions = spec.warm_start.fractions
-            warm = [space.with_allocation(start, allocation)
-                    for allocation in warm_start_allocations(model.sensitivity, model.layers, fractions)]
+            weights = [space.with_allocation(start, allocation)
+                       for allocation in warm_start_allocations(model.sensitivity or [], model.layers, fractions)]
+            caches = kv_warm_start_allocations(model.kv_sensitivity or [], fractions)
+            # the i-th tightest weight allocation beside the i-th tightest KV allocation
+            warm = [space.with_layer_kv(weights[i] if i < len(weights) else start, caches[i] if i < len(caches) else {})
+                    for i in range(max(len(weights), len(caches)))]
         study = optuna.create_study(
             storage=storage, study_name=study_name, directions=spec.directions, sampler=make_sampler(spec),
             pruner=make_pruner(spec, model.validation_samples),

@@ -5,15 +5,12 @@ decode latency and serving memory, export and reload with the KV formats."""
 from __future__ import annotations
 
 import copy
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 pytest.importorskip("transformers")
-sys.path.insert(0, str(Path(__file__).parent))
-from tiny_llama import tiny_llama_folder  # noqa: E402
 
 from paretoml.objectives.deploy import kv_model  # noqa: E402
 from paretoml.objectives.deploy.export import export_compressed, load_compressed, read_manifest  # noqa: E402
@@ -28,6 +25,7 @@ from paretoml.objectives.tasks.causal_lm import (  # noqa: E402
 from paretoml.objectives.compress.prune import prune_structured  # noqa: E402
 from paretoml.objectives.tasks.lm_text import split_texts  # noqa: E402
 from paretoml.search_space.space import TrialConfig  # noqa: E402
+from tests.objectives.tasks.tiny_llama import tiny_llama_folder  # noqa: E402
 
 OPTIONS = CausalLMOptions(context=64, n_calibration=4, n_validation=8, n_test=4, batch_size=8, n_prompts=4,
                           prompt_tokens=16, new_tokens=8, serving_context=256, decode_steps=3, decode_warmup=1)
