@@ -26,6 +26,7 @@ from torch import nn
 
 from paretoml.objectives.tasks.base import Task, TaskBundle, TaskOptions
 from paretoml.objectives.tasks.registry import register_task
+from paretoml.search_space.trial_attrs import BASELINE_ATTR, KERNELS_ATTR, PROVENANCE_ATTR
 
 
 class Block(nn.Module):
@@ -94,10 +95,10 @@ class EncoderTask(Task):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from paretoml.search_space.spec import parse_spec
     from paretoml.service.executors import create_executor
     from paretoml.service.report import front_table
     from paretoml.service.runner import StudyRunner
+    from paretoml.service.spec import parse_spec
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--width", type=int, default=4096)
@@ -140,15 +141,15 @@ def main(argv: list[str] | None = None) -> int:
     done = [t for t in study.trials if t.values is not None]
     rows = []
     for t in done:
-        prov = t.user_attrs.get("paretoml:provenance", {}).get("latency_ms", {})
-        kernels = t.user_attrs.get("paretoml:kernels", {})
+        prov = t.user_attrs.get(PROVENANCE_ATTR, {}).get("latency_ms", {})
+        kernels = t.user_attrs.get(KERNELS_ATTR, {})
         counts: dict[str, int] = {}
         for v in kernels.values():
             counts[v["kernel"]] = counts.get(v["kernel"], 0) + 1
         rows.append({"number": t.number, "fidelity": t.values[0], "latency_ms": t.values[1],
                      "model_bytes": t.values[2], "peak_memory_bytes": t.values[3], "how": prov.get("how"),
                      "kernels": counts,
-                     "baseline": t.user_attrs.get("paretoml:baseline")})
+                     "baseline": t.user_attrs.get(BASELINE_ATTR)})
     base16 = next(r for r in rows if r["baseline"] == "uniform 16-bit")
     front = {t.number for t in study.best_trials}
     fastest = min((r for r in rows if r["number"] in front), key=lambda r: r["latency_ms"])

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from paretoml.search_space.trial_attrs import ERROR_ATTR, PROVENANCE_ATTR, WORKER_ATTR
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
@@ -100,16 +102,16 @@ def check_pool(device: torch.device) -> None:
         wall = time.monotonic() - start
         share = busy.share(start, time.monotonic())
     trials = study.trials
-    placed = sorted({(t.user_attrs["paretoml:worker"]["worker"], tuple(t.user_attrs["paretoml:worker"]["gpus"]))
+    placed = sorted({(t.user_attrs[WORKER_ATTR]["worker"], tuple(t.user_attrs[WORKER_ATTR]["gpus"]))
                      for t in trials})
     states = [t.state.name for t in trials]
     print(f"pool: {states.count('COMPLETE')} of {len(trials)} complete in {wall:.1f} s (start-up included); "
           f"workers {placed}; GPU busy {share if share is None else round(100 * share)}% ({busy.source})", flush=True)
     failed = [t for t in trials if t.state.name == "FAIL"]
     if failed:
-        print(failed[0].user_attrs.get("paretoml:error", "")[-1500:])
+        print(failed[0].user_attrs.get(ERROR_ATTR, "")[-1500:])
     for t in trials[:3]:
-        print(t.values, t.user_attrs.get("paretoml:provenance", {}).get("latency_ms", {}).get("detail", "")[:200])
+        print(t.values, t.user_attrs.get(PROVENANCE_ATTR, {}).get("latency_ms", {}).get("detail", "")[:200])
 
 
 if __name__ == "__main__":

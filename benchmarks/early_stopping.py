@@ -39,10 +39,10 @@ import optuna
 from optuna._hypervolume import compute_hypervolume
 from optuna.trial import FrozenTrial, TrialState
 
-from paretoml.search_space.spec import parse_spec
 from paretoml.service.executors.inprocess import InProcessExecutor
 from paretoml.service.frontier import reference_point
 from paretoml.service.runner import StudyRunner
+from paretoml.service.spec import parse_spec
 from paretoml.surrogates.pareto import loss_signs
 
 from _machine import machine

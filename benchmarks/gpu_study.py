@@ -42,6 +42,14 @@ from typing import Any
 
 import numpy as np
 
+from paretoml.search_space.trial_attrs import (
+    BASELINE_ATTR,
+    KERNELS_ATTR,
+    PROVENANCE_ATTR,
+    TIMINGS_ATTR,
+    WORKER_ATTR,
+)
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
@@ -97,9 +105,9 @@ def run_study(spec_dict: dict[str, Any], workers: int, url: str, name: str,
               enqueue: list[tuple[str, dict[str, Any]]] | None = None, sharers: int = 1) -> dict[str, Any]:
     """One study on a Ray pool of ``workers`` sharing the GPU ('auto' share); the timings of
     its phases and every trial."""
-    from paretoml.search_space.spec import parse_spec
     from paretoml.service.executors.ray_pool import RayPoolExecutor
     from paretoml.service.runner import StudyRunner
+    from paretoml.service.spec import parse_spec
     from paretoml.service.storage import open_durable_storage
 
     spec = parse_spec(spec_dict)
@@ -129,18 +137,18 @@ def trial_rows(study: Any, suggest_s: dict[int, float]) -> list[dict[str, Any]]:
     trials = []
     for t in study.get_trials(deepcopy=False):
         row: dict[str, Any] = {"number": t.number, "state": t.state.name,
-                               "baseline": t.user_attrs.get("paretoml:baseline")}
+                               "baseline": t.user_attrs.get(BASELINE_ATTR)}
         if t.state == TrialState.COMPLETE:
             row["values"] = dict(zip(OBJECTIVES, t.values))
-            row["timings"] = t.user_attrs.get("paretoml:timings", {})
-            prov = t.user_attrs.get("paretoml:provenance", {}).get("latency_ms", {})
+            row["timings"] = t.user_attrs.get(TIMINGS_ATTR, {})
+            prov = t.user_attrs.get(PROVENANCE_ATTR, {}).get("latency_ms", {})
             row["latency_how"] = prov.get("how")
-            kernels = t.user_attrs.get("paretoml:kernels", {})
+            kernels = t.user_attrs.get(KERNELS_ATTR, {})
             counts: dict[str, int] = {}
             for layer in kernels.values():
                 counts[layer["kernel"]] = counts.get(layer["kernel"], 0) + 1
             row["kernels"] = counts
-            row["worker"] = t.user_attrs.get("paretoml:worker", {}).get("worker")
+            row["worker"] = t.user_attrs.get(WORKER_ATTR, {}).get("worker")
         if t.datetime_start and t.datetime_complete:
             row["duration_s"] = (t.datetime_complete - t.datetime_start).total_seconds()
         row["suggest_s"] = suggest_s.get(t.number)
@@ -195,7 +203,7 @@ def enqueue_from(runner: Any, wanted: list[tuple[str, dict[str, Any]]]) -> list[
             if allocation is None:
                 continue
             params = space.with_allocation(space.uniform_params(prune=0.0), allocation)
-        runner.study.enqueue_trial(params, user_attrs={"paretoml:baseline": label})
+        runner.study.enqueue_trial(params, user_attrs={BASELINE_ATTR: label})
         done.append((label, params))
     from optuna.trial import TrialState
 

@@ -18,8 +18,8 @@ from paretoml.objectives.evaluate import MeasureSettings, TrialEvaluator
 from paretoml.objectives.measure import LatencySettings
 from paretoml.objectives.tasks.registry import create_task
 from paretoml.search_space.space import TrialConfig
-from paretoml.search_space.spec import parse_spec
-from paretoml.service.runner import CONFIG_ATTR, SPEC_ATTR
+from paretoml.search_space.trial_attrs import BASELINE_ATTR, CONFIG_ATTR, SPEC_ATTR
+from paretoml.service.spec import parse_spec
 from paretoml.service.storage import open_storage
 
 from _machine import machine
@@ -40,10 +40,10 @@ def main() -> None:
                                MeasureSettings(latency=LatencySettings(warmup=5, repeats=args.repeats)))
     torch.set_num_threads(1)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    baselines = [t for t in complete if str(t.user_attrs.get("paretoml:baseline", "")).startswith("uniform")]
+    baselines = [t for t in complete if str(t.user_attrs.get(BASELINE_ATTR, "")).startswith("uniform")]
     pareto = sorted(study.best_trials, key=lambda t: t.values[spec.objective_names.index("model_bytes")])
     rows = [("fp32 (uncompressed)", TrialConfig(), None)]
-    rows += [(t.user_attrs["paretoml:baseline"], TrialConfig.from_dict(t.user_attrs[CONFIG_ATTR]), t) for t in baselines]
+    rows += [(t.user_attrs[BASELINE_ATTR], TrialConfig.from_dict(t.user_attrs[CONFIG_ATTR]), t) for t in baselines]
     rows += [(f"front #{t.number}", TrialConfig.from_dict(t.user_attrs[CONFIG_ATTR]), t) for t in pareto
              if t not in baselines]
     print(f"minilm front of `{args.study}`: {len(complete)} complete trials, {len(study.best_trials)} Pareto-optimal; "

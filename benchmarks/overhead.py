@@ -46,9 +46,9 @@ def bench_optuna_memory(n: int) -> float:
 
 
 def bench_paretoml(n: int, executor_kind: str, workers: int) -> float:
-    from paretoml.search_space.spec import parse_spec
     from paretoml.service.executors import create_executor
     from paretoml.service.runner import StudyRunner
+    from paretoml.service.spec import parse_spec
 
     spec = parse_spec(synthetic_spec(n))
     options = {"num_cpus": 0.5} if executor_kind == "ray" else {}

@@ -137,7 +137,7 @@ def problem(name: str, warm_start: bool = False) -> Problem:
             return v["accuracy"], v["model_bytes"]
         warm = []
         if warm_start:
-            from paretoml.search_space.spec import WarmStartSpec
+            from paretoml.service.spec import WarmStartSpec
             from paretoml.surrogates.sensitivity import measure_sensitivity, prune_grid, warm_start_allocations
 
             # what a spec's `warm_start: {method: sensitivity}` does, with its default budgets

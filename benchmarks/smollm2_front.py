@@ -23,16 +23,22 @@ import yaml
 from optuna._hypervolume import compute_hypervolume
 from optuna.trial import TrialState
 
-from paretoml.search_space.spec import parse_spec
+from paretoml.search_space.trial_attrs import (
+    BASELINE_ATTR,
+    CONFIG_ATTR,
+    METRICS_ATTR,
+    PROVENANCE_ATTR,
+    REFERENCE_ATTR,
+)
 from paretoml.service.executors.inprocess import InProcessExecutor
 from paretoml.service.frontier import reference_point
-from paretoml.service.runner import CONFIG_ATTR, REFERENCE_ATTR, StudyRunner
+from paretoml.service.runner import StudyRunner
+from paretoml.service.spec import parse_spec
 from paretoml.surrogates.pareto import loss_signs, non_dominated
 
 from _machine import machine
 
 UNIFORM_KV = {"K16V16": (16, 16), "K8V8": (8, 8), "K4V4": (4, 4), "K8V4": (8, 4)}
-BASELINE_ATTR = "paretoml:baseline"
 
 
 def hypervolume(losses: np.ndarray, point: np.ndarray) -> float:
@@ -75,8 +81,8 @@ def main() -> None:
         rows.append({"number": t.number, "label": t.user_attrs.get(BASELINE_ATTR, "sampled"),
                      **dict(zip(names, t.values)), "kv_pairs": pairs,
                      "mean_weight_bits": sum(bits) / len(bits) if bits else 32,
-                     "generation_fidelity": (t.user_attrs.get("paretoml:metrics") or {}).get("generation_fidelity"),
-                     "how": {k: v.get("how") for k, v in (t.user_attrs.get("paretoml:provenance") or {}).items()}})
+                     "generation_fidelity": (t.user_attrs.get(METRICS_ATTR) or {}).get("generation_fidelity"),
+                     "how": {k: v.get("how") for k, v in (t.user_attrs.get(PROVENANCE_ATTR) or {}).items()}})
     hv_all = hypervolume(losses, point)
     hv_uniform = hypervolume(losses[uniform], point) if uniform else 0.0
     ppl, decode = names.index("perplexity_ratio"), names.index("decode_ms_per_token")

@@ -24,9 +24,9 @@ optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
 def run(workers: int, trials: int, busy_ms: float, url: str) -> tuple[float, float]:
-    from paretoml.search_space.spec import parse_spec
     from paretoml.service.executors.ray_pool import RayPoolExecutor
     from paretoml.service.runner import StudyRunner
+    from paretoml.service.spec import parse_spec
     from paretoml.service.storage import open_durable_storage
 
     spec = parse_spec({

@@ -16,6 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from paretoml.search_space.trial_attrs import SPEC_ATTR
 from paretoml.service.ray_runtime import RayStartError
 
 EXIT_USAGE = 2
@@ -164,9 +165,9 @@ def _executor(args: argparse.Namespace, spec):  # type: ignore[no-untyped-def]
 
 
 def _run(args: argparse.Namespace, console: Console) -> int:
-    from paretoml.search_space.spec import SpecError, load_spec
     from paretoml.service.executors.gpu_share import GpuShareError
     from paretoml.service.runner import StudyExistsError, StudyRunner
+    from paretoml.service.spec import SpecError, load_spec
 
     try:
         spec = load_spec(args.spec)
@@ -189,9 +190,9 @@ def _run(args: argparse.Namespace, console: Console) -> int:
 
 
 def _resume(args: argparse.Namespace, console: Console) -> int:
-    from paretoml.search_space.spec import SpecError
     from paretoml.service.executors.gpu_share import GpuShareError
     from paretoml.service.runner import StudyNotFoundError, StudyRunner
+    from paretoml.service.spec import SpecError
 
     storage = _open(args.storage, durable=True)
     try:
@@ -299,7 +300,6 @@ def _front(args: argparse.Namespace, console: Console) -> int:
     import optuna
 
     from paretoml.service.report import front_table
-    from paretoml.service.runner import SPEC_ATTR
     from paretoml.service.storage import study_exists
 
     storage = _open(args.storage)
@@ -354,7 +354,7 @@ def _serve(args: argparse.Namespace, console: Console) -> int:
     try:
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
-        from paretoml.search_space.spec import format_validation_error
+        from paretoml.service.spec import format_validation_error
 
         raise CliError(f"settings: {format_validation_error(exc)}") from None
     if settings.token is None and settings.host != LOOPBACK:

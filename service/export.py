@@ -16,8 +16,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from paretoml.objectives.deploy.export import Manifest, export_compressed
 from paretoml.search_space.space import TrialConfig
-from paretoml.search_space.spec import StudySpec, parse_spec
-from paretoml.service.runner import CONFIG_ATTR, PROVENANCE_ATTR, SPEC_ATTR, build_evaluator
+from paretoml.search_space.trial_attrs import CONFIG_ATTR, PROVENANCE_ATTR, SPEC_ATTR
+from paretoml.service.runner import build_evaluator
+from paretoml.service.spec import StudySpec, parse_spec
 from paretoml.service.storage import study_exists
 
 

@@ -23,6 +23,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import delete, select
 
+from paretoml.search_space.trial_attrs import CONSTRAINTS_ATTR
 from paretoml.service.db.models import FrontierPoint, FrontierSnapshot
 from paretoml.service.db.session import session_factory
 from paretoml.surrogates.pareto import loss_signs
@@ -43,7 +44,7 @@ def reference_point(directions: Sequence[StudyDirection], names: Sequence[str],
 
 def is_feasible(trial: FrozenTrial) -> bool:
     """Every constraint value <= 0 (Optuna's rule); no constraints means feasible."""
-    return all(c <= 0 for c in trial.system_attrs.get("constraints", trial.user_attrs.get("constraints", [])))
+    return all(c <= 0 for c in trial.system_attrs.get(CONSTRAINTS_ATTR, trial.user_attrs.get(CONSTRAINTS_ATTR, [])))
 
 
 def _dominates(a: np.ndarray, b: np.ndarray) -> bool:

@@ -29,9 +29,9 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from paretoml.search_space.spec import StudySpec
 from paretoml.service.db.models import FrontierPoint, FrontierSnapshot, Job, utcnow
 from paretoml.service.db.session import session_factory
+from paretoml.service.spec import StudySpec
 
 
 class JobStatus(str, enum.Enum):

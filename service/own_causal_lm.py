@@ -14,10 +14,10 @@ from typing import Any
 import optuna
 
 from paretoml.objectives.tasks.causal_lm import CausalLMOptions, CausalLMTask
-from paretoml.search_space.spec import parse_spec
 from paretoml.service.executors.inprocess import InProcessExecutor
 from paretoml.service.own_model import _storage
 from paretoml.service.runner import StudyRunner
+from paretoml.service.spec import parse_spec
 
 
 def search_causal_lm(

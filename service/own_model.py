@@ -21,10 +21,10 @@ from paretoml.objectives.evaluate import SYSTEM_OBJECTIVES
 from paretoml.objectives.tasks.base import Direction
 from paretoml.objectives.tasks.python_model import EvaluateFn, PythonModelTask
 from paretoml.search_space.introspect import ChannelLink
-from paretoml.search_space.spec import SpecError, parse_spec
 from paretoml.service.executors.base import Executor
 from paretoml.service.executors.inprocess import InProcessExecutor
 from paretoml.service.runner import StudyRunner
+from paretoml.service.spec import SpecError, parse_spec
 
 
 def search(

@@ -7,7 +7,8 @@ from typing import Any
 import optuna
 from rich.table import Table
 
-from paretoml.service.runner import CONFIG_ATTR
+from paretoml.search_space.trial_attrs import BASELINE_ATTR, CONFIG_ATTR, TEST_ACCURACY_ATTR
+
 
 
 _SHORT = {"accuracy": "acc", "fidelity": "fidelity", "latency_ms": "latency ms", "model_bytes": "bytes",
@@ -27,8 +28,8 @@ def front_rows(study: optuna.Study, objective_names: list[str]) -> list[dict[str
                 **dict(zip(objective_names, trial.values)),
                 "bits": "/".join(str(b) for b in bits) if bits else "-",
                 "prune": "/".join(f"{p:.2f}".lstrip("0") or "0" for p in prune) if prune else "-",
-                "test acc": trial.user_attrs.get("paretoml:test_accuracy"),
-                "note": trial.user_attrs.get("paretoml:baseline", ""),
+                "test acc": trial.user_attrs.get(TEST_ACCURACY_ATTR),
+                "note": trial.user_attrs.get(BASELINE_ATTR, ""),
             }
         )
     rows.sort(key=lambda r: r[objective_names[0]])

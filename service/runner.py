@@ -31,22 +31,29 @@ from paretoml.objectives.tasks.registry import create_task
 from paretoml.search_space.constraints import constraint_values, needs_measurement
 from paretoml.search_space.introspect import LayerInfo
 from paretoml.search_space.space import JointSpace, TrialConfig
-from paretoml.search_space.spec import SpecError, StudySpec, parse_spec
+from paretoml.search_space.trial_attrs import (
+    BASELINE_ATTR,
+    CONFIG_ATTR,
+    CONSTRAINTS_ATTR,
+    ERROR_ATTR,
+    LAYERS_ATTR,
+    PROVENANCE_ATTR,
+    REFERENCE_ATTR,
+    RETRY_OF_ATTR,
+    RUNG_UNIT_ATTR,
+    RUNGS_ATTR,
+    SPEC_ATTR,
+    STOPPED_AT_ATTR,
+    WORKER_ATTR,
+    result_attr,
+)
 from paretoml.service.executors.base import Executor, ModelDescription, TrialJob, TrialOutcome
+from paretoml.service.spec import SpecError, StudySpec, parse_spec
 from paretoml.service.storage import fail_stale_trials, study_exists
-from paretoml.surrogates.pruners import RUNGS_ATTR, create_pruner
+from paretoml.surrogates.pruners import create_pruner
 from paretoml.surrogates.registry import create_sampler
 from paretoml.surrogates.kv_sensitivity import kv_warm_start_allocations
 from paretoml.surrogates.sensitivity import warm_start_allocations
-
-SPEC_ATTR = "paretoml:spec"
-LAYERS_ATTR = "paretoml:layers"
-REFERENCE_ATTR = "paretoml:reference"
-CONFIG_ATTR = "paretoml:config"
-PROVENANCE_ATTR = "paretoml:provenance"
-WORKER_ATTR = "paretoml:worker"
-ERROR_ATTR = "paretoml:error"
-CONSTRAINTS_ATTR = "constraints"
 
 ProgressCallback = Callable[[int, int, FrozenTrial | None], None]
 TrialCallback = Callable[[optuna.Study, FrozenTrial], None]
@@ -116,8 +123,7 @@ def make_pruner(spec: StudySpec, validation_samples: int | None = None) -> optun
     return create_pruner(spec.pruner.name, spec.pruner.options, len(spec.objectives), last)
 
 
-#: Trial user attribute: what a rung's step counts (RUNG_UNITS[spec.pruner.over]).
-RUNG_UNIT_ATTR = "paretoml:rung_unit"
+#: What a rung's step counts (stored under RUNG_UNIT_ATTR), by spec.pruner.over.
 RUNG_UNITS = {"finetune": "fine-tune step", "evaluation": "validation samples"}
 
 
@@ -259,9 +265,9 @@ class StudyRunner:
         study.set_user_attr(LAYERS_ATTR, [_layer_row(layer) for layer in model.layers])
         study.set_user_attr(REFERENCE_ATTR, model.reference)
         for bits, params in zip(spec.baselines, baselines):
-            study.enqueue_trial(params, user_attrs={"paretoml:baseline": f"uniform {bits}-bit"})
+            study.enqueue_trial(params, user_attrs={BASELINE_ATTR: f"uniform {bits}-bit"})
         for params in spread_over(warm, max(0, spec.n_trials - len(baselines))):
-            study.enqueue_trial(params, user_attrs={"paretoml:baseline": "sensitivity warm start"})
+            study.enqueue_trial(params, user_attrs={BASELINE_ATTR: "sensitivity warm start"})
         return cls(study, spec, space, model, executor, pruner=study.pruner)
 
     @classmethod
@@ -402,7 +408,7 @@ class StudyRunner:
         if name is not None:
             self.study._storage.set_trial_intermediate_value(trial_id, step, float(values[name]))
         frozen = self.study._storage.get_trial(trial_id)
-        if "paretoml:baseline" in frozen.user_attrs:
+        if BASELINE_ATTR in frozen.user_attrs:
             return False
         assert self.pruner is not None
         return bool(self.pruner.prune(self.study, frozen))
@@ -410,7 +416,7 @@ class StudyRunner:
     def _finish(self, trial: optuna.Trial, outcome: TrialOutcome) -> FrozenTrial:
         trial.set_user_attr(WORKER_ATTR, asdict(outcome.worker))
         if outcome.stopped_at is not None:
-            trial.set_user_attr("paretoml:stopped_at", outcome.stopped_at)
+            trial.set_user_attr(STOPPED_AT_ATTR, outcome.stopped_at)
             frozen = self.study.tell(trial, state=TrialState.PRUNED)
         elif not outcome.ok or outcome.values is None:
             trial.set_user_attr(ERROR_ATTR, outcome.error or "no values")
@@ -422,7 +428,7 @@ class StudyRunner:
                 trial.set_user_attr(CONSTRAINTS_ATTR, constraint_values(
                     self.spec.constraints, self.model.layers, config, self.model.other_params, outcome.values))
             for key, value in outcome.attrs.items():
-                trial.set_user_attr(f"paretoml:{key}", value)
+                trial.set_user_attr(result_attr(key), value)
             name = rung_objective(self.spec, outcome.values) if outcome.job.has_rungs else None
             last = (self.spec.finetune.steps if not outcome.job.evaluation_rungs
                     else outcome.attrs.get("validation_samples"))
@@ -439,7 +445,7 @@ class StudyRunner:
         for trial in inflight.values():
             try:
                 self.study.tell(trial, state=TrialState.FAIL)
-                self.study.enqueue_trial(trial.params, user_attrs={"paretoml:retry_of": trial.number})
+                self.study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: trial.number})
             except Exception:  # the storage may be what failed; heartbeats cover that case
                 pass
 

@@ -18,14 +18,15 @@ import traceback
 
 import optuna
 
-from paretoml.search_space.spec import SpecError, StudySpec, parse_spec
+from paretoml.search_space.trial_attrs import SPEC_ATTR
 from paretoml.service.executors.ray_pool import RayPoolExecutor, StartCancelled
 from paretoml.service.frontier import FrontierRecorder
+from paretoml.service.jobs import Job, JobRepository, JobStatus, owner_name
 from paretoml.service.mirror import MirroredStorage
 from paretoml.service.ray_runtime import RayOptions, RayStartError, one_line, retry_delay, start_ray
-from paretoml.service.jobs import Job, JobRepository, JobStatus, owner_name
-from paretoml.service.runner import SPEC_ATTR, StudyRunner, TooManyFailuresError, count_complete
+from paretoml.service.runner import StudyRunner, TooManyFailuresError, count_complete
 from paretoml.service.settings import Settings
+from paretoml.service.spec import SpecError, StudySpec, parse_spec
 from paretoml.service.storage import open_durable_storage, study_exists
 
 log = logging.getLogger("paretoml.scheduler")

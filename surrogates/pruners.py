@@ -35,10 +35,9 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from paretoml.search_space.trial_attrs import RUNGS_ATTR  # {step (as str): {objective: value}} per rung passed
 from paretoml.surrogates.pareto import loss_signs
 
-#: Trial user attribute: {step (as str): {objective: value}} of every rung the trial passed.
-RUNGS_ATTR = "paretoml:rungs"
 
 
 class _Options(BaseModel):

@@ -21,13 +21,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from paretoml.search_space.encoding import VectorEncoding
-
-#: user attribute the runner sets on a trial queued again after an interrupt: the failed trial's number
-RETRY_OF_ATTR = "paretoml:retry_of"
-#: system attribute Optuna's RetryFailedTrialCallback sets on the retry of a stale (heartbeat) trial
-OPTUNA_RETRY_ATTR = "failed_trial"
-#: Optuna keeps an enqueued trial's parameters here until it runs
-FIXED_PARAMS_ATTR = "fixed_params"
+from paretoml.search_space.trial_attrs import FIXED_PARAMS_ATTR, OPTUNA_RETRY_ATTR, RETRY_OF_ATTR
 
 
 def covers(params: Mapping[str, Any], space: Mapping[str, BaseDistribution]) -> bool:

@@ -25,9 +25,10 @@ from optuna.samplers import BaseSampler, RandomSampler, TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
 from paretoml.search_space.encoding import VectorEncoding
+from paretoml.search_space.trial_attrs import ZO_CHAIN_ATTR, ZO_SIGN_ATTR, ZO_STEP_ATTR
 from paretoml.surrogates.pareto import loss_signs
 
-CHAIN, STEP, SIGN = "zo:chain", "zo:k", "zo:sign"
+CHAIN, STEP, SIGN = ZO_CHAIN_ATTR, ZO_STEP_ATTR, ZO_SIGN_ATTR
 
 
 class ZerothOrderSampler(BaseSampler):

@@ -16,21 +16,26 @@ from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from paretoml.service.api import schemas
-from paretoml.service.db.models import Job
-from paretoml.service.frontier import is_feasible, reference_point, stored_front, stored_history
-from paretoml.service.jobs import JobRepository, JobStatus
-from paretoml.service.runner import (
+from paretoml.search_space.trial_attrs import (
+    BASELINE_ATTR,
     CONFIG_ATTR,
     CONSTRAINTS_ATTR,
     ERROR_ATTR,
     LAYERS_ATTR,
+    OPTUNA_RETRY_ATTR,
     PROVENANCE_ATTR,
     REFERENCE_ATTR,
+    RETRY_OF_ATTR,
+    RUNGS_ATTR,
+    RUNG_UNIT_ATTR,
+    STOPPED_AT_ATTR,
     WORKER_ATTR,
 )
+from paretoml.service.api import schemas
+from paretoml.service.db.models import Job
+from paretoml.service.frontier import is_feasible, reference_point, stored_front, stored_history
+from paretoml.service.jobs import JobRepository, JobStatus
 from paretoml.service.storage import open_storage
-from paretoml.surrogates.pruners import RUNGS_ATTR
 
 STATE_NAMES: dict[TrialState, schemas.TrialStateName] = {
     TrialState.COMPLETE: "complete", TrialState.RUNNING: "running", TrialState.FAIL: "fail",
@@ -40,7 +45,7 @@ STATES_BY_NAME = {name: state for state, name in STATE_NAMES.items()}
 
 
 def _objectives(spec: dict[str, Any]) -> list[schemas.Objective]:
-    from paretoml.search_space.spec import StudySpec
+    from paretoml.service.spec import StudySpec
 
     parsed = StudySpec.model_validate(spec)
     return [schemas.Objective(name=o.name, direction=o.resolved_direction) for o in parsed.objectives]
@@ -150,11 +155,11 @@ class StudyReads:
     def trial(self, job: Job, trial: FrozenTrial) -> schemas.Trial:
         names = [o.name for o in self.objectives(job)]
         attrs = trial.user_attrs
-        note = attrs.get("paretoml:baseline")
-        if note is None and "paretoml:retry_of" in attrs:
-            note = f"retry of trial {attrs['paretoml:retry_of']}"
-        if note is None and "failed_trial" in trial.system_attrs:
-            note = f"retry of a stale trial (id {trial.system_attrs['failed_trial']})"
+        note = attrs.get(BASELINE_ATTR)
+        if note is None and RETRY_OF_ATTR in attrs:
+            note = f"retry of trial {attrs[RETRY_OF_ATTR]}"
+        if note is None and OPTUNA_RETRY_ATTR in trial.system_attrs:
+            note = f"retry of a stale trial (id {trial.system_attrs[OPTUNA_RETRY_ATTR]})"
         return schemas.Trial(
             number=trial.number, state=STATE_NAMES[trial.state], values=self._values(names, trial),
             feasible=is_feasible(trial), constraints=list(attrs.get(CONSTRAINTS_ATTR, [])),
@@ -166,8 +171,8 @@ class StudyReads:
             intermediate_values=dict(sorted(trial.intermediate_values.items())),
             rungs={int(step): values for step, values in sorted(attrs.get(RUNGS_ATTR, {}).items(),
                                                                  key=lambda item: int(item[0]))},
-            stopped_at=attrs.get("paretoml:stopped_at"),
-            rung_unit=attrs.get("paretoml:rung_unit"),
+            stopped_at=attrs.get(STOPPED_AT_ATTR),
+            rung_unit=attrs.get(RUNG_UNIT_ATTR),
         )
 
     def brief(self, job: Job, trial: FrozenTrial) -> schemas.TrialBrief:

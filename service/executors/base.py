@@ -18,7 +18,7 @@ from paretoml.objectives.evaluate import RungGate, StoppedAtRung, TrialEvaluator
 from paretoml.search_space.introspect import LayerInfo
 from paretoml.search_space.knobs import BitwidthKnob, KVBitsKnob, PruneKnob
 from paretoml.search_space.space import JointSpace, TrialConfig
-from paretoml.search_space.spec import StudySpec
+from paretoml.service.spec import StudySpec
 from paretoml.surrogates.kv_sensitivity import KVSensitivity, measure_kv_sensitivity
 from paretoml.surrogates.sensitivity import LayerSensitivity, measure_sensitivity, prune_grid
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import deque
 
 from paretoml.objectives.tasks.base import Task
-from paretoml.search_space.spec import StudySpec
 from paretoml.service.executors.base import (
     Executor,
     ModelDescription,
@@ -15,6 +14,7 @@ from paretoml.service.executors.base import (
     local_worker_info,
     run_job,
 )
+from paretoml.service.spec import StudySpec
 
 
 class InProcessExecutor(Executor):

@@ -19,7 +19,6 @@ import ray
 from ray.exceptions import RayError, RayTaskError
 
 from paretoml.objectives.tasks.base import Task
-from paretoml.search_space.spec import StudySpec
 from paretoml.service.executors.base import (
     Executor,
     ModelDescription,
@@ -31,6 +30,7 @@ from paretoml.service.executors.base import (
 )
 from paretoml.service.executors.gpu_share import GpuRequest, gpu_share
 from paretoml.service.ray_runtime import RayOptions, start_ray
+from paretoml.service.spec import StudySpec
 
 
 class StartCancelled(RuntimeError):
@@ -64,8 +64,8 @@ class TrialWorker:
     """The actor: one task loaded once, then any number of trials."""
 
     def __init__(self, spec_json: dict[str, Any], name: str, task: Any = None, gpu_share: float = 0.0) -> None:
-        from paretoml.search_space.spec import parse_spec
         from paretoml.service.runner import build_evaluator
+        from paretoml.service.spec import parse_spec
 
         self.spec = parse_spec(spec_json, {task.name: task} if task is not None else None)
         if 0 < gpu_share < 1:

@@ -9,7 +9,7 @@ from paretoml.search_space.constraints import LatencyBudget, constraint_values, 
 from paretoml.search_space.introspect import LayerInfo
 from paretoml.search_space.knobs import ActivationBitsKnob, BitwidthKnob, PruneKnob
 from paretoml.search_space.space import JointSpace, TrialConfig
-from paretoml.search_space.spec import SpecError, parse_spec
+from paretoml.service.spec import SpecError, parse_spec
 
 
 def _layers() -> list[LayerInfo]:

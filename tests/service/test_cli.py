@@ -14,6 +14,15 @@ from optuna.trial import TrialState
 
 from tests.service.cli_process import TrialRow, paretoml, run_and_kill_when
 
+from paretoml.search_space.trial_attrs import (
+    BASELINE_ATTR,
+    CONFIG_ATTR,
+    LAYERS_ATTR,
+    OPTUNA_RETRY_ATTR,
+    PROVENANCE_ATTR,
+    SPEC_ATTR,
+)
+
 pytestmark = pytest.mark.slow
 
 STUDIES = Path(__file__).resolve().parents[2] / "studies"
@@ -36,7 +45,7 @@ def write_spec(path: Path, **changes) -> Path:
 
 def completed(url: str, name: str) -> dict[int, tuple]:
     study = optuna.load_study(study_name=name, storage=url)
-    return {t.number: (t.params, t.values, t.user_attrs.get("paretoml:config"))
+    return {t.number: (t.params, t.values, t.user_attrs.get(CONFIG_ATTR))
             for t in study.get_trials(states=(TrialState.COMPLETE,))}
 
 
@@ -49,14 +58,14 @@ def test_two_objective_run_end_to_end(tmp_path):
     study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{tmp_path / 'paretoml.db'}")
     trials = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(trials) == 12
-    assert trials[0].user_attrs["paretoml:baseline"] == "uniform 8-bit"
-    assert set(trials[0].user_attrs["paretoml:config"]["bits"].values()) == {8}
-    assert trials[0].user_attrs["paretoml:provenance"]["model_bytes"]["how"] == "estimated"
-    assert trials[0].user_attrs["paretoml:provenance"]["accuracy"]["how"] == "measured"
-    assert study.user_attrs["paretoml:spec"]["task"] == "digits-cnn"
+    assert trials[0].user_attrs[BASELINE_ATTR] == "uniform 8-bit"
+    assert set(trials[0].user_attrs[CONFIG_ATTR]["bits"].values()) == {8}
+    assert trials[0].user_attrs[PROVENANCE_ATTR]["model_bytes"]["how"] == "estimated"
+    assert trials[0].user_attrs[PROVENANCE_ATTR]["accuracy"]["how"] == "measured"
+    assert study.user_attrs[SPEC_ATTR]["task"] == "digits-cnn"
     # the objectives' names are Optuna's metric names (optuna-dashboard and plots label axes with them)
     assert study.metric_names == ["accuracy", "model_bytes"]
-    assert {row["name"] for row in study.user_attrs["paretoml:layers"]} == {"conv1", "conv2", "fc1", "fc2"}
+    assert {row["name"] for row in study.user_attrs[LAYERS_ATTR]} == {"conv1", "conv2", "fc1", "fc2"}
     front = study.best_trials
     assert front and all(t.values[0] > 0.1 for t in front)
     # one table row per Pareto trial
@@ -144,7 +153,7 @@ def test_sigkill_mid_study_then_resume_loses_nothing(tmp_path, workers):
         if number in before:  # it finished between our read and the kill
             continue
         assert trials[number].state == TrialState.FAIL
-        retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == number]
+        retries = [t for t in study.trials if t.system_attrs.get(OPTUNA_RETRY_ATTR) == number]
         assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
         # a trial killed while its parameters were being drawn is retried with those it had
         assert trials[number].params.items() <= retries[0].params.items()

@@ -12,6 +12,8 @@ from optuna.trial import TrialState
 
 from tests.service.cli_process import TrialRow, paretoml, run_and_kill_when
 
+from paretoml.search_space.trial_attrs import STOPPED_AT_ATTR
+
 pytestmark = pytest.mark.slow
 
 
@@ -48,7 +50,7 @@ def test_a_bad_pruner_exits_2_with_one_line(tmp_path, pruner, message):
 
 def finished(url: str) -> dict[int, tuple]:
     study = optuna.load_study(study_name="k", storage=url)
-    return {t.number: (t.state, t.params, t.values, t.intermediate_values, t.user_attrs.get("paretoml:stopped_at"))
+    return {t.number: (t.state, t.params, t.values, t.intermediate_values, t.user_attrs.get(STOPPED_AT_ATTR))
             for t in study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))}
 
 

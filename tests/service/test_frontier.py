@@ -1,6 +1,7 @@
 import optuna
 import pytest
 
+from paretoml.search_space.trial_attrs import CONSTRAINTS_ATTR
 from paretoml.service.frontier import FrontierRecorder, reference_point, stored_front, stored_history
 
 
@@ -10,7 +11,7 @@ def test_front_matches_optuna_with_ties_and_constraints(tmp_path):
     recorder = FrontierRecorder(url, study, ["accuracy", "model_bytes"], {"model_bytes": 100.0})
     points = [(0.5, 50), (0.9, 80), (0.5, 50), (0.4, 60), (0.95, 120), (0.99, 10)]
     for i, (acc, size) in enumerate(points):
-        attrs = {"constraints": [1.0]} if i == 5 else {"constraints": [-1.0]}  # the last one is infeasible
+        attrs = {CONSTRAINTS_ATTR: [1.0]} if i == 5 else {CONSTRAINTS_ATTR: [-1.0]}  # the last one is infeasible
         trial = study.add_trial(optuna.create_trial(values=[acc, size], user_attrs=attrs,
                                                     params={}, distributions={}))
         recorder(study, study.trials[-1])

@@ -11,7 +11,6 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-from paretoml.search_space.spec import parse_spec
 from paretoml.service.db.models import Job, utcnow
 from paretoml.service.jobs import (
     JobLease,
@@ -22,6 +21,7 @@ from paretoml.service.jobs import (
     owner_is_dead,
     owner_name,
 )
+from paretoml.service.spec import parse_spec
 
 SPEC = parse_spec({"task": "synthetic", "knobs": [{"kind": "bitwidth"}], "objectives": [{"name": "fidelity"}],
                    "n_trials": 3, "name": "j"})

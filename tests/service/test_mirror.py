@@ -4,6 +4,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from paretoml.search_space.trial_attrs import FIXED_PARAMS_ATTR
 from paretoml.service.storage import open_durable_storage
 
 
@@ -40,7 +41,7 @@ def test_plain_optuna_reads_exactly_what_the_mirror_wrote(storage_url):
         assert (a.state, a.params, a.values, a.user_attrs, a.distributions) == \
                (b.state, b.params, b.values, b.user_attrs, b.distributions)
         assert a.datetime_complete == b.datetime_complete
-    assert theirs[-1].state == TrialState.WAITING and theirs[-1].system_attrs["fixed_params"] == {"x": 0.5}
+    assert theirs[-1].state == TrialState.WAITING and theirs[-1].system_attrs[FIXED_PARAMS_ATTR] == {"x": 0.5}
     assert theirs[3].user_attrs["note"]["again"] is True
 
 

@@ -10,8 +10,8 @@ from optuna.trial import TrialState
 from torch import nn
 
 import paretoml
-from paretoml.search_space.spec import SpecError, parse_spec
-from paretoml.service.runner import CONFIG_ATTR, ERROR_ATTR, PROVENANCE_ATTR
+from paretoml.search_space.trial_attrs import CONFIG_ATTR, ERROR_ATTR, PROVENANCE_ATTR, WORKER_ATTR
+from paretoml.service.spec import SpecError, parse_spec
 
 _gen = torch.Generator().manual_seed(0)
 INPUTS = torch.randn(256, 12, generator=_gen)
@@ -105,7 +105,7 @@ def test_python_api_on_a_two_worker_ray_pool(tmp_path):
     finally:
         ray.shutdown()
     check(study)
-    workers = {t.user_attrs["paretoml:worker"]["pid"] for t in study.trials}
+    workers = {t.user_attrs[WORKER_ATTR]["pid"] for t in study.trials}
     assert len(workers) == 2  # trials ran in two other processes, which unpickled the model
 
 

@@ -12,12 +12,20 @@ import pytest
 import ray
 from optuna.trial import TrialState
 
-from paretoml.search_space.spec import parse_spec
+from paretoml.search_space.trial_attrs import (
+    PROVENANCE_ATTR,
+    RUNGS_ATTR,
+    RUNG_UNIT_ATTR,
+    STOPPED_AT_ATTR,
+    TEST_ACCURACY_ATTR,
+    VALIDATION_SAMPLES_ATTR,
+    WORKER_ATTR,
+)
 from paretoml.service.executors import create_executor
 from paretoml.service.frontier import FrontierRecorder, stored_front
 from paretoml.service.runner import StudyRunner
+from paretoml.service.spec import parse_spec
 from paretoml.service.storage import open_durable_storage
-from paretoml.surrogates.pruners import RUNGS_ATTR
 
 pytestmark = pytest.mark.slow
 
@@ -57,9 +65,9 @@ def check_pruned(study: optuna.Study, url: str, rung_steps: list[int], last: int
     assert pruned, [(t.number, t.intermediate_values) for t in trials]
     assert len(pruned) + len(complete) == len(trials)  # pruned trials count towards the budget
     for t in pruned:  # stopped at a rung: its curve ends there, and it never ran the full fine-tune
-        stop = t.user_attrs["paretoml:stopped_at"]
+        stop = t.user_attrs[STOPPED_AT_ATTR]
         assert stop in rung_steps and max(t.intermediate_values) == stop
-        assert last not in t.intermediate_values and "paretoml:provenance" not in t.user_attrs
+        assert last not in t.intermediate_values and PROVENANCE_ATTR not in t.user_attrs
         assert set(t.user_attrs[RUNGS_ATTR]) == {str(s) for s in rung_steps if s <= stop}
     for t in complete:  # a complete trial's curve runs from the first rung to the full fine-tune
         assert sorted(t.intermediate_values) == rung_steps + [last]
@@ -118,7 +126,7 @@ def test_ray_workers_wait_for_the_decision_between_rungs(tmp_path, local_ray):
     study = run(url, digits_spec({"name": "successive-halving", "options": {"min_trials": 3}},
                                  ["accuracy", "model_bytes"], n_trials=12), kind="ray", workers=2)
     check_pruned(study, url, [6, 12])
-    assert len({t.user_attrs["paretoml:worker"]["worker"] for t in study.trials}) == 2
+    assert len({t.user_attrs[WORKER_ATTR]["worker"] for t in study.trials}) == 2
 
 
 def evaluation_spec(pruner: dict, objectives: list[str], n_trials: int = 10) -> dict:
@@ -138,7 +146,7 @@ def evaluation_spec(pruner: dict, objectives: list[str], n_trials: int = 10) -> 
 
 def validation_steps(study: optuna.Study) -> tuple[list[int], int]:
     """The prefix sizes of the rungs and the full split, as the worker counted them."""
-    total = next(t.user_attrs["paretoml:validation_samples"] for t in study.trials if t.state == TrialState.COMPLETE)
+    total = next(t.user_attrs[VALIDATION_SAMPLES_ATTR] for t in study.trials if t.state == TrialState.COMPLETE)
     return [-(-total // 4), -(-total // 2)], total
 
 
@@ -151,9 +159,9 @@ def test_rungs_over_evaluation_size_stop_bad_trials_without_fine_tuning(tmp_path
     study = run(url, evaluation_spec(pruner, objectives))
     steps, total = validation_steps(study)
     check_pruned(study, url, steps, last=total)
-    assert all(t.user_attrs["paretoml:rung_unit"] == "validation samples" for t in study.trials)
+    assert all(t.user_attrs[RUNG_UNIT_ATTR] == "validation samples" for t in study.trials)
     for t in study.trials:  # a pruned trial was never measured in full: no latency, no test accuracy
-        assert (t.state == TrialState.PRUNED) == ("paretoml:test_accuracy" not in t.user_attrs)
+        assert (t.state == TrialState.PRUNED) == (TEST_ACCURACY_ATTR not in t.user_attrs)
 
 
 def test_ray_workers_wait_for_the_decision_between_evaluation_rungs(tmp_path, local_ray):
@@ -162,4 +170,4 @@ def test_ray_workers_wait_for_the_decision_between_evaluation_rungs(tmp_path, lo
                                      ["accuracy", "model_bytes"], n_trials=12), kind="ray", workers=2)
     steps, total = validation_steps(study)
     check_pruned(study, url, steps, last=total)
-    assert len({t.user_attrs["paretoml:worker"]["worker"] for t in study.trials}) == 2
+    assert len({t.user_attrs[WORKER_ATTR]["worker"] for t in study.trials}) == 2

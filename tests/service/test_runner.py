@@ -7,10 +7,11 @@ import pytest
 import ray
 from optuna.trial import TrialState
 
-from paretoml.search_space.spec import parse_spec
+from paretoml.search_space.trial_attrs import ERROR_ATTR, PROVENANCE_ATTR, SPEC_ATTR, WORKER_ATTR
 from paretoml.service.executors import create_executor
 from paretoml.service.frontier import FrontierRecorder, stored_front, stored_history
-from paretoml.service.runner import ERROR_ATTR, SPEC_ATTR, WORKER_ATTR, StudyRunner, spread_over
+from paretoml.service.runner import StudyRunner, spread_over
+from paretoml.service.spec import parse_spec
 from paretoml.service.storage import open_durable_storage
 
 pytestmark = pytest.mark.slow
@@ -89,7 +90,7 @@ def test_four_workers_on_postgres_lose_nothing_over_300_trials(storage_url):
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 300 == len(trials)
     assert all(t.values is not None and len(t.values) == 2 for t in complete)
-    assert all("paretoml:provenance" in t.user_attrs for t in complete)
+    assert all(PROVENANCE_ATTR in t.user_attrs for t in complete)
 
 
 def test_objective_names_are_optunas_metric_names_and_old_studies_get_them_on_resume(tmp_path):

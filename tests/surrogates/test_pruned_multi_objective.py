@@ -16,7 +16,8 @@ import pytest
 from optuna.trial import TrialState
 
 from paretoml.search_space.encoding import VectorEncoding
-from paretoml.surrogates.pruners import RUNGS_ATTR, ParetoRankPruner
+from paretoml.search_space.trial_attrs import RUNGS_ATTR
+from paretoml.surrogates.pruners import ParetoRankPruner
 from paretoml.surrogates.registry import SAMPLERS, create_sampler
 from paretoml.surrogates.trial_history import read_history
 

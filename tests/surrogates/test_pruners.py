@@ -8,14 +8,8 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from paretoml.surrogates.pruners import (
-    RUNGS_ATTR,
-    ParetoRankPruner,
-    PrunerOptionsError,
-    better_front_count,
-    create_pruner,
-    validate_pruner,
-)
+from paretoml.search_space.trial_attrs import RUNGS_ATTR
+from paretoml.surrogates.pruners import ParetoRankPruner, PrunerOptionsError, better_front_count, create_pruner, validate_pruner
 
 
 def test_unknown_names_and_options_are_named():

@@ -10,9 +10,10 @@ import pytest
 from scipy.stats import spearmanr
 
 from paretoml.objectives.measure import packed_weight_bytes
-from paretoml.search_space.spec import parse_spec
+from paretoml.search_space.trial_attrs import BASELINE_ATTR
 from paretoml.service.executors import create_executor
 from paretoml.service.runner import StudyRunner
+from paretoml.service.spec import parse_spec
 from paretoml.surrogates.sensitivity import (
     LayerChoice,
     LayerSensitivity,
@@ -159,7 +160,7 @@ def test_a_spec_with_warm_start_enqueues_the_allocations_first():
         runner = StudyRunner.create(spec, optuna.storages.InMemoryStorage(), "warm", executor)
         runner.run()
     first = runner.study.trials[:2]
-    assert [t.user_attrs.get("paretoml:baseline") for t in first] == ["sensitivity warm start"] * 2
+    assert [t.user_attrs.get(BASELINE_ATTR) for t in first] == ["sensitivity warm start"] * 2
     assert first[0].values[1] < first[1].values[1]  # the smaller budget gave the smaller model
     assert first[1].values[0] > 0.95
 
@@ -178,7 +179,7 @@ def test_a_spec_with_a_prune_knob_warm_starts_with_pruned_allocations():
         runner = StudyRunner.create(spec, optuna.storages.InMemoryStorage(), "warm-prune", executor)
         runner.run()
     uniform2, *warm = runner.study.trials
-    assert [t.user_attrs.get("paretoml:baseline") for t in warm] == ["sensitivity warm start"] * 2
+    assert [t.user_attrs.get(BASELINE_ATTR) for t in warm] == ["sensitivity warm start"] * 2
     # 0.2 of the 8-bit weight bytes (7.7 kB) is below dense uniform 2-bit (9.8 kB): only pruning
     # reaches it by the allocator's size model (which counts no zeros that rounding makes)
     assert any(v > 0 for n, v in warm[0].params.items() if n.startswith("prune:"))

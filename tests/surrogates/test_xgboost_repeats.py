@@ -11,7 +11,8 @@ import pytest
 from optuna.trial import TrialState
 
 from paretoml.search_space.encoding import VectorEncoding
-from paretoml.surrogates.trial_history import RETRY_OF_ATTR, read_history
+from paretoml.search_space.trial_attrs import RETRY_OF_ATTR
+from paretoml.surrogates.trial_history import read_history
 from paretoml.surrogates.xgboost_sampler import XGBoostSampler
 
 # a Quantune-style space: every knob categorical, 4 x 2 x 3 x 2 = 48 configurations

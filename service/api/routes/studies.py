@@ -10,12 +10,12 @@ from fastapi import APIRouter, Body, HTTPException, Path, Query, Response, statu
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
-from paretoml.search_space.spec import StudySpec, load_yaml
 from paretoml.service.api import schemas
 from paretoml.service.api.deps import Jobs, Reads, Writer
 from paretoml.service.api.reads import STATES_BY_NAME
 from paretoml.service.api.responses import BODY_ERRORS, errors
 from paretoml.service.jobs import JobStatus
+from paretoml.service.spec import StudySpec, load_yaml
 
 router = APIRouter(tags=["studies"])
 

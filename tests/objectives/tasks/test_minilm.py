@@ -19,6 +19,7 @@ from paretoml.objectives.measure import LatencySettings  # noqa: E402
 from paretoml.objectives.tasks.minilm import MiniLMOptions, MiniLMTask, MissingExtraError, model_folder  # noqa: E402
 from paretoml.objectives.tasks.registry import available_tasks  # noqa: E402
 from paretoml.search_space.space import TrialConfig  # noqa: E402
+from paretoml.search_space.trial_attrs import BASELINE_ATTR, CONFIG_ATTR
 from tests.objectives.tasks.offline import refused_connections  # noqa: E402
 
 ATTEMPTS: list[object] = []
@@ -97,9 +98,9 @@ def test_missing_extra_says_what_to_install(monkeypatch):
 @pytest.mark.slow
 def test_minilm_study_end_to_end_with_warm_start(tmp_path):
     """A small real study: sensitivity warm start, baselines, TPE, stored in SQLite."""
-    from paretoml.search_space.spec import parse_spec
     from paretoml.service.executors.inprocess import InProcessExecutor
     from paretoml.service.runner import StudyRunner
+    from paretoml.service.spec import parse_spec
     from paretoml.service.storage import open_storage
 
     spec = parse_spec({
@@ -123,7 +124,7 @@ def test_minilm_study_end_to_end_with_warm_start(tmp_path):
         study = runner.run()
     trials = study.trials
     assert sum(t.state.name == "COMPLETE" for t in trials) == 5
-    assert trials[0].user_attrs["paretoml:baseline"] == "uniform 8-bit" and trials[0].values[0] >= 0.99
-    warm = [t for t in trials if t.user_attrs.get("paretoml:baseline") == "sensitivity warm start"]
+    assert trials[0].user_attrs[BASELINE_ATTR] == "uniform 8-bit" and trials[0].values[0] >= 0.99
+    warm = [t for t in trials if t.user_attrs.get(BASELINE_ATTR) == "sensitivity warm start"]
     assert warm and all(t.state.name == "COMPLETE" for t in warm)
-    assert any(4 in t.user_attrs["paretoml:config"]["bits"].values() for t in warm)
+    assert any(4 in t.user_attrs[CONFIG_ATTR]["bits"].values() for t in warm)

@@ -11,7 +11,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from paretoml.search_space.spec import parse_spec
+from paretoml.search_space.trial_attrs import WORKER_ATTR
 from paretoml.service.executors.gpu_share import (
     GpuShareError,
     capacity,
@@ -19,7 +19,8 @@ from paretoml.service.executors.gpu_share import (
     parse_gpu_request,
 )
 from paretoml.service.executors.ray_pool import RayPoolExecutor
-from paretoml.service.runner import WORKER_ATTR, StudyRunner
+from paretoml.service.runner import StudyRunner
+from paretoml.service.spec import parse_spec
 from paretoml.service.storage import open_durable_storage
 
 

@@ -8,9 +8,10 @@ import ray
 from optuna.trial import TrialState
 from ray.cluster_utils import Cluster
 
-from paretoml.search_space.spec import parse_spec
+from paretoml.search_space.trial_attrs import WORKER_ATTR
 from paretoml.service.executors.ray_pool import RayPoolExecutor
-from paretoml.service.runner import WORKER_ATTR, StudyRunner
+from paretoml.service.runner import StudyRunner
+from paretoml.service.spec import parse_spec
 from paretoml.service.storage import open_durable_storage
 
 pytestmark = pytest.mark.slow

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from paretoml.search_space.spec import SpecError, load_spec, parse_spec
+from paretoml.service.spec import SpecError, load_spec, parse_spec
 
 STUDIES = Path(__file__).resolve().parents[2] / "studies"
 

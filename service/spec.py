@@ -68,7 +68,7 @@ class ObjectiveSpec(_Strict):
 
 #: Validation context key: tasks given in this process (the Python API), by name, beside
 #: the registered ones. A client of the REST API never sets it.
-LOCAL_TASKS = "paretoml:local_tasks"
+LOCAL_TASKS = "paretoml.local_tasks"
 
 
 def _task(name: str, info: ValidationInfo) -> Any:

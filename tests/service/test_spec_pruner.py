@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from paretoml.search_space.spec import SpecError, parse_spec
+from paretoml.service.spec import SpecError, parse_spec
 
 
 def spec(**changes) -> dict:
