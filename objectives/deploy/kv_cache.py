@@ -37,7 +37,9 @@ from transformers.cache_utils import Cache, CacheLayerMixin
 
 #: bit widths a KV format may have; 16 is the model's dtype, unquantised
 KV_BITS: tuple[int, ...] = (2, 4, 8, 16)
-#: tokens per key group (KIVI's default); also the full-precision residual window
+#: tokens per key group (KIVI's default); also the full-precision residual window and the
+#: Triton kernel's tile. 128 is faster on the H200 for 4/8 bits (benchmarks/results/
+#: kv-attention-h200-groups.md) but leaves up to 127 newest tokens unquantised.
 DEFAULT_GROUP = 32
 #: name of the attention implementation registered with transformers
 KV_ATTENTION = "paretoml_kv"
@@ -452,13 +454,27 @@ def kv_attention_forward(module: torch.nn.Module, query: torch.Tensor, key, valu
     return _dequant_sdpa(key, query, attention_mask, scaling), None
 
 
+def kv_attention_mask(*args, q_length: int, attention_mask: torch.Tensor | None = None, **kwargs):
+    """SDPA's mask, except none at all for a decode step without padding.
+
+    The kernel reads exactly the tokens the cache holds, so one query token needs no mask;
+    transformers would otherwise build one while a CUDA graph is captured (it cannot skip it
+    then) and send the step down the dequantising path.
+    """
+    from transformers.masking_utils import sdpa_mask
+
+    if q_length == 1 and attention_mask is None:
+        return None
+    return sdpa_mask(*args, q_length=q_length, attention_mask=attention_mask, **kwargs)
+
+
 def register_kv_attention() -> str:
-    """Register :data:`KV_ATTENTION` (and SDPA's mask builder for it); returns the name."""
+    """Register :data:`KV_ATTENTION` and its mask builder with transformers; returns the name."""
     from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    from transformers.masking_utils import AttentionMaskInterface
 
     AttentionInterface.register(KV_ATTENTION, kv_attention_forward)
-    AttentionMaskInterface.register(KV_ATTENTION, sdpa_mask)
+    AttentionMaskInterface.register(KV_ATTENTION, kv_attention_mask)
     return KV_ATTENTION
 
 
