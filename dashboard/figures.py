@@ -235,7 +235,7 @@ def history_figure(objectives: Sequence[Json], trials: Sequence[Json], frontier:
     rows = (["hypervolume"] if history else []) + _names(objectives)
     if not any(t.get("state") == "complete" for t in trials):
         return _empty("no completed trials yet")
-    titles = (["hypervolume of the Pareto front"] if history else []) + [
+    titles = ([_hypervolume_title(frontier.get("reference_point"))] if history else []) + [
         f"best {axis_title(o)} so far (feasible trials)" for o in objectives]
     fig = make_subplots(rows=len(rows), cols=1, shared_xaxes=True, vertical_spacing=0.25 / len(rows),
                         subplot_titles=titles)
@@ -251,6 +251,7 @@ def history_figure(objectives: Sequence[Json], trials: Sequence[Json], frontier:
                                  marker={"size": 4}, name="hypervolume",
                                  hovertemplate="after trial %{x}<br>hypervolume %{y:.4g}<extra></extra>",
                                  meta={"role": "hypervolume"}), row=row, col=1)
+        fig.update_yaxes(range=fitted_range(ys), row=row, col=1)
         row += 1
     for i, objective in enumerate(objectives):
         xs, ys = best_so_far(objective, trials)
@@ -259,11 +260,38 @@ def history_figure(objectives: Sequence[Json], trials: Sequence[Json], frontier:
                                  line={"shape": "hv", "color": SERIES[i % len(SERIES)]}, marker={"size": 4},
                                  hovertemplate=f"trial %{{x}}<br>{name} %{{y:{value_format(name)}}}<extra></extra>",
                                  meta={"role": "best", "objective": name}), row=row, col=1)
+        fitted = fitted_range(ys)
+        if fitted is not None:
+            fig.update_yaxes(range=fitted, row=row, col=1)
         row += 1
     fig.update_xaxes(title_text="trial number", row=len(rows), col=1)
     fig.update_annotations(font={"size": 12})
     return _base_layout(fig, 140 + 150 * len(rows), showlegend=False, hovermode="x unified",
                         margin={"l": 60, "r": 20, "t": 30, "b": 50})
+
+
+def _hypervolume_title(reference: Json | None) -> str:
+    """The hypervolume row's title, with the reference point it is measured from (a
+    hypervolume means nothing without it)."""
+    if not reference:
+        return "hypervolume of the Pareto front"
+    point = ", ".join(f"{name} {float(value):,.6g}" for name, value in reference.items())
+    return f"hypervolume of the Pareto front (reference point: {point})"
+
+
+#: Share of the data's span added above and below a fitted axis.
+RANGE_PAD = 0.08
+
+
+def fitted_range(values: Sequence[float]) -> list[float] | None:
+    """A y range around ``values`` (plotly's own autorange spans a whole unit around a flat
+    line: 0.986 drawn on 0.5-1.5); a flat series gets a small band around its value."""
+    finite = [float(v) for v in values if _finite(v)]
+    if not finite:
+        return None
+    low, high = min(finite), max(finite)
+    pad = (high - low) * RANGE_PAD if high > low else max(abs(high) * 0.01, 1e-9)
+    return [low - pad, high + pad]
 
 
 # -- parameter importances -----------------------------------------------------------------

@@ -36,7 +36,7 @@ from paretoml.objectives.tasks.base import (
 from paretoml.objectives.tasks.classifier import classifier_bundle
 from paretoml.objectives.train import FinetuneSettings, Finetuner
 from paretoml.search_space.constraints import mean_bits
-from paretoml.search_space.introspect import LayerInfo, introspect
+from paretoml.search_space.introspect import LayerInfo, introspect, layer_weight
 from paretoml.search_space.space import TrialConfig
 
 #: What every task gets from the system itself, beside the task's own metrics.
@@ -130,7 +130,7 @@ class TrialEvaluator:
         self._samples: dict[str, int] = {}
         #: (split, n) -> the split's first n samples and the reference on them (evaluation rungs)
         self._prefixes: dict[tuple[str, int], tuple[Any, Any]] = {}
-        weights = {id(getattr(self.model.get_submodule(l.name), "weight")) for l in self.layers}
+        weights = {id(layer_weight(self.model, l.name)) for l in self.layers}
         tensors = list(self.model.parameters()) + list(self.model.buffers())
         #: fp32 parameters and buffers besides the knob-able weights (biases, norms)
         self.other_params = sum(t.numel() for t in tensors if id(t) not in weights and t.is_floating_point())

@@ -25,6 +25,7 @@ from torch import nn
 
 from paretoml.objectives.device_lock import exclusive_timing, gpu_work
 from paretoml.objectives.tasks.base import ExampleInputs
+from paretoml.search_space.introspect import layer_weight
 
 FP16_SCALE_BYTES = 2
 
@@ -59,8 +60,7 @@ def packed_model_bytes(model: nn.Module, bits: Mapping[str, int]) -> int:
     """
     total = 0
     seen: set[int] = set()
-    modules = dict(model.named_modules())
-    weights = [modules[name].weight for name in bits]  # type: ignore[union-attr]
+    weights = [layer_weight(model, name) for name in bits]
     # every weight's nonzeros in one transfer: one host sync per model, not one per layer
     nonzeros = torch.stack([torch.count_nonzero(w) for w in weights]).tolist() if weights else []
     for weight, nnz, b in zip(weights, nonzeros, bits.values()):

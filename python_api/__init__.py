@@ -6,7 +6,9 @@ The Python API, for notebooks and scripts:
   (see README, "Compress your own model");
 * :func:`search_causal_lm` compresses a causal LM of your own (a Hugging Face folder or a
   GGUF file) with the ``causal-lm`` task's data and metrics;
-* :func:`load_compressed` loads a model exported from a study.
+* :func:`export` writes a trial of such a study (rebuilt from your model) as ``paretoml
+  export`` writes a registered task's;
+* :func:`load_compressed` loads a model exported from a study (its folder or REST's zip).
 
 Both are imported on first use, so ``import paretoml`` stays light. The subpackages
 (``paretoml.search_space``, ``paretoml.objectives``, ...) live in their own folders of
@@ -18,10 +20,11 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-__all__ = ["load_compressed", "search", "search_causal_lm"]
+__all__ = ["export", "load_compressed", "search", "search_causal_lm"]
 
 _LAZY = {
     "search": ("paretoml.service.own_model", "search"),
+    "export": ("paretoml.service.own_model", "export"),
     "search_causal_lm": ("paretoml.service.own_causal_lm", "search_causal_lm"),
     "load_compressed": ("paretoml.objectives.deploy", "load_compressed"),
 }

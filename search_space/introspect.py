@@ -47,6 +47,33 @@ _PASS_FUNCTIONS = {
 _PASS_METHODS = {"relu", "tanh", "sigmoid"}
 
 
+#: The kind of a recurrent layer's weight matrix (nn.GRU, nn.LSTM, nn.RNN): each matrix
+#: (``weight_ih_l0``, ``weight_hh_l0``, ..., ``_reverse``) is a layer of its own, named by its
+#: parameter (``gru.weight_hh_l0``), quantized weight-only (no pruning: its rows are gates).
+RECURRENT = "recurrent"
+_RECURRENT_TYPES: tuple[type[nn.Module], ...] = (nn.RNNBase,)
+
+
+def recurrent_weights(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """The weight matrices of a recurrent module, in its parameter order (projections too)."""
+    return [(n, p) for n, p in module.named_parameters(recurse=False) if n.startswith("weight_")]
+
+
+def weight_key(name: str, kind: str) -> str:
+    """The state-dict key of a layer's weight: ``conv1.weight``, or a recurrent matrix's own name."""
+    return name if kind == RECURRENT else f"{name}.weight"
+
+
+def layer_weight(model: nn.Module, name: str) -> torch.Tensor:
+    """The weight a knob of layer ``name`` turns: the module's ``weight``, or, for a recurrent
+    layer, the matrix parameter of that name."""
+    try:
+        module = model.get_submodule(name)
+    except AttributeError:
+        return model.get_parameter(name)
+    return module.weight  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class ChannelLink:
     """How a layer's output channels reach the next layer that reads them."""
@@ -146,6 +173,22 @@ def _macs_and_channels(module: nn.Module, kind: str, out_per_sample: int) -> tup
     return 0, module.embedding_dim
 
 
+def _recurrent_infos(name: str, module: nn.Module, input_shape: tuple[int, ...] | None,
+                     batch: int) -> list[LayerInfo]:
+    """One layer per weight matrix of a recurrent module; MACs from the timesteps of its input."""
+    width = module.input_size  # type: ignore[attr-defined]
+    steps = math.prod(input_shape) // (max(batch, 1) * width) if input_shape else 1
+    infos = []
+    for attr, weight in recurrent_weights(module):
+        bias = getattr(module, attr.replace("weight_", "bias_", 1), None)
+        infos.append(LayerInfo(
+            name=f"{name}.{attr}" if name else attr, kind=RECURRENT, module_type=type(module).__name__,
+            weight_shape=tuple(weight.shape),
+            num_params=weight.numel() + (bias.numel() if isinstance(bias, torch.Tensor) else 0),
+            macs=int(weight.numel() * steps), out_channels=int(weight.shape[0]), link=None))
+    return infos
+
+
 def _layer_info(name: str, module: nn.Module, kind: str, out_per_sample: int,
                 link: ChannelLink | None) -> LayerInfo:
     macs, out_channels = _macs_and_channels(module, kind, out_per_sample)
@@ -165,15 +208,22 @@ def _layer_info(name: str, module: nn.Module, kind: str, out_per_sample: int,
 def _introspect_by_hooks(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[LayerInfo]:
     """Module walk + forward hooks: layers in the order they first run, shapes as seen."""
     shapes: dict[str, tuple[int, ...]] = {}
-    modules = {name: m for name, m in model.named_modules() if layer_kind(m) is not None}
+    modules = {name: m for name, m in model.named_modules()
+               if layer_kind(m) is not None or isinstance(m, _RECURRENT_TYPES)}
 
     def hook(name: str) -> Any:
-        def record(module: nn.Module, inputs: Any, output: Any) -> None:
-            if name not in shapes and isinstance(output, torch.Tensor):
+        def record(module: nn.Module, inputs: Any, kw: dict[str, Any], output: Any) -> None:
+            if name in shapes:
+                return
+            if isinstance(module, _RECURRENT_TYPES):  # (output, state): its input tells the timesteps
+                first = _first_tensor((*inputs, *kw.values()))
+                if first is not None:
+                    shapes[name] = tuple(first.shape)
+            elif isinstance(output, torch.Tensor):
                 shapes[name] = tuple(output.shape)
         return record
 
-    handles = [m.register_forward_hook(hook(name)) for name, m in modules.items()]
+    handles = [m.register_forward_hook(hook(name), with_kwargs=True) for name, m in modules.items()]
     was_training = model.training
     model.eval()
     try:
@@ -187,11 +237,14 @@ def _introspect_by_hooks(model: nn.Module, args: tuple[Any, ...], kwargs: dict[s
     layers = []
     for name, shape in shapes.items():  # dicts keep insertion order: the forward order
         module = modules[name]
+        if isinstance(module, _RECURRENT_TYPES):
+            layers.extend(_recurrent_infos(name, module, shape, batch))
+            continue
         kind = layer_kind(module)
         assert kind is not None
         layers.append(_layer_info(name, module, kind, math.prod(shape) // batch, None))
     if not layers:
-        raise ValueError("the model has no Linear, Conv or Embedding layer to attach knobs to")
+        raise ValueError("the model has no Linear, Conv, Embedding or recurrent layer to attach knobs to")
     return layers
 
 
@@ -205,6 +258,12 @@ def _introspect_traced(model: nn.Module, example_input: torch.Tensor) -> list[La
         if node.op != "call_module":
             continue
         module = modules[node.target]
+        if isinstance(module, _RECURRENT_TYPES):
+            source = node.args[0] if node.args else None
+            meta = getattr(source, "meta", {}).get("tensor_meta")
+            layers.extend(_recurrent_infos(node.target, module, tuple(meta.shape) if meta is not None else None,
+                                           batch))
+            continue
         kind = layer_kind(module)
         if kind is None:
             continue
@@ -214,7 +273,7 @@ def _introspect_traced(model: nn.Module, example_input: torch.Tensor) -> list[La
             link = None
         layers.append(_layer_info(node.target, module, kind, math.prod(out_shape) // batch, link))
     if not layers:
-        raise ValueError("the model has no Linear, Conv or Embedding layer to attach knobs to")
+        raise ValueError("the model has no Linear, Conv, Embedding or recurrent layer to attach knobs to")
     return layers
 
 

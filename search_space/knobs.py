@@ -24,7 +24,8 @@ KV_PAIR = re.compile(r"^K(\d+)V(\d+)$")
 #: Pruning above this leaves too little of a layer to be worth searching.
 MAX_PRUNE_RATIO = 0.95
 
-LayerKind = Literal["linear", "conv", "embedding"]
+#: recurrent: a weight matrix of nn.GRU / nn.LSTM / nn.RNN (bitwidth knobs only: weight-only quantization)
+LayerKind = Literal["linear", "conv", "embedding", "recurrent"]
 Grouping = Literal["layer", "block", "shared"]
 LrRule = Literal["none", "linear", "sqrt"]
 
@@ -36,7 +37,7 @@ class _Strict(BaseModel):
 class LayerSelector(_Strict):
     """Which introspected layers a per-layer knob attaches to."""
 
-    kinds: list[LayerKind] = Field(default_factory=lambda: ["linear", "conv", "embedding"])
+    kinds: list[LayerKind] = Field(default_factory=lambda: ["linear", "conv", "embedding", "recurrent"])
     include: str | None = Field(None, description="regex a layer name must match")
     exclude: str | None = Field(None, description="regex a layer name must not match")
 

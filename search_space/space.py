@@ -18,7 +18,7 @@ from optuna.distributions import (
 )
 
 from paretoml.search_space.encoding import VectorEncoding
-from paretoml.search_space.introspect import LayerInfo, group_layers
+from paretoml.search_space.introspect import RECURRENT, LayerInfo, group_layers
 from paretoml.search_space.knobs import (
     ActivationBitsKnob,
     BatchSizeKnob,
@@ -162,8 +162,12 @@ class JointSpace:
             raise ValueError(f"knobs: {knob.kind} knob's include pattern {pattern!r} matches no layer; "
                              f"the model's layers are: {shown}")
         selected: list[str] = []
+        skipped_recurrent: list[str] = []
         for layer in self.layers:
             if not knob.layers.matches(layer.name, layer.kind):
+                continue
+            if layer.kind == RECURRENT and not isinstance(knob, BitwidthKnob):
+                skipped_recurrent.append(layer.name)  # weight-only quantization: its rows are gates
                 continue
             if isinstance(knob, PruneKnob) and knob.method == "structured" and not layer.structured_ok:
                 self.notes.append(
@@ -181,6 +185,9 @@ class JointSpace:
                 raise ValueError(f"knobs: layer {layer.name!r} is selected by two {knob.kind} knobs")
             taken[role].add(layer.name)
             selected.append(layer.name)
+        if skipped_recurrent:
+            self.notes.append(f"{knob.kind} knob skips {len(skipped_recurrent)} recurrent weight matrices "
+                              f"({skipped_recurrent[0]}, ...): they take bitwidth knobs only")
         if not selected:
             self.notes.append(f"{knob.kind} knob matched no layer")
             return
@@ -267,7 +274,8 @@ class JointSpace:
             elif slot.role == "kv_value":
                 kv_value.update({layer: int(value) for layer in slot.layers})
             elif slot.role == "prune":
-                prune.update({layer: float(value) for layer in slot.layers})
+                ratio = snap_to_step(float(value), slot.distribution)
+                prune.update({layer: ratio for layer in slot.layers})
                 method.update({layer: slot.method for layer in slot.layers})
             elif slot.role == "merge":
                 for layer in slot.layers:
@@ -277,7 +285,7 @@ class JointSpace:
             elif slot.role == "base_lr":
                 base_lr = float(value)
             else:
-                hparams[slot.name] = value
+                hparams[slot.name] = snap_to_step(value, slot.distribution)
         lr = None
         if self._lr_knob is not None and base_lr is not None:
             used_batch = batch if batch is not None else self._lr_knob.base_batch
@@ -361,6 +369,18 @@ class JointSpace:
         return self.with_layer_prune(self.with_layer_bits(params, bits), prune)
 
     @property
+    def param_layers(self) -> dict[str, tuple[str, tuple[str, ...]]]:
+        """Parameter name -> (role, the layers it drives): how a parameter's value lands on
+        layers, for readers that describe configurations per layer (bits, act_bits, prune,
+        merge, batch, base_lr, hparam)."""
+        return {slot.name: (slot.role, slot.layers) for slot in self._slots}
+
+    @property
+    def covered_layers(self) -> list[str]:
+        """Layers that some per-layer knob (bits, activation bits, prune, merge) turns."""
+        return list(dict.fromkeys(layer for slot in self._slots for layer in slot.layers))
+
+    @property
     def bits_layers(self) -> list[str]:
         return [layer for slot in self._slots if slot.role == "bits" for layer in slot.layers]
 
@@ -419,6 +439,20 @@ class JointSpace:
     def decode(self, vector: np.ndarray) -> dict[str, Any]:
         """Inverse of :meth:`encode`, snapping to the nearest valid value."""
         return self.encoding.decode(vector)
+
+
+#: Digits a snapped value keeps: enough for any step a spec gives, few enough to drop the
+#: binary noise of ``low + k * step`` (0.1 * 6 = 0.6000000000000001).
+_SNAP_DIGITS = 12
+
+
+def snap_to_step(value: Any, dist: BaseDistribution) -> Any:
+    """``value`` on the grid of a stepped float distribution, without float noise, so that a
+    stored config reads ``0.6`` rather than ``0.6000000000000001``; other values unchanged."""
+    if not isinstance(dist, FloatDistribution) or dist.step is None or isinstance(value, bool):
+        return value
+    k = round((float(value) - dist.low) / dist.step)
+    return round(min(max(dist.low + k * dist.step, dist.low), dist.high), _SNAP_DIGITS)
 
 
 def _suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:

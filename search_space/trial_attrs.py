@@ -9,10 +9,10 @@ Ground floor: service, surrogates, benchmarks and the dashboard all read these.
 from __future__ import annotations
 
 __all__ = [
-    "BASELINE_ATTR", "CONFIG_ATTR", "CONSTRAINTS_ATTR", "ERROR_ATTR", "FIXED_PARAMS_ATTR",
+    "BASELINE_ATTR", "CONFIG_ATTR", "CONSTRAINTS_ATTR", "COVERAGE_ATTR", "ERROR_ATTR", "FIXED_PARAMS_ATTR",
     "KERNELS_ATTR", "LAYERS_ATTR", "METRICS_ATTR", "MODEL_BYTES_ATTR", "OPTUNA_RETRY_ATTR",
     "PROVENANCE_ATTR", "REFERENCE_ATTR", "RESULT_ATTRS", "RETRY_OF_ATTR", "RUNGS_ATTR",
-    "RUNG_UNIT_ATTR", "SPEC_ATTR", "STOPPED_AT_ATTR", "TEST_ACCURACY_ATTR", "TIMINGS_ATTR",
+    "RUNG_UNIT_ATTR", "SENSITIVITY_ATTR", "SPEC_ATTR", "STOPPED_AT_ATTR", "TEST_ACCURACY_ATTR", "TIMINGS_ATTR",
     "VALIDATION_SAMPLES_ATTR", "WORKER_ATTR", "ZO_CHAIN_ATTR", "ZO_SIGN_ATTR", "ZO_STEP_ATTR",
     "result_attr",
 ]
@@ -22,8 +22,13 @@ __all__ = [
 SPEC_ATTR = "paretoml:spec"
 #: The model's layer table (one row per layer knobs attach to).
 LAYERS_ATTR = "paretoml:layers"
+#: Study: the model's parameters and the share that no knob covers (search_space/coverage.py)
+COVERAGE_ATTR = "paretoml:coverage"
 #: The uncompressed model measured like a trial.
 REFERENCE_ATTR = "paretoml:reference"
+#: The measured per-layer sensitivities, ``{"metric": name, "drop": {layer: {bits: drop}}}``
+#: (studies with a warm start; transfer's layer features read them).
+SENSITIVITY_ATTR = "paretoml:sensitivity"
 
 # --- trial user attributes written by the runner -----------------------------------------
 #: The trial's per-layer TrialConfig (JSON).

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 
 from paretoml.search_space.trial_attrs import SPEC_ATTR
 from paretoml.service.ray_runtime import RayStartError
@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--worker-gpus", type=_gpu_request, default="auto",
                        help="GPUs each Ray worker reserves: a fraction shares one GPU (0.25: four workers on one); "
                             "'auto' (default) shares the GPUs evenly when the study measures on cuda, none otherwise")
+        p.add_argument("--threads", type=_thread_count,
+                       help="threads each process computes with, this one and each Ray worker (default: the spec's "
+                            "threads, else 1 here and a worker's --worker-cpus)")
 
     run = sub.add_parser("run", help="run a study from a YAML or JSON spec")
     run.add_argument("spec", help="path of the study spec")
@@ -69,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", required=True, help="directory to write (created; must be empty)")
     storage_arg(export)
 
+    studies = sub.add_parser("studies", help="list the studies of a storage")
+    storage_arg(studies)
+
     sub.add_parser("tasks", help="list the registered tasks")
 
     serve = sub.add_parser("serve", help="run the REST API and the job runners (settings: PARETOML_* or .env)")
@@ -78,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--concurrency", type=int, help="studies run at once (0: accept jobs, run none)")
     serve.add_argument("--workers", type=_positive_int, help="Ray workers per study")
     serve.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
+    serve.add_argument("--threads", type=_thread_count,
+                       help="threads of the server's own process, which samples for every study (default 1)")
     return parser
 
 
@@ -104,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _front(args, console)
         if args.command == "export":
             return _export(args, console)
+        if args.command == "studies":
+            return _studies(args, console)
         if args.command == "tasks":
             return _tasks(console)
         if args.command == "serve":
@@ -129,6 +139,16 @@ def _gpu_request(text: str) -> float | str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _thread_count(text: str) -> int:
+    from paretoml.objectives.threads import ThreadBudgetError, check_threads
+
+    try:
+        return check_threads(int(text))
+    except ValueError as exc:
+        message = str(exc) if isinstance(exc, ThreadBudgetError) else f"expected a whole number, not {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -152,15 +172,35 @@ def _open(url: str, durable: bool = False):  # type: ignore[no-untyped-def]
         raise CliError(str(exc)) from None
 
 
+def _open_existing(url: str):  # type: ignore[no-untyped-def]
+    """The storage at ``url`` for a command that only reads: a SQLite file that is not there
+    is an error naming it, not a new empty database."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:
+        parsed = None
+    if parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        if not Path(parsed.database).expanduser().is_file():
+            raise CliError(f"no database at {url} (no such file); --storage names the database, "
+                           "default sqlite:///paretoml.db in the working directory")
+    return _open(url)
+
+
 def _executor(args: argparse.Namespace, spec):  # type: ignore[no-untyped-def]
+    """The executor the flags ask for; this process (the sampler's) gets its thread budget
+    first, before Ray or a task starts."""
+    from paretoml.objectives.threads import DEFAULT_THREADS, apply_thread_budget, resolve_threads
     from paretoml.service.executors import create_executor
 
     kind = args.executor or ("inprocess" if args.workers == 1 else "ray")
     if kind == "inprocess" and args.workers != 1:
         raise CliError("--executor inprocess runs one trial at a time; use --workers 1 or --executor ray")
-    options = {}
+    apply_thread_budget(resolve_threads(args.threads, spec.threads.driver, default=DEFAULT_THREADS))
+    options = {"threads": args.threads}
     if kind == "ray":
-        options = {"num_cpus": args.worker_cpus, "num_gpus": args.worker_gpus, "address": args.ray_address}
+        options.update(num_cpus=args.worker_cpus, num_gpus=args.worker_gpus, address=args.ray_address)
     return create_executor(kind, spec, args.workers, **options)
 
 
@@ -184,8 +224,9 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         console.print(f"study [bold]{name}[/bold] in {args.storage}: {len(runner.space.param_names)} knobs over "
                       f"{len(runner.model.layers)} layers, sampler {spec.sampler.name}, {spec.n_trials} trials, "
                       f"{executor.slots} worker(s)")
+        console.print(f"  knobs: {escape(runner.coverage.describe())}")
         for note in runner.space.notes:
-            console.print(f"  note: {note}")
+            console.print(f"  note: {escape(note)}")
         return _drive(runner, name, args, console, job)
 
 
@@ -269,14 +310,11 @@ def _drive(runner, name: str, args: argparse.Namespace, console: Console, job: _
     runner.stop_event = job.stop_event
     runner.on_trial.append(FrontierRecorder(args.storage, runner.study, runner.spec.objective_names,
                                             runner.model.reference))
+    from paretoml.service.progress import StudyProgress, wants_bar
+
     start = time.perf_counter()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, disable=args.quiet, transient=False) as bar:
-        task_id = bar.add_task("trials", total=runner.spec.n_trials)
-
-        def progress(done: int, budget: int, trial) -> None:  # type: ignore[no-untyped-def]
-            bar.update(task_id, completed=done)
-
+    with StudyProgress(runner.study, runner.spec.objective_names, console,
+                       enabled=not args.quiet and wants_bar(console)) as progress:
         try:
             runner.run(progress)
         except TooManyFailuresError as exc:
@@ -302,9 +340,9 @@ def _front(args: argparse.Namespace, console: Console) -> int:
     from paretoml.service.report import front_table
     from paretoml.service.storage import study_exists
 
-    storage = _open(args.storage)
+    storage = _open_existing(args.storage)
     if not study_exists(storage, args.study):
-        raise CliError(f"no study named {args.study!r} in this storage")
+        raise CliError(f"no study named {args.study!r} in {args.storage} (`paretoml studies` lists its studies)")
     study = optuna.load_study(study_name=args.study, storage=storage)
     raw = study.user_attrs.get(SPEC_ATTR)
     # names straight from the stored spec: a study of a task given from Python (paretoml.search)
@@ -316,15 +354,20 @@ def _front(args: argparse.Namespace, console: Console) -> int:
 
 def _export(args: argparse.Namespace, console: Console) -> int:
     from paretoml.objectives.deploy.export import weights_file_bytes
-    from paretoml.service.export import ExportNotFoundError, TrialNotCompleteError, export_trial
+    from paretoml.service.export import (
+        ExportNotFoundError,
+        NeedsPythonModelError,
+        TrialNotCompleteError,
+        export_trial,
+    )
 
     out = Path(args.output)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CliError(f"--output {out} exists and is not an empty directory")
-    storage = _open(args.storage)
+    storage = _open_existing(args.storage)
     try:
         manifest = export_trial(storage, args.study, args.trial, out)
-    except (ExportNotFoundError, TrialNotCompleteError) as exc:
+    except (ExportNotFoundError, TrialNotCompleteError, NeedsPythonModelError) as exc:
         raise CliError(str(exc)) from None
     size, header = weights_file_bytes(out)
     kernels = sorted({layer.kernel for layer in manifest.layers})
@@ -334,11 +377,36 @@ def _export(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _studies(args: argparse.Namespace, console: Console) -> int:
+    from rich.table import Table
+
+    from paretoml.service.study_list import list_studies
+
+    rows = list_studies(_open_existing(args.storage))
+    if not rows:
+        console.print(f"no studies in {args.storage}")
+        return 0
+    table = Table(title=f"studies in {escape(args.storage)}")
+    for column in ("study", "made by", "trials done", "objectives", "started"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(escape(row.name), escape(row.made_by), f"{row.done}/{row.budget or '?'}",
+                      escape(", ".join(row.objectives)), row.started or "")
+    console.print(table)
+    return 0
+
+
 def _tasks(console: Console) -> int:
     from paretoml.objectives.tasks.registry import available_tasks
 
     for name, cls in sorted(available_tasks().items()):
-        console.print(f"[bold]{name}[/bold]: {cls.summary}")
+        line = f"[bold]{escape(name)}[/bold]: {escape(cls.summary)}"
+        if cls.extra is not None:
+            extra = f"paretoml[{cls.extra}]"
+            missing = cls.missing_packages()
+            line += (f" [red](needs {escape(extra)}: pip install '{escape(extra)}'; missing {', '.join(missing)})[/red]"
+                     if missing else f" (extra {escape(extra)}: installed)")
+        console.print(line, soft_wrap=True)  # one line per task, whatever the width
     return 0
 
 
@@ -350,7 +418,7 @@ def _serve(args: argparse.Namespace, console: Console) -> int:
 
     overrides = {"host": args.host, "port": args.port, "database_url": args.storage,
                  "study_concurrency": args.concurrency, "workers_per_study": args.workers,
-                 "ray_address": args.ray_address}
+                 "ray_address": args.ray_address, "threads": args.threads}
     try:
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
@@ -364,7 +432,10 @@ def _serve(args: argparse.Namespace, console: Console) -> int:
     elif settings.token is None:
         console.print(f"no API token set (PARETOML_API_TOKEN): listening on {LOOPBACK} only")
     _open(settings.database_url)  # a bad URL is one line here, not a traceback from the server
+    from paretoml.objectives.threads import apply_thread_budget
     from paretoml.service.api import create_app
+
+    apply_thread_budget(settings.threads)  # the sampler's process; each study's workers get their own
 
     console.print(f"ParetoML API on http://{settings.host}:{settings.port} (docs at /docs), "
                   f"database {settings.database_url}, {settings.study_concurrency} study runner(s)")

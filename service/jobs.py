@@ -46,6 +46,12 @@ class JobStatus(str, enum.Enum):
 ACTIVE = (JobStatus.queued, JobStatus.running, JobStatus.stopping)
 RESUMABLE = (JobStatus.stopped, JobStatus.failed)
 
+#: ``Job.source`` of a study run by ``paretoml run``/``resume`` in its own process.
+CLI_SOURCE = "cli"
+#: ``Job.source`` of a study made by ``paretoml.search``: listed and read by the API and the
+#: dashboard, never run by a server (its model lives in the user's Python process).
+PYTHON_SOURCE = "python"
+
 
 class JobNotFoundError(KeyError):
     def __str__(self) -> str:
@@ -131,7 +137,8 @@ class JobRepository:
             session.add(job)
         return job
 
-    def take_for_cli(self, job_id: str, spec: StudySpec, owner: str, grace_s: float, fresh: bool) -> None:
+    def take_for_cli(self, job_id: str, spec: StudySpec, owner: str, grace_s: float, fresh: bool,
+                     source: str = CLI_SOURCE) -> None:
         """Record that this process runs study ``job_id`` (new, or resumed from the CLI).
 
         Refuses (JobStateError) a job that a live server or process is running, or that is
@@ -142,7 +149,7 @@ class JobRepository:
             job = session.get(Job, job_id, with_for_update=True)
             if job is None:
                 session.add(Job(id=job_id, status=JobStatus.running.value, spec=spec.model_dump(mode="json"),
-                                n_trials=spec.n_trials, task=spec.task, sampler=spec.sampler.name, source="cli",
+                                n_trials=spec.n_trials, task=spec.task, sampler=spec.sampler.name, source=source,
                                 owner=owner, runs=1, created_at=now, started_at=now, heartbeat_at=now))
                 return
             if fresh:
@@ -153,7 +160,7 @@ class JobRepository:
             if alive or job.status == JobStatus.queued.value:
                 raise JobStateError(f"study {job_id!r} is {job.status} on {job.owner or 'a server'}; "
                                     "stop it there first")
-            job.status, job.owner, job.source = JobStatus.running.value, owner, "cli"
+            job.status, job.owner, job.source = JobStatus.running.value, owner, source
             job.started_at, job.heartbeat_at, job.finished_at, job.error = now, now, None, None
             job.runs += 1
 
@@ -216,9 +223,10 @@ class JobRepository:
         for job_id, status, beat, source, owner in rows:
             if beat is not None and as_utc(beat) > cutoff and not owner_is_dead(owner):  # type: ignore[operator]
                 continue
-            if status == JobStatus.stopping.value or source == "cli":
+            own_process = source in (CLI_SOURCE, PYTHON_SOURCE)
+            if status == JobStatus.stopping.value or own_process:
                 self._move(job_id, (JobStatus.running, JobStatus.stopping), JobStatus.stopped, finished_at=utcnow(),
-                           error="its process ended without finishing" if source == "cli" else None)
+                           error="its process ended without finishing" if own_process else None)
             elif self._move(job_id, (JobStatus.running,), JobStatus.queued, owner=None):
                 taken.append(job_id)
         return taken
@@ -232,6 +240,9 @@ class JobRepository:
         raise AssertionError("unreachable")
 
     def resume(self, job_id: str) -> None:
+        if self.get(job_id).source == PYTHON_SOURCE:
+            raise JobStateError(f"cannot resume study {job_id!r} here: it was made by paretoml.search from a model "
+                                "given in Python; resume it from Python")
         if not self._move(job_id, RESUMABLE, JobStatus.queued, error=None, finished_at=None, owner=None):
             self._refuse(job_id, "resume")
 

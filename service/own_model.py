@@ -11,19 +11,28 @@ import datetime as dt
 import re
 import sys
 import sysconfig
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import FrozenTrial
+from rich.console import Console
+from rich.markup import escape
 from torch import nn
+
+from paretoml.objectives.deploy.export import Manifest
 
 from paretoml.objectives.evaluate import SYSTEM_OBJECTIVES
 from paretoml.objectives.tasks.base import Direction
 from paretoml.objectives.tasks.python_model import EvaluateFn, PythonModelTask
 from paretoml.search_space.introspect import ChannelLink
+from paretoml.search_space.trial_attrs import SPEC_ATTR
 from paretoml.service.executors.base import Executor
 from paretoml.service.executors.inprocess import InProcessExecutor
-from paretoml.service.runner import StudyRunner
+from paretoml.service.progress import StudyProgress
+from paretoml.service.runner import StudyRunner, count_complete
 from paretoml.service.spec import SpecError, parse_spec
 
 
@@ -46,6 +55,8 @@ def search(
     workers: int = 1,
     ray_address: str | None = None,
     links: Mapping[str, ChannelLink] | None = None,
+    threads: int | None = None,
+    progress: bool | None = None,
 ) -> optuna.Study:
     """Search compressions of ``model``; returns the Optuna study (its Pareto front is
     ``study.best_trials``, each trial's per-layer config is ``trial.user_attrs["paretoml:config"]``).
@@ -57,6 +68,10 @@ def search(
     tuple of args or a dict of kwargs) is what introspection, latency and memory run the
     model on. ``knobs``, ``sampler``, ``baselines`` and ``measure`` are as in a study spec.
     ``workers > 1`` runs trials on a Ray pool, each worker holding its own copy of the model.
+    ``threads`` is the thread budget of this process while it searches and of each worker
+    (default: 1 here, given back afterwards; a worker's CPU share).
+    ``progress`` draws a bar of trials done and best values on stderr (default: only on a
+    terminal or in a notebook).
     """
     metrics = dict(metrics or {"score": "maximize"})
     clash = sorted(set(metrics) & set(SYSTEM_OBJECTIVES))
@@ -75,6 +90,8 @@ def search(
         "baselines": list(baselines),
         "measure": dict(measure or {}),
     }
+    if threads is not None:
+        document["threads"] = {"driver": threads, "worker": threads}
     if warm_start:
         document["warm_start"] = {"method": "sensitivity"} if warm_start is True else dict(warm_start)
     spec = parse_spec(document, {task.name: task})
@@ -89,7 +106,80 @@ def search(
         executor = InProcessExecutor(spec, task=task)
     with executor:
         runner = StudyRunner.create(spec, optuna_storage, name, executor)
-        return runner.run()
+        Console(stderr=True).print(f"paretoml.search: {escape(runner.coverage.describe())}", soft_wrap=True)
+        with _listed(storage, runner) as listing, StudyProgress(runner.study, spec.objective_names,
+                                                                  enabled=progress) as bar:
+            study = runner.run(bar)
+            listing.done = count_complete(study) >= spec.n_trials
+            return study
+
+
+class _Listing:
+    done = False
+
+
+@contextmanager
+def _listed(storage: object, runner: StudyRunner) -> Iterator[_Listing]:
+    """In a database named by URL, the study's row in the jobs table, so that REST and the
+    dashboard list and read it (read-only: resume stays with Python), a stop asked there
+    stops it, and its stored Pareto front stays current."""
+    listing = _Listing()
+    if not isinstance(storage, str):
+        yield listing
+        return
+    from paretoml.service.frontier import FrontierRecorder
+    from paretoml.service.jobs import PYTHON_SOURCE, JobLease, JobRepository, JobStatus, owner_name
+    from paretoml.service.settings import Settings
+
+    jobs = JobRepository(storage)
+    name = runner.study.study_name
+    owner = owner_name(PYTHON_SOURCE)
+    jobs.take_for_cli(name, runner.spec, owner, Settings.model_fields["job_grace_s"].default, fresh=True,
+                      source=PYTHON_SOURCE)
+    runner.on_trial.append(FrontierRecorder(storage, runner.study, runner.spec.objective_names,
+                                            runner.model.reference))
+    failure: BaseException | None = None
+    try:
+        with JobLease(jobs, name, owner, runner.stop_event):
+            yield listing
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
+        if failure is not None and not isinstance(failure, KeyboardInterrupt):
+            jobs.finish(name, JobStatus.failed, f"{type(failure).__name__}: {failure}")
+        else:
+            jobs.finish(name, JobStatus.completed if listing.done else JobStatus.stopped)
+
+
+def export(study: optuna.Study, trial: int | FrozenTrial, *, model: nn.Module, example_inputs: Any,
+           out: str | Path, links: Mapping[str, ChannelLink] | None = None) -> Manifest:
+    """Write a completed trial of a ``paretoml.search`` study as ``paretoml export`` does
+    (packed weights as safetensors, and a manifest), rebuilt from ``model``: the uncompressed
+    model the study searched, with the ``example_inputs`` (and ``links``) it was given.
+
+    ``study`` is what ``search`` returned, or ``optuna.load_study(...)`` of it; reload the
+    export with ``paretoml.load_compressed(out, skeleton=model)``.
+    """
+    from paretoml.service.export import completed_trial, export_completed
+
+    number = trial.number if isinstance(trial, FrozenTrial) else int(trial)
+    raw = study.user_attrs.get(SPEC_ATTR)
+    metrics = _metrics_of(raw, study) if raw is not None else {}
+    task = PythonModelTask(model, _not_scored, example_inputs, metrics, links)
+    spec, frozen = completed_trial(study.study_name, raw, study.get_trials(deepcopy=False), number, task)
+    return export_completed(spec, frozen, study.study_name, out, task=task)
+
+
+def _metrics_of(raw: Mapping[str, Any], study: optuna.Study) -> dict[str, Direction]:
+    """The user's metrics of a stored spec, with the study's directions."""
+    directions = ["maximize" if d == optuna.study.StudyDirection.MAXIMIZE else "minimize" for d in study.directions]
+    return {o["name"]: o.get("direction") or directions[i]  # type: ignore[misc]
+            for i, o in enumerate(raw.get("objectives", [])) if o["name"] not in SYSTEM_OBJECTIVES}
+
+
+def _not_scored(model: nn.Module) -> dict[str, float]:
+    raise RuntimeError("export rebuilds a trial's model; it does not score it")
 
 
 def _default_name(model: nn.Module) -> str:

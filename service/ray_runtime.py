@@ -7,6 +7,14 @@ would add one more cluster. :func:`start_ray` shuts Ray down after a failure and
 processes that the attempt spawned (new descendants of this process, and the orphans of
 the attempt: agents a raylet started late, re-parented to init when it was ended), then
 raises :class:`RayStartError` with a one-line reason. :func:`retry_delay` is the back-off.
+
+:func:`stop_ray` is the other end: ``ray.shutdown`` ends the local runtime's GCS and raylet,
+but the raylet's agents (``ray::DashboardAgent``, ``ray::RuntimeEnvAgent``, ~95 MB each),
+re-parented to init, notice only by polling and then try to report to the GCS that is gone:
+they lingered 1-5 minutes after the server had exited. So the processes a local start
+spawned are noted (at the start, and again at the stop), and whatever is left of them after
+the shutdown is ended, with the start's orphans (its processes whose raylet died first, e.g.
+when the thread that started Ray ended: Ray's parent-death signal).
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ log = logging.getLogger("paretoml.ray")
 
 #: one start at a time per process: the scheduler's thread and a pool may both ask
 _start_lock = threading.Lock()
+#: the local runtime started by this process: its start, and the processes it had spawned
+_local: tuple[_Attempt, list[psutil.Process]] | None = None
 
 
 class RayStartError(RuntimeError):
@@ -79,6 +89,9 @@ def start_ray(options: RayOptions) -> bool:
         attempt = _Attempt(since=time.time() - 1.0, cwd=os.getcwd())
         try:
             ray.init(**options.init_kwargs())
+            if not options.address:  # a local runtime: its processes are this process's to end
+                global _local
+                _local = (attempt, [p for p in _descendants() if _key(p) not in before and _is_ray_process(p)])
         except BaseException as exc:
             spawned = [p for p in _descendants() if _key(p) not in before and _is_ray_process(p)]
             _shutdown_quietly()
@@ -154,6 +167,31 @@ def _ensure_working_directory() -> None:
     except FileNotFoundError:
         log.warning("the working directory was removed; Ray starts from / instead")
         os.chdir(os.sep)
+
+
+def note_local_processes() -> None:
+    """Note the local runtime's processes as they are now (agents the raylet started after
+    ``ray.init`` returned), for :func:`stop_ray`. Call it before the thread that started
+    Ray ends: its raylet dies with it, and the raylet's agents are no descendants then."""
+    global _local
+    with _start_lock:
+        if _local is not None:
+            _local = (_local[0], _local[1] + [p for p in _descendants() if _is_ray_process(p)])
+
+
+def stop_ray(grace_s: float = 5.0) -> int:
+    """Shut Ray down and end what the local runtime started here leaves running (its
+    agents); the number of processes ended. A joined cluster's processes are left alone."""
+    global _local
+    with _start_lock:
+        local, _local = _local, None
+        spawned = local[1] + [p for p in _descendants() if _is_ray_process(p)] if local else []
+        _shutdown_quietly()
+        if local is None:
+            return 0
+        time.sleep(0.2)  # agents of a raylet that has just gone are re-parented by now
+        unique = {_key(p): p for p in spawned + local[0].orphans()}
+        return end_processes(list(unique.values()), grace_s)
 
 
 def _shutdown_quietly() -> None:

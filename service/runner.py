@@ -29,12 +29,14 @@ from paretoml.objectives.measure import LatencySettings
 from paretoml.objectives.tasks.base import Task
 from paretoml.objectives.tasks.registry import create_task
 from paretoml.search_space.constraints import constraint_values, needs_measurement
+from paretoml.search_space.coverage import coverage
 from paretoml.search_space.introspect import LayerInfo
 from paretoml.search_space.space import JointSpace, TrialConfig
 from paretoml.search_space.trial_attrs import (
     BASELINE_ATTR,
     CONFIG_ATTR,
     CONSTRAINTS_ATTR,
+    COVERAGE_ATTR,
     ERROR_ATTR,
     LAYERS_ATTR,
     PROVENANCE_ATTR,
@@ -42,6 +44,7 @@ from paretoml.search_space.trial_attrs import (
     RETRY_OF_ATTR,
     RUNG_UNIT_ATTR,
     RUNGS_ATTR,
+    SENSITIVITY_ATTR,
     SPEC_ATTR,
     STOPPED_AT_ATTR,
     WORKER_ATTR,
@@ -49,11 +52,12 @@ from paretoml.search_space.trial_attrs import (
 )
 from paretoml.service.executors.base import Executor, ModelDescription, TrialJob, TrialOutcome
 from paretoml.service.spec import SpecError, StudySpec, parse_spec
-from paretoml.service.storage import fail_stale_trials, study_exists
+from paretoml.service.storage import fail_stale_trials, heartbeat_warnings_silenced, study_exists
 from paretoml.surrogates.pruners import create_pruner
 from paretoml.surrogates.registry import create_sampler
 from paretoml.surrogates.kv_sensitivity import kv_warm_start_allocations
-from paretoml.surrogates.sensitivity import warm_start_allocations
+from paretoml.surrogates.transfer import TransferError, check_sources
+from paretoml.surrogates.sensitivity import sensitivity_attr, warm_start_allocations
 
 ProgressCallback = Callable[[int, int, FrozenTrial | None], None]
 TrialCallback = Callable[[optuna.Study, FrozenTrial], None]
@@ -101,6 +105,19 @@ def build_space(spec: StudySpec, layers: list[LayerInfo], n_checkpoints: int) ->
         return JointSpace(spec.knobs, layers, n_checkpoints=n_checkpoints)
     except ValueError as exc:
         raise SpecError(str(exc)) from None
+
+
+def check_transfer(spec: StudySpec, storage: BaseStorage, layers: list[LayerInfo]) -> None:
+    """Refuse, before the study is made, source studies the sampler cannot learn from (a
+    SpecError naming why: the CLI exits 2 on it)."""
+    names = spec.sampler.options.get("transfer_from") or []
+    if not names:
+        return
+    try:
+        check_sources(storage, names, [(o.name, o.resolved_direction) for o in spec.objectives],
+                      {layer.kind for layer in layers})
+    except TransferError as exc:
+        raise SpecError(f"sampler.options.{exc}") from None
 
 
 def _constraints_func(trial: FrozenTrial) -> list[float]:
@@ -232,6 +249,8 @@ class StudyRunner:
 
     def __post_init__(self) -> None:
         self._inflight: dict[int, optuna.Trial] = {}
+        #: how much of the model the knobs reach (printed when a study starts)
+        self.coverage = coverage(self.model.layers, self.space, self.model.other_params)
         if self.pruner is None:
             self.pruner = make_pruner(self.spec, self.model.validation_samples)
         if self.spec.pruner.name != "none":
@@ -245,6 +264,7 @@ class StudyRunner:
             raise StudyExistsError(f"study {study_name!r} already exists; continue it with `paretoml resume {study_name}`")
         model = executor.start()
         space = build_space(spec, model.layers, model.n_checkpoints)
+        check_transfer(spec, storage, model.layers)
         baselines = [space.uniform_params(bits=b, prune=0.0) for b in spec.baselines]
         warm: list[dict[str, Any]] = []
         if spec.warm_start is not None and (model.sensitivity or model.kv_sensitivity):
@@ -264,6 +284,9 @@ class StudyRunner:
         study.set_user_attr(SPEC_ATTR, spec.model_dump(mode="json"))
         study.set_user_attr(LAYERS_ATTR, [_layer_row(layer) for layer in model.layers])
         study.set_user_attr(REFERENCE_ATTR, model.reference)
+        if model.sensitivity:  # per-layer features of a later study's transfer read them
+            study.set_user_attr(SENSITIVITY_ATTR, sensitivity_attr(model.sensitivity))
+        study.set_user_attr(COVERAGE_ATTR, coverage(model.layers, space, model.other_params).to_dict())
         for bits, params in zip(spec.baselines, baselines):
             study.enqueue_trial(params, user_attrs={BASELINE_ATTR: f"uniform {bits}-bit"})
         for params in spread_over(warm, max(0, spec.n_trials - len(baselines))):
@@ -334,7 +357,8 @@ class StudyRunner:
                 while done < budget and (inflight or not self.stop_event.is_set()):
                     while (len(inflight) < self.executor.slots and done + len(inflight) < budget
                            and not self.stop_event.is_set()):
-                        trial = self.study.ask()
+                        with heartbeat_warnings_silenced():
+                            trial = self.study.ask()
                         job = self._prepare(trial)
                         pump.add(trial._trial_id)
                         if job is None:

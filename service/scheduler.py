@@ -23,7 +23,15 @@ from paretoml.service.executors.ray_pool import RayPoolExecutor, StartCancelled
 from paretoml.service.frontier import FrontierRecorder
 from paretoml.service.jobs import Job, JobRepository, JobStatus, owner_name
 from paretoml.service.mirror import MirroredStorage
-from paretoml.service.ray_runtime import RayOptions, RayStartError, one_line, retry_delay, start_ray
+from paretoml.service.ray_runtime import (
+    RayOptions,
+    RayStartError,
+    note_local_processes,
+    one_line,
+    retry_delay,
+    start_ray,
+    stop_ray,
+)
 from paretoml.service.runner import StudyRunner, TooManyFailuresError, count_complete
 from paretoml.service.settings import Settings
 from paretoml.service.spec import SpecError, StudySpec, parse_spec
@@ -67,6 +75,8 @@ class JobScheduler:
     def shutdown(self, timeout: float = 60.0) -> None:
         """Stop taking jobs; running ones finish their trials in flight and are queued again
         (a restart resumes them)."""
+        if self._started_ray:  # while the thread that started Ray (and so its raylet) still lives
+            note_local_processes()
         self._closing.set()
         with self._lock:
             stops = list(self._stops.values())
@@ -78,9 +88,7 @@ class JobScheduler:
         for thread in threads:
             thread.join(timeout)
         if self._started_ray:
-            import ray
-
-            ray.shutdown()
+            stop_ray()  # and the agents the local runtime would leave behind for minutes
             self._started_ray = False
 
     @property

@@ -15,6 +15,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from paretoml.objectives.threads import DEFAULT_THREADS, MAX_THREADS
+
 LOOPBACK = "127.0.0.1"
 
 
@@ -49,6 +51,9 @@ class Settings(BaseSettings):
         if value != "auto" and float(value) < 0:
             raise ValueError("must be 'auto' or a number of GPUs >= 0")
         return value
+    threads: int = Field(DEFAULT_THREADS, ge=1, le=MAX_THREADS,
+                         description="threads of the server's own process, which samples for every study; each Ray "
+                                     "worker gets its worker_cpus share unless the spec's threads.worker says otherwise")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="largest request body accepted")
     job_heartbeat_s: float = Field(2.0, gt=0, description="how often a running job's server says it is alive")
     job_grace_s: float = Field(8.0, gt=0, description="a running job silent this long is taken over")

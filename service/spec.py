@@ -24,6 +24,7 @@ from pydantic import (
 
 from paretoml.objectives.evaluate import OBJECTIVES, Direction, objective_catalog
 from paretoml.objectives.tasks.registry import UnknownTaskError, task_class
+from paretoml.objectives.threads import DEFAULT_THREADS, MAX_THREADS
 from paretoml.search_space.constraints import Constraint
 from paretoml.search_space.knobs import SUPPORTED_BITS, Knob
 from paretoml.surrogates.pruners import PrunerOptionsError, validate_pruner
@@ -151,6 +152,17 @@ class FinetuneSpec(_Strict):
     learning_rate: float = Field(1e-3, gt=0, description="used when no learning_rate knob is searched")
 
 
+class ThreadsSpec(_Strict):
+    """Threads each process of the study computes with (torch, OpenMP/BLAS, XGBoost); see
+    objectives/threads.py. The CLI's ``--threads`` overrides both."""
+
+    driver: int | None = Field(None, ge=1, le=MAX_THREADS, description=(
+        f"the process that samples, and runs the trials when they run in process (CLI, Python API); "
+        f"default {DEFAULT_THREADS}"))
+    worker: int | None = Field(None, ge=1, le=MAX_THREADS, description=(
+        "each Ray worker; default its share of CPUs (num_cpus rounded down, at least 1)"))
+
+
 class WarmStartSpec(_Strict):
     """First trials from per-layer sensitivity: the best (bits, unstructured pruning ratio)
     per layer by the additive sensitivity model, at several byte budgets."""
@@ -191,6 +203,7 @@ class StudySpec(_Strict):
     finetune: FinetuneSpec = Field(default_factory=FinetuneSpec)
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     measure: MeasureSpec = Field(default_factory=MeasureSpec)
+    threads: ThreadsSpec = Field(default_factory=ThreadsSpec)
 
     @field_validator("task")
     @classmethod

@@ -6,6 +6,8 @@ and retried.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
@@ -17,10 +19,21 @@ from paretoml.service.mirror import MirroredStorage
 
 DEFAULT_STORAGE_URL = "sqlite:///paretoml.db"
 
-# Heartbeats are used here with ask/tell (the runner beats for its trials itself), which
-# Optuna warns about on every ask since it expects them only inside Study.optimize.
-warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, module="paretoml")
+
+
+@contextmanager
+def heartbeat_warnings_silenced() -> Iterator[None]:
+    """Optuna's warnings about the heartbeats this package uses on purpose, which a user can
+    do nothing about: the heartbeat arguments are "experimental" (on every storage made),
+    and heartbeats are "supposed to be used with Study.optimize" (on every ask; the runner
+    beats for its trials itself). Only these are silenced, only where they are raised."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Argument ``(heartbeat_interval|grace_period|"
+                                r"heartbeat_stale_trial_callback)`` is an experimental feature"
+                                r"|\S*(RetryHeartbeatStaleTrialCallback|fail_stale_trials) is experimental",
+                                category=optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+        yield
 
 
 class StorageError(ValueError):
@@ -44,7 +57,7 @@ def open_storage(
         if not parent.is_dir():
             raise StorageError(f"--storage: directory {parent} does not exist")
     try:
-        with schema_lock(url):  # Optuna creates its tables here; another process may be too
+        with schema_lock(url), heartbeat_warnings_silenced():  # Optuna creates its tables here; another process may be too
             storage = RDBStorage(
                 url,
                 engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
@@ -74,4 +87,5 @@ def study_exists(storage: BaseStorage, name: str) -> bool:
 
 
 def fail_stale_trials(study: optuna.Study) -> None:
-    optuna.storages.fail_stale_trials(study)
+    with heartbeat_warnings_silenced():
+        optuna.storages.fail_stale_trials(study)

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import optuna
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 ConstraintsFunc = Callable[[FrozenTrial], Sequence[float]]
 
@@ -55,6 +55,12 @@ class XGBoostOptions(_Options):
     beta: float = Field(1.0, ge=0)
     noisy_objectives: bool = Field(
         False, description="let completed configurations be tried again (otherwise no configuration is spent twice)")
+    transfer_from: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]] = Field(
+        default_factory=list, max_length=8,
+        description="names of stored studies in the same storage whose trials the surrogate learns from "
+                    "(per-layer features; their weight falls as this study's own trials arrive)")
+    transfer_decay: float = Field(
+        20.0, gt=0, le=10000, description="own trials at which a source trial counts half")
 
 
 def _tpe(**kwargs: Any) -> BaseSampler:

@@ -18,9 +18,9 @@ zeros that rounding to few bits makes are priced as the packed format stores the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from paretoml.objectives.evaluate import TrialEvaluator
 from paretoml.objectives.compress.prune import unstructured_mask
 from paretoml.objectives.compress.quantize import quantize_tensor
 from paretoml.objectives.measure import packed_tensor_bytes, packed_weight_bytes
-from paretoml.search_space.introspect import LayerInfo
+from paretoml.search_space.introspect import LayerInfo, layer_weight
 from paretoml.search_space.space import TrialConfig
 
 
@@ -48,6 +48,26 @@ class LayerSensitivity:
     #: (bits, ratio) -> packed bytes of this layer's weight, counted on the real tensor: the
     #: zeros that rounding to few bits makes are stored as cheaply as pruned ones
     weight_bytes: dict[tuple[int, float], int] = field(default_factory=dict)
+    #: the task metric whose drop is measured
+    metric: str = ""
+
+
+def sensitivity_attr(sensitivities: Sequence[LayerSensitivity]) -> dict[str, Any]:
+    """The stored form of ``sensitivities`` (JSON: bits as strings)."""
+    metric = sensitivities[0].metric if sensitivities else ""
+    return {"metric": metric, "drop": {s.layer: {str(b): float(d) for b, d in s.drop.items()} for s in sensitivities}}
+
+
+def sensitivity_from_attr(raw: Any, reference: Mapping[str, float]) -> dict[str, dict[int, float]] | None:
+    """Per layer, bits -> drop as a fraction of the uncompressed metric (so it carries across
+    models); None when nothing (or nothing readable) is stored."""
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("drop"), Mapping):
+        return None
+    scale = abs(float(reference.get(str(raw.get("metric")), 1.0) or 1.0))
+    try:
+        return {str(layer): {int(b): float(d) / scale for b, d in drops.items()} for layer, drops in raw["drop"].items()}
+    except (TypeError, ValueError, AttributeError):
+        return None
 
 
 class LayerChoice(NamedTuple):
@@ -79,7 +99,6 @@ def measure_sensitivity(
         return drop, float(torch.mean((evaluator.example_output(model) - reference) ** 2).item())
 
     prunable = set(layers if prune_layers is None else prune_layers)
-    modules = dict(evaluator.model.named_modules())
     result = []
     for layer in layers:
         drop: dict[int, float] = {}
@@ -91,9 +110,9 @@ def measure_sensitivity(
         for ratio in prune_ratios if layer in prunable else ():
             if ratio > 0:
                 prune_drop[ratio], prune_mse[ratio] = degradation(TrialConfig(prune={layer: ratio}))
-        weight = modules[layer].weight.detach()  # type: ignore[union-attr]
+        weight = layer_weight(evaluator.model, layer).detach()
         sizes = {(b, r): _packed_bytes(weight, b, r) for b in choices for r in (0.0, *prune_drop)}
-        result.append(LayerSensitivity(layer, drop, mse, prune_drop, prune_mse, sizes))
+        result.append(LayerSensitivity(layer, drop, mse, prune_drop, prune_mse, sizes, metric))
     return result
 
 

@@ -17,14 +17,19 @@ samples: a model of failure keeps suggestions away from them and their neighbour
 
 The first ``n_startup_trials`` (at most a twelfth of a small discrete space) follow a scrambled
 Sobol sequence (skipping taken configurations).
-Nothing is kept between calls (but memoised encodings): every suggestion is rebuilt from the
-study's trials with a generator seeded by ``(seed, trial.number)``, so seeds reproduce and a
-resumed study continues as it would have.
+Nothing is kept between calls (but memoised encodings and the cached source studies): every
+suggestion is rebuilt from the study's trials with a generator seeded by ``(seed, trial.number)``,
+so seeds reproduce and a resumed study continues as it would have.
+
+``transfer_from`` names other stored studies of the same storage (``surrogates.transfer``):
+their completed trials join the training set, described by name-free layer features beside
+the target's own encoding (missing for source rows), with a study feature and a weight that
+falls as the target's trials arrive; the surrogate then leads from the first trial (no Sobol
+start-up).
 """
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -35,9 +40,11 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import FrozenTrial, TrialState
 
+from paretoml.objectives.threads import thread_budget
 from paretoml.search_space.encoding import VectorEncoding
 from paretoml.surrogates.pareto import loss_signs, non_dominated
 from paretoml.surrogates.trial_history import EncodingCache, History, read_history
+from paretoml.surrogates.transfer import SOURCES, TransferSet, source_weight, transfer_set
 
 _QUANTILES = np.array([0.1, 0.5, 0.9])
 _Z90 = 2.5631  # width of the 10-90 % interval of a normal, in standard deviations
@@ -56,6 +63,8 @@ class XGBoostSampler(BaseSampler):
         seed: int | None = None,
         constraints_func: Callable[[FrozenTrial], Sequence[float]] | None = None,
         noisy_objectives: bool = False,
+        transfer_from: Sequence[str] = (),
+        transfer_decay: float = 20.0,
     ) -> None:
         self.n_startup_trials = n_startup_trials
         self.n_candidates = n_candidates
@@ -66,6 +75,8 @@ class XGBoostSampler(BaseSampler):
         self._seed = seed if seed is not None else int(np.random.SeedSequence().entropy % (2**31))
         self._constraints_func = constraints_func
         self.noisy_objectives = noisy_objectives
+        self.transfer_from = tuple(transfer_from)
+        self.transfer_decay = transfer_decay
         self._independent = RandomSampler(seed=seed)
         self._cache = EncodingCache()
         self._warned_exhausted = False
@@ -93,28 +104,36 @@ class XGBoostSampler(BaseSampler):
         encoding = VectorEncoding(search_space)
         rng = np.random.default_rng([self._seed, trial.number])
         history = read_history(study, trial, encoding, self._cache)
+        transfer = (transfer_set(study, encoding, self.transfer_from, SOURCES, self.max_train // 2)
+                    if self.transfer_from else None)
         # completed configurations may repeat when the objectives are noisy; others never
         avoid = history.taken_keys
         if self.noisy_objectives:
             avoid -= set(encoding.keys(history.complete_x)) if len(history.complete_x) else set()
-        if len(history.complete) < self._n_startup(encoding.cardinality()):
+        if transfer is None and len(history.complete) < self._n_startup(encoding.cardinality()):
             return encoding.decode(self._startup_point(encoding, trial.number, avoid, rng))
         candidates = self._unseen_candidates(encoding, history, avoid, rng)
-        all_losses = np.array([t.values for t in history.complete], dtype=float) * loss_signs(study.directions)
-        front = non_dominated(all_losses)
+        values = np.array([t.values for t in history.complete], dtype=float).reshape(-1, len(study.directions))
+        all_losses = values * loss_signs(study.directions)
+        front = non_dominated(all_losses) if len(all_losses) else np.zeros(0, dtype=bool)
         chosen = self._training_set(front)
         complete = [history.complete[i] for i in chosen]
         losses, front, x = all_losses[chosen], front[chosen], history.complete_x[chosen]
         if candidates is None:
             candidates = self._candidates(x[front], encoding, rng, avoid)
-        score = self._scalarised_lcb(x, losses, candidates, rng)
-        if self._constraints_func is not None:
+        if transfer is None:
+            score = self._scalarised_lcb(x, losses, candidates, rng)
+        else:
+            score = self._transfer_lcb(transfer, encoding, x, values[chosen], candidates, rng)
+        if self._constraints_func is not None and complete:
             violations = np.array([list(self._constraints_func(t)) for t in complete], dtype=float)
             score = score + self._infeasibility(x, violations, candidates)
-        if len(history.failed_x):
+        if len(history.failed_x) and len(x):
             score = score + self._failure_risk(x, history.failed_x[-self.max_train:], candidates)
         # keep off the running trials and the front (mutations start there); far points are fine
-        score = score + self._crowding(np.vstack([x[front], history.running]), candidates)
+        taken = np.vstack([x[front], history.running])
+        if len(taken):
+            score = score + self._crowding(taken, candidates)
         return encoding.decode(candidates[int(np.argmin(score))])
 
     def _n_startup(self, size: int | None) -> int:
@@ -204,7 +223,7 @@ class XGBoostSampler(BaseSampler):
         """Half uniform draws, half mutations of the non-dominated trials, snapped, without the
         taken configurations (more uniform draws if nearly all were taken)."""
         dim = encoding.size
-        n_mut = self.n_candidates // 2
+        n_mut = self.n_candidates // 2 if len(front) else 0
         parents = front[rng.integers(len(front), size=n_mut)]
         mask = rng.random((n_mut, dim)) < max(1.0 / dim, 0.2)
         mutated = np.clip(parents + mask * rng.normal(0.0, 0.15, size=(n_mut, dim)), 0.0, 1.0)
@@ -217,31 +236,52 @@ class XGBoostSampler(BaseSampler):
         self._warn_exhausted(None)
         return np.vstack([mutated, uniform])
 
-    def _quantile_model(self, x: np.ndarray, y: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-        """(n_candidates, 3) predicted 10/50/90 % quantiles of the standardised target."""
+    def _regressor(self) -> Any:
+        """An unfitted quantile model, on this process's thread budget (the sampler's process
+        shares the machine with the workers; objectives/threads.py)."""
         import xgboost
 
-        model = xgboost.XGBRegressor(
+        return xgboost.XGBRegressor(
             objective="reg:quantileerror", quantile_alpha=_QUANTILES, n_estimators=self.n_estimators,
             max_depth=self.max_depth, learning_rate=0.15, tree_method="hist", max_bin=32,
-            n_jobs=min(4, os.cpu_count() or 1),
-            random_state=self._seed % (2**31),
+            n_jobs=thread_budget(), random_state=self._seed % (2**31),
         )
-        model.fit(x, y)
+
+    def _quantile_model(self, x: np.ndarray, y: np.ndarray, candidates: np.ndarray,
+                        weight: np.ndarray | None = None) -> np.ndarray:
+        """(n_candidates, 3) predicted 10/50/90 % quantiles of the standardised target."""
+        model = self._regressor()
+        model.fit(x, y, sample_weight=weight)
         return np.sort(np.asarray(model.predict(candidates)).reshape(len(candidates), -1), axis=1)
 
     def _scalarised_lcb(self, x: np.ndarray, losses: np.ndarray, candidates: np.ndarray,
-                        rng: np.random.Generator) -> np.ndarray:
+                        rng: np.random.Generator, weight: np.ndarray | None = None,
+                        n_own: int | None = None) -> np.ndarray:
+        """``weight``: per training row (sources lighter); the ideal point is that of the first
+        ``n_own`` rows (the study's own trials; all rows when None or none of its own yet)."""
         m = losses.shape[1]
         scale = np.where(losses.std(axis=0) > 0, losses.std(axis=0), 1.0)
         z = (losses - losses.mean(axis=0)) / scale
-        quantiles = np.stack([self._quantile_model(x, z[:, j], candidates) for j in range(m)], axis=1)
+        quantiles = np.stack([self._quantile_model(x, z[:, j], candidates, weight) for j in range(m)], axis=1)
         sigma = np.maximum((quantiles[:, :, 2] - quantiles[:, :, 0]) / _Z90, 1e-9)
         lcb = quantiles[:, :, 1] - self.beta * sigma
         weights = rng.dirichlet(np.ones(m))
-        ideal = z.min(axis=0)
+        ideal = z[:n_own].min(axis=0) if n_own else z.min(axis=0)
         gap = lcb - ideal
         return np.max(weights * gap, axis=1) + 0.05 * np.sum(weights * gap, axis=1)
+
+    def _transfer_lcb(self, transfer: TransferSet, encoding: VectorEncoding, x: np.ndarray,
+                      values: np.ndarray, candidates: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The scalarised LCB of a model trained on the study's own trials and the sources':
+        columns [own encoding (missing for sources), layer features, study index]."""
+        own = np.hstack([x, transfer.point_features(encoding, x), np.zeros((len(x), 1))])
+        n_s = len(transfer.features)
+        source = np.hstack([np.full((n_s, encoding.size), np.nan), transfer.features, transfer.study[:, None]])
+        rows = np.vstack([own, source])
+        losses = np.vstack([transfer.target_losses(values), transfer.losses])
+        weight = np.concatenate([np.ones(len(x)), np.full(n_s, source_weight(len(x), self.transfer_decay))])
+        points = np.hstack([candidates, transfer.point_features(encoding, candidates), np.zeros((len(candidates), 1))])
+        return self._scalarised_lcb(rows, losses, points, rng, weight, len(x))
 
     def _infeasibility(self, x: np.ndarray, violations: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """Large for candidates whose median predicted violation is positive."""

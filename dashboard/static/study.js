@@ -3,7 +3,7 @@
 // of trials, the selected trial's detail, and stop / resume / delete.
 import {
   ACTIVE, api, arrow, badge, el, errorBox, fmtBytes, fmtDuration, fmtValue, plot, poll, progressBar, renderHeader,
-  responseJson,
+  ApiError, responseJson,
 } from "./common.js";
 import { renderTrial } from "./trial.js";
 
@@ -80,8 +80,14 @@ function renderSummary(detail) {
       `${detail.progress.running} running · ${detail.progress.waiting} waiting · ${detail.progress.failed} failed · `
       + `${detail.progress.pruned} pruned · ${detail.layers.length} layers · created ${new Date(t.created_at).toLocaleString()}`));
   $("study-error").replaceChildren(...(detail.error ? [el("div", { class: "error" }, detail.error)] : []));
-  $("stop").disabled = !["queued", "running"].includes(detail.status);
-  $("resume").disabled = !["stopped", "failed"].includes(detail.status);
+  // a study made by paretoml.search is read here only: its model lives in the user's Python process
+  const readOnly = detail.source === "python";
+  if (readOnly && !$("python-note")) {
+    $("study-error").after(el("div", { class: "muted small", id: "python-note" },
+      "Made by paretoml.search: read-only here. Resume it, and export its trials (paretoml.export), from Python."));
+  }
+  $("stop").disabled = readOnly || !["queued", "running"].includes(detail.status);
+  $("resume").disabled = readOnly || !["stopped", "failed"].includes(detail.status);
   $("delete").disabled = ACTIVE.has(detail.status);
 }
 
@@ -272,6 +278,7 @@ function selectTrial(number) {
   $("trial-card").scrollIntoView({ block: "nearest" });
   return renderTrial($("trial"), {
     studyId, number, objectives: S.detail?.objectives, reference: S.detail?.reference, front: S.front,
+    exportable: S.detail?.source !== "python",
   });
 }
 
@@ -324,7 +331,18 @@ async function start() {
     [detail, figures, frontier, S.firstPage] = await Promise.all([
       responseJson(pre.detail), responseJson(pre.figures), responseJson(pre.frontier), responseJson(pre.firstTrials)]);
   } catch (error) {
-    $("summary").replaceChildren(errorBox(error));
+    if (error instanceof ApiError && error.status === 404) {
+      // nothing of this study will come: say so instead of leaving placeholders that never fill
+      $("main").replaceChildren($("main").querySelector("h1"), el("div", { class: "card not-found", id: "not-found",
+        role: "alert" }, el("p", {}, `There is no study named “${studyId}” on this server.`),
+      el("p", {}, el("a", { href: "/" }, "← all studies"))));
+      $("study-status").replaceChildren(badge("not found", "failed"));
+      document.title = `${studyId}: not found`;
+    } else {
+      $("summary").replaceChildren(errorBox(error));
+      $("importances").replaceChildren(el("div", { class: "placeholder" }, "–"));
+    }
+    ["stop", "resume", "delete"].forEach((a) => { $(a).disabled = true; });
     document.body.dataset.ready = "error";
     return;
   }

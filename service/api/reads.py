@@ -34,7 +34,7 @@ from paretoml.search_space.trial_attrs import (
 from paretoml.service.api import schemas
 from paretoml.service.db.models import Job
 from paretoml.service.frontier import is_feasible, reference_point, stored_front, stored_history
-from paretoml.service.jobs import JobRepository, JobStatus
+from paretoml.service.jobs import PYTHON_SOURCE, JobRepository, JobStatus
 from paretoml.service.storage import open_storage
 
 STATE_NAMES: dict[TrialState, schemas.TrialStateName] = {
@@ -71,8 +71,17 @@ class StudyReads:
     # -- helpers -------------------------------------------------------------------------
     def objectives(self, job: Job) -> list[schemas.Objective]:
         if job.id not in self._objective_cache:
-            self._objective_cache[job.id] = _objectives(job.spec)
+            self._objective_cache[job.id] = (self._stored_objectives(job) if job.source == PYTHON_SOURCE
+                                             else _objectives(job.spec))
         return self._objective_cache[job.id]
+
+    def _stored_objectives(self, job: Job) -> list[schemas.Objective]:
+        """A ``paretoml.search`` study's objectives: its spec names a task this server cannot
+        load, so the directions come from the Optuna study itself."""
+        study_id = self.study_id(job.id)
+        directions = self.storage.get_study_directions(study_id) if study_id is not None else []
+        return [schemas.Objective(name=o["name"], direction="maximize" if d == StudyDirection.MAXIMIZE else "minimize")
+                for o, d in zip(job.spec.get("objectives", []), directions)]
 
     def study_id(self, job_id: str) -> int | None:
         try:
@@ -102,7 +111,7 @@ class StudyReads:
         return schemas.StudySummary(
             id=job.id, status=JobStatus(job.status), task=job.task, sampler=job.sampler, objectives=objectives,
             progress=self._progress(job, trials), best=self._best(objectives, trials),
-            created_at=job.created_at, error=job.error,
+            created_at=job.created_at, error=job.error, source=job.source,
         )
 
     def detail(self, job: Job) -> schemas.StudyDetail:

@@ -73,6 +73,9 @@ class StudySummary(_Out):
     best: list[BestValue] = Field(description="per objective, the best feasible completed trial")
     created_at: UtcDatetime
     error: str | None
+    source: str = Field(
+        "api", description="who runs it: this server (api), `paretoml run` (cli), or `paretoml.search` (python: "
+                           "listed read-only here; resume and export it from Python)")
 
 
 class Layer(_Out):
@@ -159,6 +162,8 @@ class TaskInfo(_Out):
     name: str
     summary: str
     options_schema: dict[str, Any]
+    extra: str | None = Field(None, description="the optional extra the task needs (pip install 'paretoml[EXTRA]')")
+    installed: bool = Field(True, description="whether the packages the task needs are installed on the server")
 
 
 class SamplerInfo(_Out):

@@ -12,7 +12,7 @@ def create_executor(kind: str, spec, workers: int = 1, **options) -> Executor:  
 
         if workers != 1:
             raise ValueError("the in-process executor runs one trial at a time (--workers 1)")
-        return InProcessExecutor(spec)
+        return InProcessExecutor(spec, threads=options.get("threads"))
     if kind == "ray":
         from paretoml.service.executors.ray_pool import RayPoolExecutor
 

@@ -11,8 +11,10 @@ import socket
 import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+import torch
 
 from paretoml.objectives.evaluate import RungGate, StoppedAtRung, TrialEvaluator
 from paretoml.search_space.introspect import LayerInfo
@@ -50,6 +52,8 @@ class WorkerInfo:
     pid: int
     #: the GPUs Ray gave the worker (ids on its node), shared with others when fractional
     gpus: tuple[str, ...] = ()
+    #: torch's intra-op threads while the trial ran (the worker's thread budget)
+    threads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,7 @@ def run_job(evaluator: TrialEvaluator, job: TrialJob, worker: WorkerInfo,
             gate: RungGate | None = None) -> TrialOutcome:
     """Evaluate one job; any exception becomes a failed outcome with its traceback. With a
     ``gate`` the job stops at a rung when the gate says so (an outcome with ``stopped_at``)."""
+    worker = replace(worker, threads=torch.get_num_threads())
     try:
         result = evaluator.evaluate(TrialConfig.from_dict(job.config), job.objectives, seed=job.seed,
                                     number=job.number, rungs=job.rungs, gate=gate,

@@ -6,7 +6,9 @@ evenly among the workers when the study measures on CUDA (:mod:`.gpu_share`), se
 workers to a GPU, each holding its own copy of the model. The pool starts a local
 Ray runtime by default, or joins a cluster (``address="auto"`` or ``"ray://host:10001"``);
 every node must have paretoml installed. A trial whose worker process dies (``os._exit``,
-a segfault, the out-of-memory killer) fails alone and its actor is replaced.
+a segfault, the out-of-memory killer) fails alone and its actor is replaced. Each worker
+computes within a thread budget, set first thing in the worker: its ``num_cpus`` share
+(at least 1), or the spec's ``threads.worker``, or ``threads`` given here.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import ray
 from ray.exceptions import RayError, RayTaskError
 
 from paretoml.objectives.tasks.base import Task
+from paretoml.objectives.threads import apply_thread_budget, resolve_threads, worker_threads
 from paretoml.service.executors.base import (
     Executor,
     ModelDescription,
@@ -29,7 +32,7 @@ from paretoml.service.executors.base import (
     run_job,
 )
 from paretoml.service.executors.gpu_share import GpuRequest, gpu_share
-from paretoml.service.ray_runtime import RayOptions, start_ray
+from paretoml.service.ray_runtime import RayOptions, start_ray, stop_ray
 from paretoml.service.spec import StudySpec
 
 
@@ -63,9 +66,12 @@ class RungBoard:
 class TrialWorker:
     """The actor: one task loaded once, then any number of trials."""
 
-    def __init__(self, spec_json: dict[str, Any], name: str, task: Any = None, gpu_share: float = 0.0) -> None:
+    def __init__(self, spec_json: dict[str, Any], name: str, task: Any = None, gpu_share: float = 0.0,
+                 threads: int = 1) -> None:
         from paretoml.service.runner import build_evaluator
         from paretoml.service.spec import parse_spec
+
+        apply_thread_budget(threads)  # before the task loads: its libraries size their pools now
 
         self.spec = parse_spec(spec_json, {task.name: task} if task is not None else None)
         if 0 < gpu_share < 1:
@@ -97,6 +103,23 @@ class TrialWorker:
 
 
 class RayPoolExecutor(Executor):
+    """Trials on ``workers`` Ray actors.
+
+    Args:
+        spec: the study.
+        workers: actors (trials in flight).
+        num_cpus: CPUs each actor reserves; also its thread budget (rounded down, at least 1).
+        num_gpus: GPUs each actor reserves, or ``"auto"`` (:mod:`.gpu_share`).
+        address: a Ray cluster to join; default: start a local runtime.
+        cancel: set to give up while the actors are starting.
+        temp_dir: the local runtime's session folder.
+        task: a task given in this process (Python API), shipped to every actor by value.
+        ray_gpus: GPUs a local runtime started here offers (default: detected).
+        gpu_sharers: pools like this one on the cluster at once.
+        threads: each actor's thread budget (default: the spec's ``threads.worker``, else
+            its ``num_cpus`` share).
+    """
+
     def __init__(
         self,
         spec: StudySpec,
@@ -109,10 +132,13 @@ class RayPoolExecutor(Executor):
         task: Task | None = None,
         ray_gpus: int | None = None,
         gpu_sharers: int = 1,
+        threads: int | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self.spec = spec
+        #: each worker's thread budget
+        self.threads = resolve_threads(threads, spec.threads.worker, default=worker_threads(num_cpus))
         self.workers = workers
         self.num_cpus = num_cpus
         #: asked for ("auto" or a number); :attr:`share` is what each worker reserves
@@ -151,7 +177,7 @@ class RayPoolExecutor(Executor):
         actor_cls = ray.remote(TrialWorker).options(
             num_cpus=self.num_cpus, num_gpus=self.share, max_restarts=0, max_task_retries=0
         )
-        return actor_cls.remote(self.spec.model_dump(mode="json"), name, self.task, self.share)
+        return actor_cls.remote(self.spec.model_dump(mode="json"), name, self.task, self.share, self.threads)
 
     def _plan_gpus(self) -> None:
         """Each worker's GPU share, from the cluster's GPUs (raises GpuShareError if the
@@ -252,7 +278,7 @@ class RayPoolExecutor(Executor):
             self._board = None
         self._inflight.clear()
         if self._started_ray:
-            ray.shutdown()
+            stop_ray()  # and the agents the local runtime would leave behind for minutes
             self._started_ray = False
 
 

@@ -158,6 +158,24 @@ def test_history_has_hypervolume_and_one_row_per_objective():
     roundtrip(fig)
 
 
+def test_history_axes_fit_the_data_and_hypervolume_names_its_reference_point():
+    """A flat best-so-far line of 0.986 is drawn on an axis around 0.986, not on 0.5-1.5."""
+    flat = [trial(n, {"fidelity": 0.986, "model_bytes": 100.0 - n}) for n in range(4)]
+    history = [{"n_complete": 1, "trial_number": 0, "front_size": 1, "hypervolume": 10.0, "created_at": "x"},
+               {"n_complete": 3, "trial_number": 2, "front_size": 2, "hypervolume": 12.5, "created_at": "x"}]
+    document = {**frontier([], history), "reference_point": {"fidelity": 0.0, "model_bytes": 61000.0}}
+    fig = figures.history_figure(TWO, flat, document)
+    low, high = fig.layout.yaxis2.range  # row 2: best fidelity so far
+    assert low < 0.986 < high and high - low < 0.05
+    low, high = fig.layout.yaxis3.range  # row 3: best model_bytes, 100 down to 97
+    assert 90 < low < 97 and 100 < high < 110
+    low, high = fig.layout.yaxis.range  # the hypervolume, 10 to 12.5
+    assert 9 < low < 10 and 12.5 < high < 13.5
+    title = fig.layout.annotations[0].text
+    assert "reference point" in title and "fidelity 0" in title and "model_bytes 61,000" in title
+    roundtrip(fig)
+
+
 def test_history_without_hypervolume_has_only_objectives():
     fig = figures.history_figure(TWO, TRIALS, frontier([], [{"trial_number": 0, "hypervolume": None}]))
     assert not [t for t in fig.data if (t.meta or {}).get("role") == "hypervolume"]

@@ -258,3 +258,53 @@ def test_api_docs_render_offline(server: Server, page: Any, shots: Path) -> None
     assert any(p.replace("\u200b", "") == "/api/v1/studies" for p in paths), paths
     assert set(hosts) == {server.url.split("/")[2]}, hosts
     page.screenshot(path=shots / "09-api-docs.png")
+
+
+def test_trial_panel_without_a_rung_curve_shows_no_null(server: Server, page: Any) -> None:
+    sid = study_id(server)
+    page.goto(f"{server.url}/studies/{sid}/trials/0")
+    ready(page)
+    ready(page, "#trial[data-ready='1']")
+    assert page.locator("#rung-curve").count() == 0  # the synthetic task has no fine-tuning rungs
+    # what the panel shows outside its elements: a null child became the text "null" before
+    stray = page.evaluate("[...document.getElementById('trial').childNodes]"
+                          ".filter((n) => n.nodeType === Node.TEXT_NODE).map((n) => n.textContent)")
+    assert stray == []
+    facts = page.locator("#trial .kv").inner_text()
+    assert "worker" in facts and "null" not in page.locator("#trial").inner_text().split("Optuna parameters")[0]
+
+
+def test_history_axes_fit_the_data_and_show_the_reference_point(server: Server, page: Any) -> None:
+    sid = study_id(server)
+    page.goto(f"{server.url}/studies/{sid}")
+    ready(page)
+    drawn = page.evaluate("""() => {
+      const gd = document.getElementById('history');
+      const out = [];
+      for (const t of gd._fullData) {
+        const axis = gd._fullLayout[t.yaxis.replace('y', 'yaxis')];
+        out.push({role: t.meta.role, ys: Array.from(t.y), range: axis.range});
+      }
+      return {traces: out, titles: gd._fullLayout.annotations.map((a) => a.text)};
+    }""")
+    frontier = server.get(f"/api/v1/studies/{sid}/frontier")
+    assert "reference point" in drawn["titles"][0]
+    for name, value in frontier["reference_point"].items():
+        assert f"{name} {value:,.6g}" in drawn["titles"][0]
+    for trace in drawn["traces"]:
+        low, high = trace["range"]
+        lo, hi = min(trace["ys"]), max(trace["ys"])
+        assert low <= lo and hi <= high
+        # the axis spans the data (a tenth or so more), not a unit around a flat line
+        assert high - low <= max(1.25 * (hi - lo), 0.03 * abs(hi)), trace
+
+
+def test_unknown_study_page_says_not_found(server: Server, page: Any, console: Console, shots: Path) -> None:
+    console.allow("status of 404")  # the page's own requests for the study, answered 404 by contract
+    page.goto(f"{server.url}/studies/no-such-study")
+    ready(page, "body[data-ready='error']")
+    assert "no study named “no-such-study”" in page.locator("#not-found").inner_text().lower().replace("there is ", "")
+    main = page.locator("main").inner_text()
+    assert "computing" not in main and "loading" not in main
+    assert page.is_disabled("#stop") and page.is_disabled("#resume") and page.is_disabled("#delete")
+    page.screenshot(path=shots / "10-unknown-study.png", full_page=True)

@@ -107,3 +107,22 @@ def test_invalid_combinations_are_refused(layers):
         JointSpace([BitwidthKnob(), BitwidthKnob()], layers)
     with pytest.raises(ValueError, match="not among the knob's choices"):
         JointSpace([BitwidthKnob(choices=[2, 4])], layers).uniform_params(bits=8)
+
+
+def test_stored_prune_ratios_and_stepped_floats_carry_no_float_noise(layers):
+    """0.1 * 6 is 0.6000000000000001 in binary floats; a stored config says 0.6."""
+    space = JointSpace([PruneKnob(high=0.9, step=0.1), FloatKnob(name="wd", low=0.0, high=1.0, step=0.1)], layers)
+    params = {**space.uniform_params(), **{n: 0.1 * 6 for n in space.param_names if n.startswith("prune:")},
+              "wd": 0.1 * 3}
+    config = space.config_from_params(params)
+    assert set(config.prune.values()) == {0.6}
+    assert config.hparams["wd"] == 0.3
+    assert "0.6000000000000001" not in repr(config.to_dict())
+    # and through Optuna's own sampling: every stored ratio is a plain decimal of the step
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    ratios = set()
+    for _ in range(30):
+        trial = study.ask()
+        ratios |= set(space.suggest(trial).prune.values())
+        study.tell(trial, 0.0)
+    assert ratios and all(r == round(r, 1) for r in ratios)

@@ -15,6 +15,7 @@ import yaml
 from fastapi.testclient import TestClient
 from optuna.trial import TrialState
 
+import paretoml as paretoml_api
 from paretoml.objectives import measure
 from paretoml.objectives.deploy import load_deployment, read_manifest
 from paretoml.objectives.deploy.export import weights_file_bytes
@@ -93,6 +94,14 @@ def test_rest_export_archive_404_and_409(study):
         assert response.headers["content-type"] == "application/zip"
         names = zipfile.ZipFile(io.BytesIO(response.content)).namelist()
         assert sorted(names) == ["ex-trial0/manifest.json", "ex-trial0/model.safetensors"]
+        # the downloaded zip loads as it is, like the folder `paretoml export` writes
+        (tmp / "ex-trial0.zip").write_bytes(response.content)
+        bundle = create_task("synthetic", OPTIONS).load(__import__("torch").device("cpu"))
+        reference = measure.predict(bundle.model, bundle.val_inputs)
+        loaded = paretoml_api.load_compressed(tmp / "ex-trial0.zip")
+        trial0 = optuna.load_study(study_name="ex", storage=url).trials[0]
+        assert measure.fidelity(loaded, bundle.val_inputs, reference) == trial0.values[0]
+        assert read_manifest(str(tmp / "ex-trial0.zip")).trial == 0
         missing = client.get("/api/v1/studies/ex/trials/99/export")
         assert missing.status_code == 404 and "no trial 99" in missing.json()["detail"]
         assert client.get("/api/v1/studies/nope/trials/0/export").status_code == 404

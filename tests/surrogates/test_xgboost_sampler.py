@@ -131,3 +131,17 @@ def test_trials_asked_at_once_keep_apart():
             return np.zeros(len(candidates))
 
     assert closest(_concurrent_suggestions(Blind(**kwargs))) < radius  # what the test guards against
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_fits_within_the_process_thread_budget(threads):
+    """Not all the machine's cores (it was min(4, cores)): the sampler's process shares them."""
+    from paretoml.objectives.threads import apply_thread_budget, restore_threads
+
+    state = apply_thread_budget(threads)
+    try:
+        assert XGBoostSampler(seed=0)._regressor().get_params()["n_jobs"] == threads
+        study = run(2, n=8)  # and the fits of a real study run under it
+        assert len(study.trials) == 8
+    finally:
+        restore_threads(state)

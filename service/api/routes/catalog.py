@@ -13,7 +13,8 @@ router = APIRouter(tags=["catalog"])
 
 @router.get("/tasks", response_model=list[schemas.TaskInfo])
 def list_tasks() -> list[schemas.TaskInfo]:
-    return [schemas.TaskInfo(name=name, summary=cls.summary, options_schema=cls.Options.model_json_schema())
+    return [schemas.TaskInfo(name=name, summary=cls.summary, options_schema=cls.Options.model_json_schema(),
+                             extra=cls.extra, installed=not cls.missing_packages())
             for name, cls in sorted(available_tasks().items())]
 
 

