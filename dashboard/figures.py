@@ -318,14 +318,28 @@ def importance_figure(importances: Json) -> go.Figure:
 
 
 # -- one trial's per-layer configuration --------------------------------------------------
-KNOB_ROWS = (("bits", "bitwidth (bits)"), ("prune", "pruning ratio"), ("merge", "merge coefficient"))
+KNOB_ROWS = (("bits", "bitwidth (bits)"), ("kv_key", "KV cache: key bits (at the layer's k_proj)"),
+             ("kv_value", "KV cache: value bits (at the layer's k_proj)"), ("prune", "pruning ratio"),
+             ("merge", "merge coefficient"))
+#: rows drawn as bit widths (one colour per width)
+BIT_ROWS = {"bits": "bits", "kv_key": "key bits", "kv_value": "value bits"}
+
+
+def _with_kv_rows(config: Json) -> Json:
+    """``config`` with its KV pairs (``kv_bits``: layer -> [key, value]) as two rows of bits."""
+    pairs = config.get("kv_bits") or {}
+    if not pairs:
+        return config
+    return {**config, "kv_key": {n: int(p[0]) for n, p in pairs.items()},
+            "kv_value": {n: int(p[1]) for n, p in pairs.items()}}
 
 
 def layer_config_figure(layers: Sequence[Json], trial: Json) -> go.Figure:
     """Bars over the model's layers, in model order: bitwidth, pruning ratio and merge
-    coefficients (one bar per checkpoint) of one trial's per-layer configuration. Rows
+    coefficients (one bar per checkpoint) of one trial's per-layer configuration, and a
+    causal LM's KV-cache key and value bits at each attention layer's key projection. Rows
     appear for the knobs the trial has; a layer a knob did not touch has no bar."""
-    config = trial.get("config") or {}
+    config = _with_kv_rows(trial.get("config") or {})
     present = [(key, title) for key, title in KNOB_ROWS if config.get(key)]
     if not present:
         return _empty(f"trial {trial.get('number')} has no per-layer configuration", height=240)
@@ -351,11 +365,12 @@ def layer_config_figure(layers: Sequence[Json], trial: Json) -> go.Figure:
                                     max(1.0, *(c for v in values.values() for c in v)) * 1.1], row=row, col=1)
             continue
         ys = [values.get(n) for n in names]
-        if key == "bits":
-            fig.add_trace(go.Bar(x=names, y=ys, name="bits", marker_color=[_bits_color(b) for b in ys],
+        if key in BIT_ROWS:
+            fig.add_trace(go.Bar(x=names, y=ys, name=BIT_ROWS[key], marker_color=[_bits_color(b) for b in ys],
                                  text=[str(b) if b is not None else "" for b in ys], textposition="outside",
-                                 customdata=hover_layer, hovertemplate="%{customdata}<br>%{y} bits<extra></extra>",
-                                 meta={"role": "bits"}), row=row, col=1)
+                                 customdata=hover_layer,
+                                 hovertemplate=f"%{{customdata}}<br>%{{y}} {BIT_ROWS[key]}<extra></extra>",
+                                 meta={"role": key}), row=row, col=1)
             fig.update_yaxes(range=[0, 19], tickvals=[2, 4, 8, 16], row=row, col=1)
         else:
             fig.add_trace(go.Bar(x=names, y=ys, name="prune ratio", marker_color="#db2777", customdata=hover_layer,
@@ -364,7 +379,7 @@ def layer_config_figure(layers: Sequence[Json], trial: Json) -> go.Figure:
                                  meta={"role": "prune"}), row=row, col=1)
             fig.update_yaxes(range=[0, 1.15], tickvals=[0, 0.25, 0.5, 0.75, 1], tickformat=".0%", row=row, col=1)
         untouched = [n for n, y in zip(names, ys) if y is None]
-        if untouched:  # say so, rather than leave a gap that reads as zero
+        if untouched and key not in ("kv_key", "kv_value"):  # say so, rather than leave a gap that reads as zero
             fig.add_trace(go.Scatter(x=untouched, y=[0] * len(untouched), mode="text", text=["not searched"] * len(untouched),
                                      textposition="top center", textfont={"color": "#9ca3af", "size": 11},
                                      hoverinfo="skip", showlegend=False, meta={"role": "unset", "knob": key}),

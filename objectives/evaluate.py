@@ -182,6 +182,7 @@ class TrialEvaluator:
             prune_structured(model, structured, self._links)
             masks = prune_unstructured(model, unstructured)
             masks.update(deploy.prune_semi_structured(model, deploy.semi_structured_layers(config)))
+            model = self.task.compress(model, config)
         timings["compress_s"] = time.perf_counter() - t0
         steps = self.settings.finetune_steps
         bundle = self.bundle
@@ -381,6 +382,7 @@ class TrialEvaluator:
             if name == "latency_ms" and not deployment.all_native:
                 how = "estimated"  # some layer ran a stand-in kernel, not one of its own format
             provenance[name] = {"how": how, "detail": detail[name]}
+            provenance[name].update(data.scorer.last_provenance.get(name, {}) if name in scored else {})
         attrs: dict[str, Any] = {"timings": {"measure_s": time.perf_counter() - t0, **timings},
                                  "kernels": deploy.kernel_summary(deployment.layers)}
         if evaluation_rungs and gate is not None:

@@ -4,6 +4,8 @@ The Python API, for notebooks and scripts:
 
 * :func:`search` compresses your own ``torch.nn.Module`` against your ``evaluate`` function
   (see README, "Compress your own model");
+* :func:`search_causal_lm` compresses a causal LM of your own (a Hugging Face folder or a
+  GGUF file) with the ``causal-lm`` task's data and metrics;
 * :func:`export` writes a trial of such a study (rebuilt from your model) as ``paretoml
   export`` writes a registered task's;
 * :func:`load_compressed` loads a model exported from a study (its folder or REST's zip).
@@ -18,11 +20,12 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-__all__ = ["export", "load_compressed", "search"]
+__all__ = ["export", "load_compressed", "search", "search_causal_lm"]
 
 _LAZY = {
     "search": ("paretoml.service.own_model", "search"),
     "export": ("paretoml.service.own_model", "export"),
+    "search_causal_lm": ("paretoml.service.own_causal_lm", "search_causal_lm"),
     "load_compressed": ("paretoml.objectives.deploy", "load_compressed"),
 }
 

@@ -88,6 +88,10 @@ class ChannelLink:
     #: Layers whose output rows are removed together with the producer's (key and value
     #: projections beside the query's); they are ranked together.
     siblings: tuple[str, ...] = ()
+    #: Rows per unit of each sibling where they differ from ``block``: grouped-query attention,
+    #: where a unit is one KV head (``head_dim`` rows of the key and value projections) and
+    #: its group of query heads (``group * head_dim`` rows of the query projection).
+    sibling_block: int | None = None
     #: ``(module, attribute, per)``: after pruning, ``module.attribute = kept_rows // per``
     #: (e.g. an attention module's head count).
     resize: tuple[tuple[str, str, int], ...] = ()

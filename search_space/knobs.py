@@ -17,6 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 SUPPORTED_BITS: frozenset[int] = frozenset({2, 3, 4, 5, 6, 7, 8, 16})
 #: Activation bitwidths with a kernel somewhere: 8 (W8A8), 16 (the device's float type).
 SUPPORTED_ACT_BITS: frozenset[int] = frozenset({8, 16})
+#: KV-cache bits per key or value entry with a kernel (kvkernel's formats): 16 is unquantised.
+SUPPORTED_KV_BITS: frozenset[int] = frozenset({2, 4, 8, 16})
+#: A KV precision pair as a spec writes it: ``K8V4`` (keys 8 bits, values 4 bits).
+KV_PAIR = re.compile(r"^K(\d+)V(\d+)$")
 #: Pruning above this leaves too little of a layer to be worth searching.
 MAX_PRUNE_RATIO = 0.95
 
@@ -137,6 +141,66 @@ class MergeKnob(_PerLayerKnob):
         return self
 
 
+def parse_kv_pair(label: str) -> tuple[int, int]:
+    """``"K8V4"`` -> ``(8, 4)``; raises ValueError for anything else."""
+    match = KV_PAIR.match(label.strip().upper())
+    if match is None:
+        raise ValueError(f"KV pair {label!r} is not of the form K<bits>V<bits> (e.g. K8V4)")
+    key, value = int(match.group(1)), int(match.group(2))
+    bad = sorted({key, value} - SUPPORTED_KV_BITS)
+    if bad:
+        raise ValueError(f"KV pair {label!r}: bits {bad} not supported; choose from {sorted(SUPPORTED_KV_BITS)}")
+    return key, value
+
+
+def kv_pair_label(key_bits: int, value_bits: int) -> str:
+    return f"K{key_bits}V{value_bits}"
+
+
+class KVBitsKnob(_PerLayerKnob):
+    """KV-cache precision per attention layer, keys and values apart (KVTuner): keys from
+    ``key_choices``, values from ``value_choices``, or, with ``pairs``, each layer takes one
+    of the listed pairs (KVTuner's pair pruning, e.g. ``[K16V16, K8V8, K8V4, K4V4, K4V2]``).
+
+    The knob attaches to each attention layer through its key projection, the layer the
+    selector picks (``k_proj`` in Llama-like models); the task maps it to its KV cache layer.
+    """
+
+    kind: Literal["kv_bits"] = "kv_bits"
+    layers: LayerSelector = Field(default_factory=lambda: LayerSelector(kinds=["linear"], include=r"(^|\.)k_proj$"))
+    key_choices: list[int] = Field(default_factory=lambda: [2, 4, 8, 16])
+    value_choices: list[int] = Field(default_factory=lambda: [2, 4, 8, 16])
+    pairs: list[str] | None = Field(None, description="allowed K<bits>V<bits> pairs; overrides the choices")
+
+    @field_validator("key_choices", "value_choices")
+    @classmethod
+    def _valid_bits(cls, value: list[int]) -> list[int]:
+        if not value:
+            raise ValueError("needs at least one KV bitwidth")
+        bad = sorted(set(value) - SUPPORTED_KV_BITS)
+        if bad:
+            raise ValueError(f"KV bits {bad} not supported; choose from {sorted(SUPPORTED_KV_BITS)}")
+        return sorted(set(value))
+
+    @field_validator("pairs")
+    @classmethod
+    def _valid_pairs(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("pairs, when given, needs at least one K<bits>V<bits> pair")
+        parsed = [parse_kv_pair(label) for label in value]
+        if len(set(parsed)) != len(parsed):
+            raise ValueError("pairs must be distinct")
+        return [kv_pair_label(k, v) for k, v in parsed]
+
+    def allowed_pairs(self) -> list[tuple[int, int]]:
+        """Every (key bits, value bits) a layer may take."""
+        if self.pairs is not None:
+            return [parse_kv_pair(label) for label in self.pairs]
+        return [(k, v) for k in self.key_choices for v in self.value_choices]
+
+
 class BatchSizeKnob(_Strict):
     """Fine-tuning batch size, searched over powers of two."""
 
@@ -234,6 +298,7 @@ Knob = Annotated[
     Union[
         BitwidthKnob,
         ActivationBitsKnob,
+        KVBitsKnob,
         PruneKnob,
         MergeKnob,
         BatchSizeKnob,
@@ -244,7 +309,7 @@ Knob = Annotated[
     ],
     Field(discriminator="kind"),
 ]
-PerLayerKnob = Union[BitwidthKnob, ActivationBitsKnob, PruneKnob, MergeKnob]
+PerLayerKnob = Union[BitwidthKnob, ActivationBitsKnob, KVBitsKnob, PruneKnob, MergeKnob]
 
 
 def scaled_learning_rate(base_lr: float, batch_size: int, base_batch: int, rule: LrRule) -> float:

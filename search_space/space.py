@@ -27,6 +27,9 @@ from paretoml.search_space.knobs import (
     FloatKnob,
     IntKnob,
     Knob,
+    KVBitsKnob,
+    kv_pair_label,
+    parse_kv_pair,
     LearningRateKnob,
     MergeKnob,
     PruneKnob,
@@ -37,6 +40,10 @@ BITS_PREFIX = "bits:"
 ACT_BITS_PREFIX = "abits:"
 #: The ratio of the 2:4 pattern: a layer under a 2:4 prune knob is dense (0) or 2:4 (this).
 SEMI_STRUCTURED_RATIO = 0.5
+#: KV-cache bits of an attention layer: keys and values apart, or one allowed pair
+KV_KEY_PREFIX = "kbits:"
+KV_VALUE_PREFIX = "vbits:"
+KV_PAIR_PREFIX = "kv:"
 PRUNE_PREFIX = "prune:"
 MERGE_PREFIX = "merge"  # merge{k}:{group}
 BATCH_PARAM = "batch_size"
@@ -56,10 +63,13 @@ class TrialConfig:
     hparams: dict[str, Any] = field(default_factory=dict)
     #: activation bits per layer (8); layers not named keep float activations
     act_bits: dict[str, int] = field(default_factory=dict)
+    #: KV-cache (key bits, value bits) per attention layer, named by its key projection
+    kv_bits: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["merge"] = {k: list(v) for k, v in self.merge.items()}
+        data["kv_bits"] = {k: list(v) for k, v in self.kv_bits.items()}
         return data
 
     @classmethod
@@ -73,6 +83,7 @@ class TrialConfig:
             learning_rate=data.get("learning_rate"),
             hparams=dict(data.get("hparams", {})),
             act_bits={k: int(v) for k, v in data.get("act_bits", {}).items()},
+            kv_bits={k: (int(v[0]), int(v[1])) for k, v in data.get("kv_bits", {}).items()},
         )
 
 
@@ -109,7 +120,7 @@ class JointSpace:
         self._slots: list[_Slot] = []
         taken: dict[str, set[str]] = {}
         for knob in knobs:
-            if isinstance(knob, (BitwidthKnob, ActivationBitsKnob, PruneKnob, MergeKnob)):
+            if isinstance(knob, (BitwidthKnob, ActivationBitsKnob, KVBitsKnob, PruneKnob, MergeKnob)):
                 self._add_per_layer(knob, taken)
             elif isinstance(knob, BatchSizeKnob):
                 self._single(knob, "batch", BATCH_PARAM, CategoricalDistribution(knob.choices))
@@ -140,9 +151,10 @@ class JointSpace:
             raise ValueError(f"knobs: parameter {name!r} is declared twice")
         self._slots.append(_Slot(name, dist, role))
 
-    def _add_per_layer(self, knob: BitwidthKnob | ActivationBitsKnob | PruneKnob | MergeKnob,
+    def _add_per_layer(self, knob: BitwidthKnob | ActivationBitsKnob | KVBitsKnob | PruneKnob | MergeKnob,
                        taken: dict[str, set[str]]) -> None:
-        role = {"bitwidth": "bits", "activation_bits": "act_bits", "prune": "prune", "merge": "merge"}[knob.kind]
+        role = {"bitwidth": "bits", "activation_bits": "act_bits", "kv_bits": "kv", "prune": "prune",
+                "merge": "merge"}[knob.kind]
         pattern = knob.layers.include
         if pattern is not None and not any(re.search(pattern, layer.name) for layer in self.layers):
             names = [layer.name for layer in self.layers]
@@ -190,6 +202,16 @@ class JointSpace:
                 self._slots.append(
                     _Slot(f"{ACT_BITS_PREFIX}{key}", CategoricalDistribution(knob.choices), role, tuple(members))
                 )
+        elif isinstance(knob, KVBitsKnob):
+            for key, members in groups.items():
+                if knob.pairs is not None:
+                    self._slots.append(_Slot(f"{KV_PAIR_PREFIX}{key}", CategoricalDistribution(knob.pairs),
+                                             "kv_pair", tuple(members)))
+                else:
+                    self._slots.append(_Slot(f"{KV_KEY_PREFIX}{key}", CategoricalDistribution(knob.key_choices),
+                                             "kv_key", tuple(members)))
+                    self._slots.append(_Slot(f"{KV_VALUE_PREFIX}{key}",
+                                             CategoricalDistribution(knob.value_choices), "kv_value", tuple(members)))
         elif isinstance(knob, PruneKnob):
             for key, members in groups.items():
                 dist: BaseDistribution = FloatDistribution(knob.low, knob.high, step=knob.step)
@@ -228,6 +250,8 @@ class JointSpace:
             raise KeyError(f"parameters missing from the trial: {missing}")
         bits: dict[str, int] = {}
         act_bits: dict[str, int] = {}
+        kv_key: dict[str, int] = {}
+        kv_value: dict[str, int] = {}
         prune: dict[str, float] = {}
         method: dict[str, str] = {}
         merge: dict[str, list[float]] = {}
@@ -241,6 +265,14 @@ class JointSpace:
             elif slot.role == "act_bits":
                 if int(value) < 16:
                     act_bits.update({layer: int(value) for layer in slot.layers})
+            elif slot.role == "kv_pair":
+                key_bits, value_bits = parse_kv_pair(str(value))
+                kv_key.update({layer: key_bits for layer in slot.layers})
+                kv_value.update({layer: value_bits for layer in slot.layers})
+            elif slot.role == "kv_key":
+                kv_key.update({layer: int(value) for layer in slot.layers})
+            elif slot.role == "kv_value":
+                kv_value.update({layer: int(value) for layer in slot.layers})
             elif slot.role == "prune":
                 ratio = snap_to_step(float(value), slot.distribution)
                 prune.update({layer: ratio for layer in slot.layers})
@@ -267,19 +299,24 @@ class JointSpace:
             learning_rate=lr,
             hparams=hparams,
             act_bits=act_bits,
+            kv_bits={layer: (kv_key[layer], kv_value[layer]) for layer in kv_key},
         )
 
     def uniform_params(self, bits: int | None = None, prune: float | None = None,
-                       merge: float | None = None, act_bits: int | None = None) -> dict[str, Any]:
+                       merge: float | None = None, act_bits: int | None = None,
+                       kv: tuple[int, int] | None = None) -> dict[str, Any]:
         """Parameters setting every per-layer knob alike: baselines and sanity points.
 
         Knobs given no value take their lowest choice (batch), range start (prune, merge),
-        highest (activation bits: float activations) or midpoint (other hyperparameters).
+        highest (activation bits: float activations; KV bits: the widest pair) or midpoint
+        (other hyperparameters). ``kv`` is (key bits, value bits) for every attention layer.
         """
         params: dict[str, Any] = {}
         for slot in self._slots:
             dist = slot.distribution
-            if slot.role == "act_bits":
+            if slot.role in ("kv_pair", "kv_key", "kv_value"):
+                params[slot.name] = _kv_value(slot.role, dist, kv)
+            elif slot.role == "act_bits":
                 if act_bits is not None and act_bits not in dist.choices:  # type: ignore[attr-defined]
                     raise ValueError(f"activation bits {act_bits} is not among the knob's choices {dist.choices}")  # type: ignore[attr-defined]
                 params[slot.name] = max(dist.choices) if act_bits is None else act_bits  # type: ignore[attr-defined]
@@ -348,6 +385,40 @@ class JointSpace:
         return [layer for slot in self._slots if slot.role == "bits" for layer in slot.layers]
 
     @property
+    def kv_layers(self) -> list[str]:
+        """The attention layers (by key projection) a KV-bits knob drives."""
+        return list(dict.fromkeys(layer for slot in self._slots if slot.role in ("kv_pair", "kv_key")
+                                  for layer in slot.layers))
+
+    def kv_pairs(self) -> list[tuple[int, int]]:
+        """Every (key bits, value bits) the KV knob allows a layer, widest first."""
+        pairs: set[tuple[int, int]] = set()
+        keys = values = None
+        for slot in self._slots:
+            choices = slot.distribution.choices  # type: ignore[attr-defined]
+            if slot.role == "kv_pair":
+                pairs.update(parse_kv_pair(str(c)) for c in choices)
+            elif slot.role == "kv_key":
+                keys = choices
+            elif slot.role == "kv_value":
+                values = choices
+        if keys is not None and values is not None:
+            pairs.update((int(k), int(v)) for k in keys for v in values)
+        return sorted(pairs, key=lambda p: (-(p[0] + p[1]), -p[0]))
+
+    def with_layer_kv(self, params: Mapping[str, Any], kv: Mapping[str, tuple[int, int]]) -> dict[str, Any]:
+        """``params`` with KV knobs set from per-layer (key bits, value bits) pairs (a shared
+        group takes the widest of its layers'). A pair a knob does not allow raises."""
+        out = dict(params)
+        for slot in self._slots:
+            values = [kv[layer] for layer in slot.layers if layer in kv]
+            if not values or slot.role not in ("kv_pair", "kv_key", "kv_value"):
+                continue
+            pair = (max(k for k, _ in values), max(v for _, v in values))
+            out[slot.name] = _kv_value(slot.role, slot.distribution, pair)
+        return out
+
+    @property
     def unstructured_prune_layers(self) -> list[str]:
         return [layer for slot in self._slots
                 if slot.role == "prune" and slot.method == "unstructured" for layer in slot.layers]
@@ -392,6 +463,24 @@ def _suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
     if isinstance(dist, FloatDistribution):
         return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
     raise TypeError(f"unsupported distribution {dist!r}")
+
+
+def _kv_value(role: str, dist: BaseDistribution, kv: tuple[int, int] | None) -> Any:
+    """The value of one KV slot for the pair ``kv`` (None: the widest the slot allows)."""
+    choices = dist.choices  # type: ignore[attr-defined]
+    if role == "kv_pair":
+        if kv is None:
+            return max(choices, key=lambda c: sum(parse_kv_pair(str(c))))
+        label = kv_pair_label(*kv)
+        if label not in choices:
+            raise ValueError(f"KV pair {label} is not among the knob's pairs {list(choices)}")
+        return label
+    if kv is None:
+        return max(choices)
+    bits = kv[0] if role == "kv_key" else kv[1]
+    if bits not in choices:
+        raise ValueError(f"KV bits {bits} is not among the knob's choices {list(choices)}")
+    return bits
 
 
 def _midpoint(dist: BaseDistribution) -> Any:

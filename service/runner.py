@@ -56,6 +56,7 @@ from paretoml.service.spec import SpecError, StudySpec, parse_spec
 from paretoml.service.storage import fail_stale_trials, heartbeat_warnings_silenced, study_exists
 from paretoml.surrogates.pruners import create_pruner
 from paretoml.surrogates.registry import create_sampler
+from paretoml.surrogates.kv_sensitivity import kv_warm_start_allocations
 from paretoml.surrogates.transfer import TransferError, check_sources
 from paretoml.surrogates.sensitivity import sensitivity_attr, warm_start_allocations
 
@@ -274,11 +275,15 @@ class StudyRunner:
         except ValueError as exc:  # the spec's own check catches this; the space has the last word
             raise SpecError(f"baselines: {exc}") from None
         warm: list[dict[str, Any]] = []
-        if spec.warm_start is not None and model.sensitivity:
+        if spec.warm_start is not None and (model.sensitivity or model.kv_sensitivity):
             start = space.uniform_params(prune=0.0)
             fractions = spec.warm_start.fractions
-            warm = [space.with_allocation(start, allocation)
-                    for allocation in warm_start_allocations(model.sensitivity, model.layers, fractions)]
+            weights = [space.with_allocation(start, allocation)
+                       for allocation in warm_start_allocations(model.sensitivity or [], model.layers, fractions)]
+            caches = kv_warm_start_allocations(model.kv_sensitivity or [], fractions)
+            # the i-th tightest weight allocation beside the i-th tightest KV allocation
+            warm = [space.with_layer_kv(weights[i] if i < len(weights) else start, caches[i] if i < len(caches) else {})
+                    for i in range(max(len(weights), len(caches)))]
             if not warm:
                 raise SpecError(f"warm_start.fractions: no budget of {fractions} (fractions of the layers' "
                                 "8-bit weight bytes) can be met by the knobs' choices; add larger fractions")

@@ -87,13 +87,15 @@ def measure_sensitivity(
     """Single-layer degradations: every bit choice of ``layers``, and every ratio of
     ``prune_ratios`` of the ``prune_layers`` among them (default: all of them)."""
     metric = evaluator.primary_metric
+    # a drop is a worsening: a metric to minimise (a perplexity ratio) worsens upwards
+    sign = -1.0 if evaluator.catalog[metric].direction == "minimize" else 1.0
     split = evaluator.cheap_split
     base = evaluator.evaluate(TrialConfig(), [metric], split=split).values[metric]
     reference = evaluator.example_output(evaluator.model)
 
     def degradation(config: TrialConfig) -> tuple[float, float]:
         model, _ = evaluator.build(config)
-        drop = base - evaluator.measure(model, config, [metric], split).values[metric]
+        drop = sign * (base - evaluator.measure(model, config, [metric], split).values[metric])
         return drop, float(torch.mean((evaluator.example_output(model) - reference) ** 2).item())
 
     prunable = set(layers if prune_layers is None else prune_layers)

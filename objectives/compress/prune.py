@@ -8,7 +8,9 @@ mechanism prunes transformers: an FFN's intermediate neurons (rows of its first 
 columns of its second), and whole attention heads (blocks of ``head_dim`` rows of the
 query, key and value projections, ranked together, and the matching columns of the
 attention output), as described by the task's :class:`ChannelLink`, which also names the
-attributes that follow the kept heads (head counts, per-head tensors).
+attributes that follow the kept heads (head counts, per-head tensors). Under grouped-query
+attention a unit is one KV head with its group of query heads (``ChannelLink.sibling_block``):
+they go together, so every kept query head still reads its own key and value head.
 """
 
 from __future__ import annotations
@@ -75,8 +77,10 @@ def prune_structured(
         ).sum(dim=0)
         kept_units = torch.sort(torch.argsort(norms, descending=True, stable=True)[: units - removed]).values
         keep = _expand(kept_units, link.block)
+        sibling_keep = keep if link.sibling_block is None else _expand(kept_units, link.sibling_block)
         for producer in producers:
-            _set_module(model, producer, _slice_out(modules[producer], keep))
+            rows_kept = keep if producer == name else sibling_keep
+            _set_module(model, producer, _slice_out(modules[producer], rows_kept))
         for norm_name in link.norms:
             _set_module(model, norm_name, _slice_norm(modules[norm_name], keep))
         _set_module(model, link.consumer, _slice_in(modules[link.consumer], _expand(keep, link.features_per_channel)))

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from paretoml.objectives.deploy import kv_model
 from paretoml.objectives.deploy.convert import Deployment, deployable, layer_format, plan_layers
 from paretoml.objectives.deploy.pack import pack_bits, pack_mask, to_int_weight, unpack_bits, unpack_mask
 from paretoml.search_space.introspect import layer_weight, weight_key
@@ -66,6 +67,8 @@ class Manifest(_Strict):
     provenance: dict[str, dict[str, str]] = Field(default_factory=dict)
     export_device: str = "cpu"
     weights_file: str = WEIGHTS
+    #: KV-cache format of each decoder layer (``K8V4``; K16V16 unquantised), a causal LM's only
+    kv_formats: list[str] = Field(default_factory=list)
 
 
 def _version() -> str:
@@ -155,6 +158,7 @@ def export_compressed(model: nn.Module, config: TrialConfig, out_dir: str | Path
         paretoml_version=_version(), torch_version=torch.__version__, task=task, task_options=task_options or {},
         study=study, trial=trial, config=config.to_dict(), layers=entries, objectives=objectives or {},
         provenance=provenance or {}, export_device=str(device),
+        kv_formats=[f.label for f in kv_model.formats_of(model) or []],
     )
     save_file(tensors, str(out / WEIGHTS), metadata={"paretoml_format": str(FORMAT_VERSION)})
     (out / MANIFEST).write_text(manifest.model_dump_json(indent=2))
@@ -255,7 +259,10 @@ def load_deployment(directory: str | Path, device: torch.device | str = "cpu",
     import copy
 
     model = rebuild(copy.deepcopy(skeleton).cpu(), state)
-    return deployable(model.eval(), TrialConfig.from_dict(manifest.config), torch.device(device), inplace=True)
+    config = TrialConfig.from_dict(manifest.config)
+    if config.kv_bits:  # a causal LM generates with its quantised KV cache, as in its trial
+        kv_model.attach_kv_formats(model, config.kv_bits)
+    return deployable(model.eval(), config, torch.device(device), inplace=True)
 
 
 def weights_file_bytes(directory: str | Path) -> tuple[int, int]:

@@ -232,6 +232,9 @@ class Scorer(ABC):
     """
 
     metrics: tuple[ObjectiveDef, ...] = ()
+    #: set by :meth:`score` where a metric of that trial is not obtained as its definition
+    #: says (e.g. a kernel stood in for): ``{name: {"how": ..., "detail": ...}}``
+    last_provenance: dict[str, dict[str, str]] = {}
 
     def reference(self, model: nn.Module, split: Split) -> Any:
         return None
@@ -316,3 +319,8 @@ class Task(ABC):
 
     def on_trial(self, config: TrialConfig, number: int) -> None:
         """Called in the worker before trial ``number`` is built; tasks rarely need it."""
+
+    def compress(self, model: nn.Module, config: TrialConfig) -> nn.Module:
+        """The task's own part of compressing a trial's copy (after pruning, before
+        quantisation), e.g. a causal LM's KV-cache formats; most tasks have none."""
+        return model

@@ -9,14 +9,16 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from paretoml.objectives.tasks.base import Task
+from paretoml.objectives.tasks.causal_lm import CausalLMTask
 from paretoml.objectives.tasks.digits import DigitsCNNTask
 from paretoml.objectives.tasks.digits_merge import DigitsMergeTask
 from paretoml.objectives.tasks.minilm import MiniLMTask
 from paretoml.objectives.tasks.mpnet import MPNetTask
+from paretoml.objectives.tasks.smollm2 import SmolLM2Task
 from paretoml.objectives.tasks.synthetic import SyntheticTask
 
 ENTRY_POINT_GROUP = "paretoml.tasks"
-_BUILTIN: dict[str, type[Task]] = {cls.name: cls for cls in (DigitsCNNTask, DigitsMergeTask, MiniLMTask, MPNetTask, SyntheticTask)}
+_BUILTIN: dict[str, type[Task]] = {cls.name: cls for cls in (CausalLMTask, DigitsCNNTask, DigitsMergeTask, MiniLMTask, MPNetTask, SmolLM2Task, SyntheticTask)}
 _REGISTERED: dict[str, type[Task]] = {}
 
 

@@ -18,9 +18,10 @@ import torch
 
 from paretoml.objectives.evaluate import RungGate, StoppedAtRung, TrialEvaluator
 from paretoml.search_space.introspect import LayerInfo
-from paretoml.search_space.knobs import BitwidthKnob, PruneKnob
+from paretoml.search_space.knobs import BitwidthKnob, KVBitsKnob, PruneKnob
 from paretoml.search_space.space import JointSpace, TrialConfig
 from paretoml.service.spec import StudySpec
+from paretoml.surrogates.kv_sensitivity import KVSensitivity, measure_kv_sensitivity
 from paretoml.surrogates.sensitivity import LayerSensitivity, measure_sensitivity, prune_grid
 
 
@@ -86,6 +87,8 @@ class ModelDescription:
     sensitivity: list[LayerSensitivity] | None = None
     #: samples of the validation split (the last step of rungs over evaluation size)
     validation_samples: int | None = None
+    #: per attention layer, the change of the metric at each KV pair (a KV knob's warm start)
+    kv_sensitivity: list[KVSensitivity] | None = None
 
 
 def describe(evaluator: TrialEvaluator, spec: StudySpec, sensitivity: bool = True) -> ModelDescription:
@@ -95,14 +98,18 @@ def describe(evaluator: TrialEvaluator, spec: StudySpec, sensitivity: bool = Tru
     evaluation_rungs = spec.pruner.name != "none" and spec.pruner.over == "evaluation"
     if evaluation_rungs:
         evaluator.prepare_prefixes(spec.pruner.rungs)  # the references on the prefixes, once
-    measured = None
+    measured = kv_measured = None
     bits_knob = next((k for k in spec.knobs if isinstance(k, BitwidthKnob)), None)
-    if sensitivity and spec.warm_start is not None and bits_knob is not None:
+    kv_knob = next((k for k in spec.knobs if isinstance(k, KVBitsKnob)), None)
+    space: JointSpace | None = None
+    if sensitivity and spec.warm_start is not None and (bits_knob is not None or kv_knob is not None):
         try:
             space = JointSpace(spec.knobs, evaluator.layers, n_checkpoints=evaluator.n_checkpoints)
         except ValueError:
             space = None  # the driver reports the spec error
-        if space is not None:
+        if space is not None and kv_knob is not None and space.kv_layers:
+            kv_measured = measure_kv_sensitivity(evaluator, space.kv_layers, space.kv_pairs())
+        if space is not None and bits_knob is not None:
             prune_knob = next((k for k in spec.knobs if isinstance(k, PruneKnob) and k.method == "unstructured"), None)
             ratios = prune_grid(prune_knob.low, prune_knob.high, prune_knob.step) if prune_knob else []
             measured = measure_sensitivity(evaluator, space.bits_layers, bits_knob.choices,
@@ -114,6 +121,7 @@ def describe(evaluator: TrialEvaluator, spec: StudySpec, sensitivity: bool = Tru
         reference={**reference.values, **{k: v for k, v in reference.attrs.items() if k != "timings"}},
         sensitivity=measured,
         validation_samples=evaluator.split_samples() if evaluation_rungs else None,
+        kv_sensitivity=kv_measured,
     )
 
 

@@ -247,3 +247,15 @@ def test_value_formats_and_titles():
     assert figures.value_format("accuracy") == ".4f"
     assert figures.value_format("latency_ms") == ".4g"
     assert figures.axis_title(MAX) == "fidelity (max)"
+
+
+def test_layer_chart_shows_kv_key_and_value_bits_beside_weight_bits():
+    layers = [{"name": n, "kind": "linear", "module_type": "Linear", "weight_shape": [2, 2], "num_params": 4,
+               "macs": 4, "out_channels": 2} for n in ("l.0.q_proj", "l.0.k_proj", "l.1.q_proj", "l.1.k_proj")]
+    config = {"bits": {"l.0.q_proj": 8, "l.0.k_proj": 8, "l.1.q_proj": 16, "l.1.k_proj": 4},
+              "kv_bits": {"l.0.k_proj": [8, 4], "l.1.k_proj": [16, 2]}}
+    fig = figures.layer_config_figure(layers, {"number": 2, "config": config})
+    keys, values = by_role(fig, "kv_key"), by_role(fig, "kv_value")
+    assert list(keys.x) == list(by_role(fig, "bits").x)  # the same layer axis as the weight bits
+    assert list(keys.y) == [None, 8, None, 16] and list(values.y) == [None, 4, None, 2]
+    assert not [t for t in fig.data if (t.meta or {}).get("role") == "unset"]  # only k_proj layers carry KV

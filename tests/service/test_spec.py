@@ -30,7 +30,7 @@ def test_defaults_and_directions():
     ("change", "expected"),
     [
         ({"colour": "red"}, "colour: Extra inputs are not permitted"),
-        ({"task": "imagenet"}, "task: unknown task 'imagenet'; available: digits-cnn, digits-merge"),
+        ({"task": "imagenet"}, "task: unknown task 'imagenet'; available: causal-lm, digits-cnn, digits-merge"),
         ({"knobs": [{"kind": "bitwidth", "choices": [4, 9]}]}, "knobs.0.bitwidth.choices: bits [9] not supported"),
         ({"knobs": [{"kind": "prune", "high": 1.5}]}, "knobs.0.prune: prune ratio range [0.0, 1.5]"),
         ({"knobs": [{"kind": "quantum"}]}, "knobs.0: Input tag 'quantum' found using 'kind' does not match"),

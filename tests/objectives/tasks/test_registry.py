@@ -19,7 +19,7 @@ def test_builtin_tasks_are_listed():
 
 
 def test_unknown_task_names_the_valid_ones():
-    with pytest.raises(UnknownTaskError, match="unknown task 'nope'; available: digits-cnn, digits-merge"):
+    with pytest.raises(UnknownTaskError, match="unknown task 'nope'; available: causal-lm, digits-cnn, digits-merge"):
         task_class("nope")
 
 

@@ -51,7 +51,7 @@ def test_list_is_paginated_newest_first_and_filtered_by_status(client):
     [
         ({"n_trials": 0}, ["body", "n_trials"], "greater than or equal to 1"),
         ({"n_trials": "many"}, ["body", "n_trials"], "valid integer"),
-        ({"task": "imagenet-resnet"}, ["body", "task"], "; available: digits-cnn, digits-merge, "),
+        ({"task": "imagenet-resnet"}, ["body", "task"], "; available: causal-lm, digits-cnn, digits-merge, "),
         ({"sampler": {"name": "hyperband"}}, ["body", "sampler"], "available: gp, nsga2, random, tpe, xgboost"),
         ({"sampler": {"name": "tpe", "options": {"n_startup": 3}}}, ["body", "sampler"], "has no option 'n_startup'"),
         ({"objectives": [{"name": "speed"}]}, ["body", "objectives", 0, "name"], "unknown objective 'speed'"),
