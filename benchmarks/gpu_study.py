@@ -181,7 +181,7 @@ def _time_suggestions(runner: Any, out: dict[int, float]) -> None:
 def enqueue_from(runner: Any, wanted: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
     """Baseline configurations as parameters of this study, enqueued in it: ``uniform`` ones
     (bits, activation bits) and ``ilp`` ones (the sensitivity allocator at a byte budget)."""
-    from paretoml.objectives.measure import packed_weight_bytes
+    from paretoml.search_space.model_bytes import packed_weight_bytes
     from paretoml.surrogates.sensitivity import allocate
 
     space = runner.space

@@ -102,6 +102,15 @@ def build_space(spec: StudySpec, layers: list[LayerInfo], n_checkpoints: int) ->
         raise SpecError(str(exc)) from None
 
 
+def measured_values(outcome: TrialOutcome) -> dict[str, float]:
+    """The trial's objectives and, when model_bytes is none of them, the bytes the evaluator
+    counted on the same model: what a size budget is checked against."""
+    values = dict(outcome.values or {})
+    if "model_bytes" not in values and "model_bytes" in outcome.attrs:
+        values["model_bytes"] = float(outcome.attrs["model_bytes"])
+    return values
+
+
 def _constraints_func(trial: FrozenTrial) -> list[float]:
     return list(trial.user_attrs.get(CONSTRAINTS_ATTR, []))
 
@@ -418,10 +427,10 @@ class StudyRunner:
             frozen = self.study.tell(trial, state=TrialState.FAIL)
         else:
             trial.set_user_attr(PROVENANCE_ATTR, outcome.provenance)
-            if self.spec.constraints and needs_measurement(self.spec.constraints):
+            if self.spec.constraints:  # from what the trial measured: its latency and its own bytes
                 config = TrialConfig.from_dict(outcome.job.config)
                 trial.set_user_attr(CONSTRAINTS_ATTR, constraint_values(
-                    self.spec.constraints, self.model.layers, config, self.model.other_params, outcome.values))
+                    self.spec.constraints, self.model.layers, config, self.model.other_params, measured_values(outcome)))
             for key, value in outcome.attrs.items():
                 trial.set_user_attr(result_attr(key), value)
             name = rung_objective(self.spec, outcome.values) if outcome.job.has_rungs else None
