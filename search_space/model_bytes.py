@@ -23,6 +23,7 @@ import math
 from collections.abc import Sequence
 
 from paretoml.search_space.introspect import LayerInfo
+from paretoml.search_space.knobs import STRUCTURED
 from paretoml.search_space.space import TrialConfig
 
 __all__ = ["FP16_SCALE_BYTES", "channels_to_remove", "estimate_model_bytes", "mean_bits",
@@ -63,7 +64,7 @@ def estimate_model_bytes(layers: Sequence[LayerInfo], config: TrialConfig, other
     removed_inputs: dict[str, int] = {}
     other_bytes = 4 * other_params
     for layer in layers:
-        if config.prune_method.get(layer.name) != "structured" or layer.link is None:
+        if config.prune_method.get(layer.name) != STRUCTURED or layer.link is None:
             continue
         removed = channels_to_remove(layer.out_channels, config.prune.get(layer.name, 0.0))
         removed_rows[layer.name] = removed
@@ -80,7 +81,7 @@ def estimate_model_bytes(layers: Sequence[LayerInfo], config: TrialConfig, other
             per_row = per_row * (shape[1] - removed_inputs[layer.name]) // shape[1]
         numel = rows * per_row
         bits = config.bits.get(layer.name, 32)
-        if config.prune_method.get(layer.name) == "structured":
+        if config.prune_method.get(layer.name) == STRUCTURED:
             nnz = numel
         else:
             nnz = numel - round(config.prune.get(layer.name, 0.0) * numel)

@@ -17,8 +17,10 @@ from optuna.samplers import TPESampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 
+from paretoml.objectives.evaluate import KNOWN_BEFORE_EVALUATION
+
 #: Objectives known from the config alone: never a rung's intermediate value in a multi-objective study.
-AT_ONCE = ("model_bytes", "mean_bits")
+AT_ONCE = KNOWN_BEFORE_EVALUATION
 
 
 class _RungDirectionStudy:

@@ -16,7 +16,7 @@ from typing import Any
 
 from paretoml.objectives.evaluate import RungGate, StoppedAtRung, TrialEvaluator
 from paretoml.search_space.introspect import LayerInfo
-from paretoml.search_space.knobs import BitwidthKnob, PruneKnob
+from paretoml.search_space.knobs import UNSTRUCTURED, BitwidthKnob, PruneKnob
 from paretoml.search_space.space import JointSpace, TrialConfig
 from paretoml.service.spec import StudySpec
 from paretoml.surrogates.sensitivity import LayerSensitivity, measure_sensitivity, prune_grid
@@ -99,7 +99,7 @@ def describe(evaluator: TrialEvaluator, spec: StudySpec, sensitivity: bool = Tru
         except ValueError:
             space = None  # the driver reports the spec error
         if space is not None:
-            prune_knob = next((k for k in spec.knobs if isinstance(k, PruneKnob) and k.method == "unstructured"), None)
+            prune_knob = next((k for k in spec.knobs if isinstance(k, PruneKnob) and k.method == UNSTRUCTURED), None)
             ratios = prune_grid(prune_knob.low, prune_knob.high, prune_knob.step) if prune_knob else []
             measured = measure_sensitivity(evaluator, space.bits_layers, bits_knob.choices,
                                            ratios, space.unstructured_prune_layers)
