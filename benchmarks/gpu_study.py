@@ -403,17 +403,9 @@ def losses(values: list[dict[str, float]], low: np.ndarray, high: np.ndarray) ->
 
 
 def hv_curve(points: np.ndarray) -> list[float]:
-    from optuna._hypervolume import compute_hypervolume
+    from paretoml.surrogates.pareto import hypervolume_curve
 
-    reference = np.full(points.shape[1], 1.1)
-    curve, front = [], np.empty((0, points.shape[1]))
-    last = 0.0
-    for p in points:
-        if not np.any(np.all(front <= p, axis=1)):
-            front = np.vstack([front[~np.all(p <= front, axis=1)], p])
-            last = float(compute_hypervolume(front, reference))
-        curve.append(last)
-    return curve
+    return hypervolume_curve(points, np.full(points.shape[1], 1.1))
 
 
 def cmd_report(args: argparse.Namespace) -> None:

@@ -36,7 +36,7 @@ from optuna.trial import FrozenTrial
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from paretoml.search_space.trial_attrs import RUNGS_ATTR  # {step (as str): {objective: value}} per rung passed
-from paretoml.surrogates.pareto import loss_signs
+from paretoml.surrogates.pareto import better_front_count, loss_signs  # noqa: F401 (better_front_count re-exported)
 
 
 
@@ -167,20 +167,6 @@ def rung_vectors(trials: Sequence[FrozenTrial], step: int, names: Sequence[str],
         if values is not None and all(n in values for n in names):
             rows.append([float(values[n]) for n in names])
     return rows
-
-
-def better_front_count(losses: np.ndarray, index: int) -> int:
-    """How many rows lie in strictly better non-dominated fronts than row ``index``."""
-    remaining = np.arange(len(losses))
-    while len(remaining):
-        sub = losses[remaining]
-        dominated = np.array([np.any(np.all(sub <= sub[i], axis=1) & np.any(sub < sub[i], axis=1))
-                              for i in range(len(sub))])
-        front = remaining[~dominated]
-        if index in front:
-            return len(losses) - len(remaining)
-        remaining = remaining[dominated]
-    raise ValueError("index not among the rows")
 
 
 class ParetoRankPruner(BasePruner):
