@@ -21,10 +21,9 @@ from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage
-from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
-from paretoml.objectives.evaluate import MeasureSettings, TrialEvaluator, resolve_device
+from paretoml.objectives.evaluate import KNOWN_BEFORE_EVALUATION, MeasureSettings, TrialEvaluator, resolve_device
 from paretoml.objectives.measure import LatencySettings
 from paretoml.objectives.tasks.base import Task
 from paretoml.objectives.tasks.registry import create_task
@@ -50,6 +49,7 @@ from paretoml.search_space.trial_attrs import (
 from paretoml.service.executors.base import Executor, ModelDescription, TrialJob, TrialOutcome
 from paretoml.service.spec import SpecError, StudySpec, parse_spec
 from paretoml.service.storage import fail_stale_trials, study_exists
+from paretoml.surrogates.optuna_compat import heartbeat_enabled, storage_backend, study_storage, trial_id
 from paretoml.surrogates.pruners import create_pruner
 from paretoml.surrogates.registry import create_sampler
 from paretoml.surrogates.sensitivity import warm_start_allocations
@@ -140,7 +140,7 @@ def rung_objective(spec: StudySpec, values: dict[str, float]) -> str | None:
     when single-objective, else its first task metric (the one that changes with tuning)."""
     names = [n for n in spec.objective_names if n in values]
     if len(spec.objectives) > 1:
-        names = [n for n in names if n not in ("model_bytes", "mean_bits")] or names
+        names = [n for n in names if n not in KNOWN_BEFORE_EVALUATION] or names
     return names[0] if names else None
 
 
@@ -165,7 +165,7 @@ class HeartbeatPump:
 
     def __init__(self, storage: BaseStorage, interval: float) -> None:
         self._storage = storage
-        self._enabled = isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage)
+        self._enabled = heartbeat_enabled(storage)
         self._interval = interval
         self._trial_ids: set[int] = set()
         self._lock = threading.Lock()
@@ -295,8 +295,8 @@ class StudyRunner:
 
     # -- heartbeats and stale trials --------------------------------------------------------
     def _heartbeat_settings(self) -> tuple[float | None, float]:
-        storage = self.study._storage
-        backend = getattr(storage, "rdb", None) or getattr(storage, "_backend", None) or storage
+        storage = study_storage(self.study)
+        backend = storage_backend(storage)
         interval = getattr(backend, "heartbeat_interval", None)
         grace = getattr(backend, "grace_period", None) or (2 * interval if interval else 0)
         return interval, grace
@@ -333,26 +333,26 @@ class StudyRunner:
         last_reclaim = time.monotonic()
         if progress:
             progress(done, budget, None)
-        with HeartbeatPump(self.study._storage, interval or 1.0) as pump:
+        with HeartbeatPump(study_storage(self.study), interval or 1.0) as pump:
             try:
                 while done < budget and (inflight or not self.stop_event.is_set()):
                     while (len(inflight) < self.executor.slots and done + len(inflight) < budget
                            and not self.stop_event.is_set()):
                         trial = self.study.ask()
                         job = self._prepare(trial)
-                        pump.add(trial._trial_id)
+                        pump.add(trial_id(trial))
                         if job is None:
-                            pump.discard(trial._trial_id)
+                            pump.discard(trial_id(trial))
                             failures += 1
                             if failures >= limit:  # a suggestion that always fails must not spin here
                                 break
                             continue
-                        inflight[trial._trial_id] = trial
+                        inflight[trial_id(trial)] = trial
                         self.executor.submit(job)
                     for outcome in self.executor.wait(timeout=interval or 1.0):
                         trial = inflight.pop(outcome.job.trial_id)
                         frozen = self._finish(trial, outcome)
-                        pump.discard(trial._trial_id)
+                        pump.discard(trial_id(trial))
                         if frozen.state in (TrialState.COMPLETE, TrialState.PRUNED):
                             done += 1
                             failures = 0
@@ -389,13 +389,13 @@ class StudyRunner:
             self.study.tell(trial, state=TrialState.FAIL)
             return None
         finally:
-            flush = getattr(self.study._storage, "flush", None)
+            flush = getattr(study_storage(self.study), "flush", None)
             if flush is not None:
-                flush(trial._trial_id)
+                flush(trial_id(trial))
         extra = [n for n in needs_measurement(self.spec.constraints) if n not in self.spec.objective_names]
         pruner = self.spec.pruner
         evaluation = tuple(pruner.rungs) if pruner.name != "none" and pruner.over == "evaluation" else ()
-        return TrialJob(trial._trial_id, trial.number, config.to_dict(), self.spec.objective_names + extra,
+        return TrialJob(trial_id(trial), trial.number, config.to_dict(), self.spec.objective_names + extra,
                         self.spec.seed + trial.number, tuple(pruner.steps(self.spec.finetune.steps)), evaluation)
 
     def _decide_rung(self, trial_id: int, step: int, values: dict[str, float]) -> bool:
@@ -410,8 +410,8 @@ class StudyRunner:
             trial.set_user_attr(RUNG_UNIT_ATTR, RUNG_UNITS[self.spec.pruner.over])
         name = rung_objective(self.spec, values)
         if name is not None:
-            self.study._storage.set_trial_intermediate_value(trial_id, step, float(values[name]))
-        frozen = self.study._storage.get_trial(trial_id)
+            study_storage(self.study).set_trial_intermediate_value(trial_id, step, float(values[name]))
+        frozen = study_storage(self.study).get_trial(trial_id)
         if BASELINE_ATTR in frozen.user_attrs:
             return False
         assert self.pruner is not None
@@ -437,8 +437,8 @@ class StudyRunner:
             last = (self.spec.finetune.steps if not outcome.job.evaluation_rungs
                     else outcome.attrs.get("validation_samples"))
             if name is not None and last:  # the last point of the curve: the full trial
-                self.study._storage.set_trial_intermediate_value(
-                    trial._trial_id, int(last), float(outcome.values[name]))
+                study_storage(self.study).set_trial_intermediate_value(
+                    trial_id(trial), int(last), float(outcome.values[name]))
             frozen = self.study.tell(trial, [outcome.values[n] for n in self.spec.objective_names])
         for callback in self.on_trial:
             callback(self.study, frozen)

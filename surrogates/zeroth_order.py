@@ -26,6 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from paretoml.search_space.encoding import VectorEncoding
 from paretoml.search_space.trial_attrs import ZO_CHAIN_ATTR, ZO_SIGN_ATTR, ZO_STEP_ATTR
+from paretoml.surrogates.optuna_compat import study_storage, trial_id
 from paretoml.surrogates.pareto import loss_signs
 
 CHAIN, STEP, SIGN = ZO_CHAIN_ATTR, ZO_STEP_ATTR, ZO_SIGN_ATTR
@@ -83,7 +84,7 @@ class ZerothOrderSampler(BaseSampler):
         sign = next((s for s in (1, -1) if s not in members), 0)  # 0: both in flight, evaluate the iterate
         point = np.clip(theta + sign * self._c(k) * self._delta(chain, k, encoding.size), 0.0, 1.0)
         for key, value in ((CHAIN, chain), (STEP, k), (SIGN, sign)):
-            study._storage.set_trial_system_attr(trial._trial_id, key, value)
+            study_storage(study).set_trial_system_attr(trial_id(trial), key, value)
         return encoding.decode(point)
 
     # -- the recursion, recomputed from the trials ---------------------------------------------
