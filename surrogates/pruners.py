@@ -170,7 +170,14 @@ def rung_vectors(trials: Sequence[FrozenTrial], step: int, names: Sequence[str],
 
 
 class ParetoRankPruner(BasePruner):
-    """Multi-objective successive halving by Pareto rank at each rung (see the module doc)."""
+    """Multi-objective successive halving by Pareto rank at each rung (see the module doc).
+
+    Args:
+        keep_fraction: share of the trials at a rung that go on, in (0, 1]: a trial stops
+            when at least ``ceil(keep_fraction * n)`` of the ``n`` trials there (itself
+            included) lie in strictly better non-dominated fronts.
+        min_trials: other trials a rung needs before it stops any.
+    """
 
     def __init__(self, keep_fraction: float, min_trials: int = 4) -> None:
         if not 0 < keep_fraction <= 1:

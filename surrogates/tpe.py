@@ -41,6 +41,9 @@ def _view(study: optuna.Study) -> optuna.Study:
 
 
 class RungAwareTPESampler(TPESampler):
+    """Optuna's TPESampler, shown a multi-objective study with its rung metric's direction
+    (see the module doc). Takes TPESampler's arguments unchanged."""
+
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
         return super().sample_relative(_view(study), trial, search_space)

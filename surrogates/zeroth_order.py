@@ -33,6 +33,18 @@ CHAIN, STEP, SIGN = ZO_CHAIN_ATTR, ZO_STEP_ATTR, ZO_SIGN_ATTR
 
 
 class ZerothOrderSampler(BaseSampler):
+    """SPSA over the float parameters (see the module doc); the rest goes to a fallback.
+
+    Args:
+        a: step-size gain (``a_k = a / (k + 1 + stability)^0.602``), in unit-cube units.
+        c: perturbation gain (``c_k = c / (k + 1)^0.101``).
+        stability: Spall's ``A``, which keeps the first steps small.
+        n_chains: independent chains, each with its own scalarisation weights
+            (multi-objective studies).
+        fallback: ``"tpe"`` or ``"random"``, for the parameters SPSA does not move.
+        seed: seeds the perturbations and the fallback.
+    """
+
     def __init__(
         self,
         *,
