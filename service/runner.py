@@ -43,6 +43,7 @@ from paretoml.search_space.trial_attrs import (
     RUNGS_ATTR,
     SPEC_ATTR,
     STOPPED_AT_ATTR,
+    TIMINGS_ATTR,
     WORKER_ATTR,
     result_attr,
 )
@@ -240,6 +241,7 @@ class StudyRunner:
 
     def __post_init__(self) -> None:
         self._inflight: dict[int, optuna.Trial] = {}
+        self._suggest_s: dict[int, float] = {}  # trial id -> seconds of ask + the knobs' suggestions
         if self.pruner is None:
             self.pruner = make_pruner(self.spec, self.model.validation_samples)
         if self.spec.pruner.name != "none":
@@ -320,11 +322,12 @@ class StudyRunner:
             time.sleep(min(interval, 1.0))
 
     # -- the loop -----------------------------------------------------------------------
-    def run(self, progress: ProgressCallback | None = None) -> optuna.Study:
-        """Run until the budget of completed trials, or until ``stop_event`` is set (then the
-        trials in flight finish and are stored before this returns)."""
+    def run(self, progress: ProgressCallback | None = None, budget: int | None = None) -> optuna.Study:
+        """Run until the budget of completed trials (the spec's ``n_trials`` unless given), or
+        until ``stop_event`` is set (then the trials in flight finish and are stored before
+        this returns)."""
         self.reclaim_stale_trials()
-        budget = self.spec.n_trials
+        budget = self.spec.n_trials if budget is None else budget
         done = count_complete(self.study)
         failures = 0
         limit = self.max_consecutive_failures or max(5, 2 * self.executor.slots)
@@ -338,11 +341,14 @@ class StudyRunner:
                 while done < budget and (inflight or not self.stop_event.is_set()):
                     while (len(inflight) < self.executor.slots and done + len(inflight) < budget
                            and not self.stop_event.is_set()):
+                        started = time.perf_counter()
                         trial = self.study.ask()
                         job = self._prepare(trial)
+                        self._suggest_s[trial_id(trial)] = time.perf_counter() - started
                         pump.add(trial_id(trial))
                         if job is None:
                             pump.discard(trial_id(trial))
+                            self._suggest_s.pop(trial_id(trial), None)
                             failures += 1
                             if failures >= limit:  # a suggestion that always fails must not spin here
                                 break
@@ -419,6 +425,8 @@ class StudyRunner:
 
     def _finish(self, trial: optuna.Trial, outcome: TrialOutcome) -> FrozenTrial:
         trial.set_user_attr(WORKER_ATTR, asdict(outcome.worker))
+        suggest = {"suggest_s": self._suggest_s.pop(trial_id(trial), None)}
+        trial.set_user_attr(TIMINGS_ATTR, {**outcome.attrs.get("timings", {}), **suggest})
         if outcome.stopped_at is not None:
             trial.set_user_attr(STOPPED_AT_ATTR, outcome.stopped_at)
             frozen = self.study.tell(trial, state=TrialState.PRUNED)
@@ -432,7 +440,8 @@ class StudyRunner:
                 trial.set_user_attr(CONSTRAINTS_ATTR, constraint_values(
                     self.spec.constraints, self.model.layers, config, self.model.other_params, measured_values(outcome)))
             for key, value in outcome.attrs.items():
-                trial.set_user_attr(result_attr(key), value)
+                if key != "timings":  # stored above, with the suggestion's seconds
+                    trial.set_user_attr(result_attr(key), value)
             name = rung_objective(self.spec, outcome.values) if outcome.job.has_rungs else None
             last = (self.spec.finetune.steps if not outcome.job.evaluation_rungs
                     else outcome.attrs.get("validation_samples"))
