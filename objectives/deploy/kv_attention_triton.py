@@ -1,0 +1,363 @@
+"""Decode attention that reads :mod:`.kv_cache`'s packed keys and values directly, in Triton.
+
+Two kernels per decoder layer and decode step, both CUDA-graph safe (they read the cache's
+length from a device tensor and never leave the buffers the cache reserved):
+
+- :func:`append_token` writes the new token's key and value into the layer's full-precision
+  residual window and, when that completes a group, quantises the group (keys per channel,
+  values per token) into the packed buffers, as the pure-torch path does.
+- :func:`decode_attention` is split-K flash decoding: each program takes one (batch, KV head)
+  and one slice of the sequence, unpacks 8/4/2-bit codes in registers (``join`` restores the
+  channel order :data:`.kv_cache.SLOT_ORDER` packs), dequantises with the group's fp16 scale
+  and zero point, and runs both products on the tensor cores in bf16 for all the query heads
+  of the group (grouped-query attention: the KV tile is read once for them). A second small
+  kernel merges the slices by their log-sum-exp.
+
+Triton is imported lazily: :func:`available` is False where it is missing, and the cache
+then dequantises and calls SDPA.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from paretoml.objectives.deploy.kv_cache import QuantizedKVLayer
+
+try:  # lazily, from kv_cache's point of view: this module is imported only on the kernel path
+    import triton
+    import triton.language as tl
+except ImportError:  # a CPU-only install
+    triton = None
+
+#: tokens per tile of the attention loop over an unquantised cache (a quantised tile is one key group)
+BLOCK_N = 64
+#: warps per decode program
+NUM_WARPS = 4
+#: programs to aim for per multiprocessor when choosing how many slices a sequence is cut in
+PROGRAMS_PER_SM = 8
+#: query rows of a tile: tl.dot needs at least 16
+_MIN_ROWS = 16
+
+
+def available() -> bool:
+    """Whether Triton can be imported here (it cannot on a CPU-only install)."""
+    return triton is not None
+
+
+if triton is not None:  # the kernels exist only where Triton does
+    @triton.jit
+    def pack(codes, BITS: tl.constexpr, N: tl.constexpr, D: tl.constexpr):
+        """int32 codes [N, D] -> uint8 [N, D * BITS / 8] in kv_cache.SLOT_ORDER (as pack_codes)."""
+        if BITS == 8:
+            return codes.to(tl.uint8)
+        elif BITS == 4:
+            a, b = tl.split(tl.reshape(codes, (N, D // 2, 2)))
+            return (a | (b << 4)).to(tl.uint8)
+        else:
+            lo, hi = tl.split(tl.reshape(codes, (N, D // 4, 2, 2)))
+            s0, s1 = tl.split(lo)
+            s2, s3 = tl.split(hi)
+            return (s0 | (s1 << 2) | (s2 << 4) | (s3 << 6)).to(tl.uint8)
+
+    @triton.jit
+    def slot_channel(i: tl.constexpr, P: tl.constexpr):
+        """Channel residue (mod P) of byte slot ``i``: the inverse of kv_cache.SLOT_ORDER."""
+        if P == 4:
+            return (i & 1) * 2 + (i >> 1)
+        else:
+            return i
+
+    @triton.jit
+    def softmax_step(scores, nmask, m_i, l_i):
+        """Online softmax in log2 units (q carries log2(e)): new max, sum, rescale, weights."""
+        scores = tl.where(nmask[None, :], scores, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(scores, axis=1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row that has seen no token yet
+        alpha = tl.exp2(m_i - m_safe)
+        p = tl.exp2(scores - m_safe[:, None])
+        return m_new, l_i * alpha + tl.sum(p, axis=1), alpha, p
+
+    @triton.jit
+    def decode_kernel(Q, K, KS, KZ, V, VS, VZ, KR, VR, LEN, OP, LP,
+                      stride_qb, stride_qh, qk_scale, CAP,
+                      H: tl.constexpr, N_REP: tl.constexpr, ROWS: tl.constexpr, D: tl.constexpr,
+                      KBITS: tl.constexpr, VBITS: tl.constexpr, PK: tl.constexpr, PV: tl.constexpr,
+                      GROUP: tl.constexpr, QUANT: tl.constexpr,
+                      BLOCK: tl.constexpr, SPLIT_LEN, NUM_SPLITS: tl.constexpr):
+        """Split-K decode attention. Codes are never dequantised element by element: the key
+        group's per-channel scale folds into q (scores = (q*s) . codes + q . z) and the value's
+        per-token scale into p (out = (p*s) . codes + sum(p*z)); each byte slot is one
+        product over the channels it holds, so no unpacking shuffle is needed either."""
+        DK: tl.constexpr = D // PK
+        DV: tl.constexpr = D // PV
+        MK: tl.constexpr = (1 << KBITS) - 1
+        MV: tl.constexpr = (1 << VBITS) - 1
+        bh = tl.program_id(0)
+        split = tl.program_id(1)
+        b = bh // H
+        h = bh % H
+        length = tl.load(LEN)
+        if QUANT:
+            stored = (length // GROUP) * GROUP
+        else:
+            stored = length
+        rows = tl.arange(0, ROWS)
+        cols = tl.arange(0, D)
+        jk = tl.arange(0, DK)
+        jv = tl.arange(0, DV)
+        rmask = rows < N_REP
+        qrow = Q + b * stride_qb + (h * N_REP + rows)[:, None] * stride_qh
+        q_full = (tl.load(qrow + cols[None, :], mask=rmask[:, None], other=0.0).to(tl.float32) * qk_scale)
+        q16 = q_full.to(tl.float16)
+        # the query's channels of each key byte slot, loaded once (loop invariant)
+        q0 = tl.load(qrow + (jk * PK + slot_channel(0, PK))[None, :], mask=rmask[:, None], other=0.0).to(tl.float32) * qk_scale
+        q1 = q0
+        q2 = q0
+        q3 = q0
+        if PK >= 2:
+            q1 = tl.load(qrow + (jk * PK + slot_channel(1, PK))[None, :], mask=rmask[:, None], other=0.0).to(tl.float32) * qk_scale
+        if PK == 4:
+            q2 = tl.load(qrow + (jk * PK + slot_channel(2, PK))[None, :], mask=rmask[:, None], other=0.0).to(tl.float32) * qk_scale
+            q3 = tl.load(qrow + (jk * PK + slot_channel(3, PK))[None, :], mask=rmask[:, None], other=0.0).to(tl.float32) * qk_scale
+        m_i = tl.full([ROWS], float("-inf"), tl.float32)
+        l_i = tl.zeros([ROWS], tl.float32)
+        acc0 = tl.zeros([ROWS, DV], tl.float32)
+        acc1 = tl.zeros([ROWS, DV], tl.float32)
+        acc2 = tl.zeros([ROWS, DV], tl.float32)
+        acc3 = tl.zeros([ROWS, DV], tl.float32)
+        start = split * SPLIT_LEN
+        end = tl.minimum(start + SPLIT_LEN, stored)
+        for n0 in range(start, end, BLOCK):
+            offs = n0 + tl.arange(0, BLOCK)
+            nmask = offs < end
+            tok = bh * CAP + offs
+            # ---- scores
+            if KBITS == 16:
+                k = tl.load(K + tok[:, None] * D + cols[None, :], mask=nmask[:, None], other=0.0)
+                scores = tl.dot(q16, tl.trans(k.to(tl.float16)))
+            else:
+                pk = tl.load(K + tok[:, None] * DK + jk[None, :], mask=nmask[:, None], other=0).to(tl.int32)
+                sbase = (bh * (CAP // GROUP) + n0 // GROUP) * D
+                scores = tl.zeros([ROWS, BLOCK], tl.float32)
+                qz = tl.zeros([ROWS], tl.float32)
+                for i in tl.static_range(PK):
+                    ch = jk * PK + slot_channel(i, PK)
+                    s_i = tl.load(KS + sbase + ch).to(tl.float32)
+                    z_i = tl.load(KZ + sbase + ch).to(tl.float32)
+                    if i == 0:
+                        q_i = q0
+                    elif i == 1:
+                        q_i = q1
+                    elif i == 2:
+                        q_i = q2
+                    else:
+                        q_i = q3
+                    x_i = ((pk >> (i * KBITS)) & MK).to(tl.float16)
+                    scores += tl.dot((q_i * s_i[None, :]).to(tl.float16), tl.trans(x_i))
+                    qz += tl.sum(q_i * z_i[None, :], axis=1)
+                scores += qz[:, None]
+            m_i, l_i, alpha, p = softmax_step(scores, nmask, m_i, l_i)
+            acc0 = acc0 * alpha[:, None]
+            acc1 = acc1 * alpha[:, None]
+            acc2 = acc2 * alpha[:, None]
+            acc3 = acc3 * alpha[:, None]
+            # ---- values
+            if VBITS == 16:
+                v = tl.load(V + tok[:, None] * D + cols[None, :], mask=nmask[:, None], other=0.0)
+                acc0 += tl.dot(p.to(tl.float16), v.to(tl.float16))
+            else:
+                pv = tl.load(V + tok[:, None] * DV + jv[None, :], mask=nmask[:, None], other=0).to(tl.int32)
+                vs = tl.load(VS + tok, mask=nmask, other=0.0).to(tl.float32)
+                vz = tl.load(VZ + tok, mask=nmask, other=0.0).to(tl.float32)
+                ps = (p * vs[None, :]).to(tl.float16)
+                pz = tl.sum(p * vz[None, :], axis=1)[:, None]
+                acc0 += tl.dot(ps, (pv & MV).to(tl.float16)) + pz
+                if PV >= 2:
+                    acc1 += tl.dot(ps, ((pv >> VBITS) & MV).to(tl.float16)) + pz
+                if PV == 4:
+                    acc2 += tl.dot(ps, ((pv >> (2 * VBITS)) & MV).to(tl.float16)) + pz
+                    acc3 += tl.dot(ps, ((pv >> (3 * VBITS)) & MV).to(tl.float16)) + pz
+        if QUANT:
+            if split == NUM_SPLITS - 1:  # the residual window: the newest, unquantised tokens
+                r = tl.arange(0, GROUP)
+                rm = r < length - stored
+                rptr = (bh * GROUP + r)[:, None] * D
+                k = tl.load(KR + rptr + cols[None, :], mask=rm[:, None], other=0.0)
+                scores = tl.dot(q16, tl.trans(k.to(tl.float16)))
+                m_i, l_i, alpha, p = softmax_step(scores, rm, m_i, l_i)
+                p16 = p.to(tl.float16)
+                acc0 = acc0 * alpha[:, None] + tl.dot(p16, tl.load(VR + rptr + (jv * PV + slot_channel(0, PV))[None, :], mask=rm[:, None], other=0.0).to(tl.float16))
+                if PV >= 2:
+                    acc1 = acc1 * alpha[:, None] + tl.dot(p16, tl.load(VR + rptr + (jv * PV + slot_channel(1, PV))[None, :], mask=rm[:, None], other=0.0).to(tl.float16))
+                if PV == 4:
+                    acc2 = acc2 * alpha[:, None] + tl.dot(p16, tl.load(VR + rptr + (jv * PV + slot_channel(2, PV))[None, :], mask=rm[:, None], other=0.0).to(tl.float16))
+                    acc3 = acc3 * alpha[:, None] + tl.dot(p16, tl.load(VR + rptr + (jv * PV + slot_channel(3, PV))[None, :], mask=rm[:, None], other=0.0).to(tl.float16))
+        safe = tl.where(l_i > 0, l_i, 1.0)[:, None]
+        lse = tl.where(l_i > 0, m_i + tl.log2(tl.where(l_i > 0, l_i, 1.0)), float("-inf"))
+        base = (bh * NUM_SPLITS + split) * N_REP
+        orow = OP + (base + rows)[:, None] * D
+        tl.store(orow + (jv * PV + slot_channel(0, PV))[None, :], acc0 / safe, mask=rmask[:, None])
+        if PV >= 2:
+            tl.store(orow + (jv * PV + slot_channel(1, PV))[None, :], acc1 / safe, mask=rmask[:, None])
+        if PV == 4:
+            tl.store(orow + (jv * PV + slot_channel(2, PV))[None, :], acc2 / safe, mask=rmask[:, None])
+            tl.store(orow + (jv * PV + slot_channel(3, PV))[None, :], acc3 / safe, mask=rmask[:, None])
+        tl.store(LP + base + rows, lse, mask=rmask)
+
+    @triton.jit
+    def merge_kernel(OP, LP, O, H: tl.constexpr, N_REP: tl.constexpr, RP: tl.constexpr, D: tl.constexpr,
+                     NUM_SPLITS: tl.constexpr, SP: tl.constexpr):
+        bh = tl.program_id(0)
+        b = bh // H
+        h = bh % H
+        s = tl.arange(0, SP)
+        r = tl.arange(0, RP)
+        cols = tl.arange(0, D)
+        valid = (s[:, None] < NUM_SPLITS) & (r[None, :] < N_REP)
+        lse = tl.load(LP + (bh * NUM_SPLITS + s[:, None]) * N_REP + r[None, :], mask=valid, other=float("-inf"))
+        m = tl.max(lse, axis=0)
+        w = tl.where(valid, tl.exp2(lse - m[None, :]), 0.0)
+        w = w / tl.sum(w, axis=0)[None, :]
+        ptr = ((bh * NUM_SPLITS + s[:, None, None]) * N_REP + r[None, :, None]) * D + cols[None, None, :]
+        parts = tl.load(OP + ptr, mask=valid[:, :, None], other=0.0)
+        out = tl.sum(w[:, :, None] * parts, axis=0)
+        optr = ((b * H + h) * N_REP + r)[:, None] * D + cols[None, :]
+        tl.store(O + optr, out.to(O.dtype.element_ty), mask=(r < N_REP)[:, None])
+
+    @triton.jit
+    def quantize_block(x, BITS: tl.constexpr, AXIS: tl.constexpr):
+        """Codes, fp16-rounded scale and zero of ``x`` with min/max over ``AXIS``."""
+        TOP: tl.constexpr = (1 << BITS) - 1
+        lo = tl.min(x, axis=AXIS)
+        hi = tl.max(x, axis=AXIS)
+        zero = lo.to(tl.float16).to(tl.float32)
+        scale = tl.math.div_rn(hi - lo, TOP * 1.0).to(tl.float16).to(tl.float32)
+        safe = tl.where(scale == 0, 1.0, scale)
+        if AXIS == 0:
+            y = tl.math.div_rn(x - zero[None, :], safe[None, :])
+        else:
+            y = tl.math.div_rn(x - zero[:, None], safe[:, None])
+        codes = tl.minimum(tl.maximum(tl.floor(y + 0.5), 0.0), TOP * 1.0).to(tl.int32)
+        return codes, scale, zero
+
+    @triton.jit
+    def append_kernel(KN, VN, K, KS, KZ, V, VS, VZ, KR, VR, LEN,
+                      skb, skh, svb, svh, CAP,
+                      H: tl.constexpr, D: tl.constexpr, KBITS: tl.constexpr, VBITS: tl.constexpr,
+                      GROUP: tl.constexpr, QUANT: tl.constexpr):
+        bh = tl.program_id(0)
+        b = bh // H
+        h = bh % H
+        cols = tl.arange(0, D)
+        pos = tl.load(LEN)
+        kn = tl.load(KN + b * skb + h * skh + cols)
+        vn = tl.load(VN + b * svb + h * svh + cols)
+        if not QUANT:
+            tl.store(K + (bh * CAP + pos) * D + cols, kn)
+            tl.store(V + (bh * CAP + pos) * D + cols, vn)
+        else:
+            slot = pos % GROUP
+            tl.store(KR + (bh * GROUP + slot) * D + cols, kn)
+            tl.store(VR + (bh * GROUP + slot) * D + cols, vn)
+            if slot == GROUP - 1:  # the group is complete: quantise it into the packed buffers
+                first = pos - slot
+                r = tl.arange(0, GROUP)
+                ptr = (bh * GROUP + r)[:, None] * D + cols[None, :]
+                is_new = (r == slot)[:, None]
+                kb = tl.where(is_new, kn[None, :], tl.load(KR + ptr)).to(tl.float32)
+                vb = tl.where(is_new, vn[None, :], tl.load(VR + ptr)).to(tl.float32)
+                tok = bh * CAP + first + r
+                if KBITS == 16:
+                    tl.store(K + tok[:, None] * D + cols[None, :], kb.to(K.dtype.element_ty))
+                else:
+                    codes, scale, zero = quantize_block(kb, KBITS, 0)
+                    PB: tl.constexpr = D * KBITS // 8
+                    tl.store(K + tok[:, None] * PB + tl.arange(0, PB)[None, :], pack(codes, KBITS, GROUP, D))
+                    srow = (bh * (CAP // GROUP) + first // GROUP) * D + cols
+                    tl.store(KS + srow, scale.to(tl.float16))
+                    tl.store(KZ + srow, zero.to(tl.float16))
+                if VBITS == 16:
+                    tl.store(V + tok[:, None] * D + cols[None, :], vb.to(V.dtype.element_ty))
+                else:
+                    codes, scale, zero = quantize_block(vb, VBITS, 1)
+                    PBV: tl.constexpr = D * VBITS // 8
+                    tl.store(V + tok[:, None] * PBV + tl.arange(0, PBV)[None, :], pack(codes, VBITS, GROUP, D))
+                    tl.store(VS + tok, scale.to(tl.float16))
+                    tl.store(VZ + tok, zero.to(tl.float16))
+
+
+
+def _kernels():
+    if triton is None:
+        raise RuntimeError("Triton is not installed: the quantised KV cache runs dequant+SDPA")
+    return decode_kernel, merge_kernel, append_kernel
+
+
+def _buffers(layer: QuantizedKVLayer) -> tuple[torch.Tensor, ...]:
+    """The layer's tensors in kernel order; a format without a tensor passes its data again."""
+    k, v = layer.k_data, layer.v_data
+    ks, kz = (layer.k_scale, layer.k_zero) if layer.fmt.key_bits < 16 else (k, k)
+    vs, vz = (layer.v_scale, layer.v_zero) if layer.fmt.value_bits < 16 else (v, v)
+    kr, vr = (layer.k_res, layer.v_res) if layer.fmt.quantized else (k, v)
+    return k, ks, kz, v, vs, vz, kr, vr
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+@functools.cache
+def _multiprocessors(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def num_splits(batch_heads: int, capacity: int, device: torch.device, block: int = BLOCK_N) -> int:
+    """Sequence slices per (batch, KV head): enough programs to fill the GPU, whole tiles each."""
+    sms = _multiprocessors(device.index or 0) if device.type == "cuda" else 4
+    tiles = max(1, math.ceil(capacity / block))
+    return max(1, min(tiles, math.ceil(PROGRAMS_PER_SM * sms / batch_heads)))
+
+
+def append_token(layer: QuantizedKVLayer, keys: torch.Tensor, values: torch.Tensor) -> None:
+    """Write one new token ``[B, H, 1, D]`` at position ``layer.length`` (not advanced here)."""
+    _, _, append = _kernels()
+    b, h, _, d = keys.shape
+    k, ks, kz, v, vs, vz, kr, vr = _buffers(layer)
+    keys, values = keys.to(layer.dtype), values.to(layer.dtype)
+    append[(b * h,)](keys, values, k, ks, kz, v, vs, vz, kr, vr, layer.length,
+                     keys.stride(0), keys.stride(1), values.stride(0), values.stride(1), layer.capacity,
+                     H=h, D=d, KBITS=layer.fmt.key_bits, VBITS=layer.fmt.value_bits,
+                     GROUP=layer.group, QUANT=layer.fmt.quantized, num_warps=4)
+
+
+def decode_attention(layer: QuantizedKVLayer, query: torch.Tensor, scaling: float | None = None,
+                     splits: int | None = None, block: int = BLOCK_N) -> torch.Tensor:
+    """Attention of one query token ``[B, Hq, 1, D]`` over the layer; returns ``[B, 1, Hq, D]``."""
+    decode, merge, _ = _kernels()
+    b, hq, _, d = query.shape
+    h = layer.num_heads
+    n_rep = hq // h
+    tile = layer.group if layer.fmt.quantized else block  # a quantised tile is one key group
+    scale = (scaling if scaling is not None else d ** -0.5) * 1.4426950408889634
+    n_splits = splits or num_splits(b * h, layer.capacity, query.device, block)
+    split_len = math.ceil(math.ceil(layer.capacity / n_splits) / tile) * tile
+    n_splits = math.ceil(layer.capacity / split_len)
+    part_o = torch.empty(b * h * n_splits * n_rep, d, dtype=torch.float32, device=query.device)
+    part_l = torch.empty(b * h * n_splits * n_rep, dtype=torch.float32, device=query.device)
+    out = torch.empty(b, 1, hq, d, dtype=query.dtype, device=query.device)
+    k, ks, kz, v, vs, vz, kr, vr = _buffers(layer)
+    kb, vb = layer.fmt.key_bits, layer.fmt.value_bits
+    decode[(b * h, n_splits)](query, k, ks, kz, v, vs, vz, kr, vr, layer.length, part_o, part_l,
+                              query.stride(0), query.stride(1), scale, layer.capacity,
+                              H=h, N_REP=n_rep, ROWS=max(_MIN_ROWS, _next_pow2(n_rep)), D=d,
+                              KBITS=kb, VBITS=vb, PK=8 // kb if kb < 16 else 1, PV=8 // vb if vb < 16 else 1,
+                              GROUP=layer.group, QUANT=layer.fmt.quantized, BLOCK=tile, SPLIT_LEN=split_len,
+                              NUM_SPLITS=n_splits, num_warps=NUM_WARPS)
+    merge[(b * h,)](part_o, part_l, out, H=h, N_REP=n_rep, RP=_next_pow2(n_rep), D=d,
+                    NUM_SPLITS=n_splits, SP=_next_pow2(n_splits), num_warps=4)
+    return out
