@@ -36,13 +36,13 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna._hypervolume import compute_hypervolume
 from optuna.trial import FrozenTrial, TrialState
 
 from paretoml.service.executors.inprocess import InProcessExecutor
 from paretoml.service.frontier import reference_point
 from paretoml.service.runner import StudyRunner
 from paretoml.service.spec import parse_spec
+from paretoml.surrogates import pareto
 from paretoml.surrogates.pareto import loss_signs
 
 from _machine import machine
@@ -97,8 +97,7 @@ def hypervolume(study: optuna.Study, reference: dict, trials: list[FrozenTrial] 
     if not trials:
         return 0.0
     losses = np.array([t.values for t in trials], dtype=float) * loss_signs(study.directions)
-    inside = losses[np.all(losses < point, axis=1)]
-    return float(compute_hypervolume(inside, point)) if len(inside) else 0.0
+    return pareto.hypervolume(losses, point)
 
 
 def progress(study: optuna.Study, reference: dict) -> list[tuple[float, float]]:

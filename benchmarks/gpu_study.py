@@ -25,6 +25,8 @@ Phases (``--phases``; each writes its part of ``--out/<task>.json``):
         [--db LABEL:SEED:STUDY.db ...]   # runs from several calls, and studies cut short
     python benchmarks/gpu_study.py report ALL.json [--html FILE] [--md FILE]
 
+The report and its figure are in ``gpu_study_report.py``.
+
 A scaling row carries the median seconds of each trial step (build, deployable model, scoring,
 latency with its wait for the timing lock), from the trials' ``paretoml:timings``.
 """
@@ -41,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from optuna.trial import TrialState
 
 from paretoml.search_space.trial_attrs import (
     BASELINE_ATTR,
@@ -53,8 +56,8 @@ from paretoml.search_space.trial_attrs import (
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-OBJECTIVES = ["fidelity", "model_bytes", "latency_ms"]
-DIRECTIONS = ["maximize", "minimize", "minimize"]
+from gpu_study_report import OBJECTIVES, _pct, cmd_report, step_medians  # noqa: E402 (benchmarks/ on the path first)
+
 SAMPLERS = ["random", "tpe", "gp", "nsga2", "xgboost"]
 TASK_OPTIONS: dict[str, dict[str, Any]] = {
     # every trial scores 1,000 sentences: the evaluation, not Python, should set the pace
@@ -112,28 +115,27 @@ def run_study(spec_dict: dict[str, Any], workers: int, url: str, name: str,
 
     spec = parse_spec(spec_dict)
     t0 = time.monotonic()
-    suggest_s: dict[int, float] = {}
     with RayPoolExecutor(spec, workers=workers, num_cpus=1, num_gpus="auto", gpu_sharers=sharers) as pool:
         runner = StudyRunner.create(spec, open_durable_storage(url), name, pool)
         t_loaded = time.monotonic()
         extra: dict[str, Any] = {}
+        budget = None
         if enqueue is not None:
             enqueue[:] = enqueue_from(runner, enqueue)
             extra["configs"] = [label for label, _ in enqueue]
-        _time_suggestions(runner, suggest_s)
-        runner.run()
+            budget = len(runner.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))  # the queue only
+        runner.run(budget=budget)
         t_done = time.monotonic()
         share = pool.share
-    trials = trial_rows(runner.study, suggest_s)
+    trials = trial_rows(runner.study)
     return {"workers": workers, "gpu_share": share, "start_s": t_loaded - t0, "trials_s": t_done - t_loaded,
             "t_loaded": t_loaded, "t_done": t_done, "trials": trials, **extra}
 
 
-def trial_rows(study: Any, suggest_s: dict[int, float]) -> list[dict[str, Any]]:
+def trial_rows(study: Any) -> list[dict[str, Any]]:
     """Every trial of a study as the report reads it: state, values, step timings, how the
-    latency was measured, the kernels that ran, the worker, duration and suggestion time."""
-    from optuna.trial import TrialState
-
+    latency was measured, the kernels that ran, the worker, duration and suggestion time
+    (the runner's ``suggest_s``: ask plus the knobs' suggestions and their storage writes)."""
     trials = []
     for t in study.get_trials(deepcopy=False):
         row: dict[str, Any] = {"number": t.number, "state": t.state.name,
@@ -151,37 +153,15 @@ def trial_rows(study: Any, suggest_s: dict[int, float]) -> list[dict[str, Any]]:
             row["worker"] = t.user_attrs.get(WORKER_ATTR, {}).get("worker")
         if t.datetime_start and t.datetime_complete:
             row["duration_s"] = (t.datetime_complete - t.datetime_start).total_seconds()
-        row["suggest_s"] = suggest_s.get(t.number)
+        row["suggest_s"] = t.user_attrs.get(TIMINGS_ATTR, {}).get("suggest_s")
         trials.append(row)
     return trials
-
-
-def _time_suggestions(runner: Any, out: dict[int, float]) -> None:
-    """Record each trial's suggestion time (``study.ask`` plus the knobs' suggestions and
-    their storage writes) by wrapping the runner's two calls that make it."""
-    ask, prepare = runner.study.ask, runner._prepare
-    pending: dict[str, float] = {}
-
-    def timed_ask(*a: Any, **k: Any) -> Any:
-        start = time.perf_counter()
-        trial = ask(*a, **k)
-        pending["ask"] = time.perf_counter() - start
-        return trial
-
-    def timed_prepare(trial: Any) -> Any:
-        start = time.perf_counter()
-        job = prepare(trial)
-        out[trial.number] = pending.pop("ask", 0.0) + time.perf_counter() - start
-        return job
-
-    runner.study.ask = timed_ask
-    runner._prepare = timed_prepare
 
 
 def enqueue_from(runner: Any, wanted: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
     """Baseline configurations as parameters of this study, enqueued in it: ``uniform`` ones
     (bits, activation bits) and ``ilp`` ones (the sensitivity allocator at a byte budget)."""
-    from paretoml.objectives.measure import packed_weight_bytes
+    from paretoml.search_space.model_bytes import packed_weight_bytes
     from paretoml.surrogates.sensitivity import allocate
 
     space = runner.space
@@ -205,10 +185,6 @@ def enqueue_from(runner: Any, wanted: list[tuple[str, dict[str, Any]]]) -> list[
             params = space.with_allocation(space.uniform_params(prune=0.0), allocation)
         runner.study.enqueue_trial(params, user_attrs={BASELINE_ATTR: label})
         done.append((label, params))
-    from optuna.trial import TrialState
-
-    waiting = runner.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    runner.spec = runner.spec.model_copy(update={"n_trials": len(waiting)})  # the queue, and no more
     return done
 
 
@@ -244,22 +220,6 @@ def phase_scaling(args: argparse.Namespace, busy: Any, out: dict[str, Any]) -> N
               f"GPU busy {_pct(result['gpu_busy'])}, start {result['start_s']:.1f} s; median s per trial: "
               + ", ".join(f"{k} {v:.3f}" for k, v in step_medians(result["trials"]).items()), flush=True)
         _save(args, out)
-
-
-STEPS = ("compress_s", "quantize_s", "deploy_s", "score_s", "latency_s", "measure_s", "duration_s")
-
-
-def step_medians(trials: list[dict[str, Any]]) -> dict[str, float]:
-    """Median seconds of each step of the completed trials (build, deployable model, scoring,
-    latency timing including its wait for the GPU, all of measuring, the whole trial)."""
-    done = [t for t in trials if t["state"] == "COMPLETE"]
-    out = {}
-    for step in STEPS:
-        values = [t.get("duration_s") if step == "duration_s" else t.get("timings", {}).get(step) for t in done]
-        values = [v for v in values if v is not None]
-        if values:
-            out[step.removesuffix("_s")] = float(np.median(values))
-    return out
 
 
 def phase_baselines(args: argparse.Namespace, busy: Any, out: dict[str, Any]) -> None:
@@ -354,17 +314,13 @@ def cmd_merge(args: argparse.Namespace) -> None:
         label, seed, path = item.split(":", 2)
         url = f"sqlite:///{Path(path).resolve()}"
         study = optuna.load_study(study_name=None, storage=url)
-        trials = trial_rows(study, {})
+        trials = trial_rows(study)
         times = [t for t in study.get_trials(deepcopy=False) if t.datetime_start and t.datetime_complete]
         span = (max(t.datetime_complete for t in times) - min(t.datetime_start for t in times)).total_seconds()
         _merge(out.setdefault("samplers", []),
                {"sampler": label, "seed": int(seed), "trials": trials, "trials_s": span, "gpu_busy": None,
                 "from_storage": True}, ("sampler", "seed"))
     Path(args.out).write_text(json.dumps(out, indent=1, default=str))
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.0f}%"
 
 
 def _save(args: argparse.Namespace, out: dict[str, Any]) -> None:
@@ -393,193 +349,6 @@ def cmd_run(args: argparse.Namespace) -> None:
             out.setdefault("phase_s", {})[phase] = time.monotonic() - t0
             _save(args, out)
             print(f"phase {phase}: {time.monotonic() - t0:.0f} s", flush=True)
-
-
-# -- report ---------------------------------------------------------------------------------
-def losses(values: list[dict[str, float]], low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """Objectives as losses in [0, 1] over the range every run reached (1 = worst seen)."""
-    raw = np.array([[(-v[n] if d == "maximize" else v[n]) for n, d in zip(OBJECTIVES, DIRECTIONS)] for v in values])
-    return (raw - low) / np.where(high > low, high - low, 1.0)
-
-
-def hv_curve(points: np.ndarray) -> list[float]:
-    from optuna._hypervolume import compute_hypervolume
-
-    reference = np.full(points.shape[1], 1.1)
-    curve, front = [], np.empty((0, points.shape[1]))
-    last = 0.0
-    for p in points:
-        if not np.any(np.all(front <= p, axis=1)):
-            front = np.vstack([front[~np.all(p <= front, axis=1)], p])
-            last = float(compute_hypervolume(front, reference))
-        curve.append(last)
-    return curve
-
-
-def cmd_report(args: argparse.Namespace) -> None:
-    data = json.loads(Path(args.json).read_text())
-    lines = [f"# GPU study: {data['task']}", "", f"Machine: {data['machine']}", ""]
-    if data.get("scaling"):
-        lines += ["## Workers sharing one GPU", "",
-                  f"GPU busy: {data.get('gpu_busy_source')}, mean of 0.1 s readings over the trial phase.", "",
-                  "Median seconds of a trial's steps: build (copy, prune), quantize (runs recorded before "
-                  "it was timed leave it empty), deployable model (kernels, CUDA graph), scoring the split, "
-                  "latency (its wait for the timing lock included), and the whole trial.", "",
-                  "| workers | run | GPU share each | trials | trial phase s | trials/hour | GPU busy | start-up s "
-                  "(Ray, model load, reference) | build | quantize | deploy | score | latency | trial |",
-                  "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for r in data["scaling"]:
-            done = [t for t in r["trials"] if t["state"] == "COMPLETE"]
-            med = step_medians(r["trials"])
-            cells = " | ".join(f"{med[k]:.3f}" if k in med else "" for k in
-                               ("compress", "quantize", "deploy", "score", "latency", "duration"))
-            lines.append(f"| {r['workers']} | {r.get('tag') or ''} | {r['gpu_share']:.3g} | {len(done)} | "
-                         f"{r['trials_s']:.1f} | {r['trials_per_hour']:.0f} | {_pct(r.get('gpu_busy'))} | "
-                         f"{r['start_s']:.1f} | {cells} |")
-        lines.append("")
-    runs = data.get("samplers", [])
-    every = [t["values"] for r in runs for t in r["trials"] if t.get("values")]
-    every += [t["values"] for t in data.get("baselines", []) if t.get("values")]
-    if every:
-        raw = np.array([[(-v[n] if d == "maximize" else v[n]) for n, d in zip(OBJECTIVES, DIRECTIONS)] for v in every])
-        low, high = raw.min(axis=0), raw.max(axis=0)
-    if data.get("baselines"):
-        lines += ["## Baselines", "", "| configuration | fidelity | MB | latency ms | latency | kernels |",
-                  "|---|---:|---:|---:|---|---|"]
-        for t in data["baselines"]:
-            v = t.get("values")
-            if not v:
-                lines.append(f"| {t['baseline']} | {t['state']} | | | | |")
-                continue
-            kern = ", ".join(f"{n}x {k}" for k, n in sorted(t.get("kernels", {}).items()))
-            lines.append(f"| {t['baseline']} | {v['fidelity']:.4f} | {v['model_bytes'] / 1e6:.2f} | "
-                         f"{v['latency_ms']:.3f} | {t.get('latency_how')} | {kern} |")
-        lines.append("")
-    curves: dict[str, list[list[float]]] = {}
-    seeds: dict[str, list[int]] = {}
-    if runs:
-        checkpoints = [10, 30, 60, 100, 150, 200]
-        last = "HV at the last trial"
-        lines += ["## Samplers", "",
-                  "Hypervolume of the normalised losses (each objective scaled to [0, 1] over every trial "
-                  "of every run and the baselines; reference point 1.1), by trials completed, in trial-number order.",
-                  "Runs read from a study's storage (cut short by the device time) have no suggestion times.",
-                  "", "| sampler | seed | " + " | ".join(f"HV@{c}" for c in checkpoints)
-                  + f" | {last} | suggestion ms (median, last 50) | trials | wall s |",
-                  "|---|---:|" + "---:|" * len(checkpoints) + "---:|---:|---:|---:|"]
-        for r in runs:
-            done = [t for t in r["trials"] if t.get("values")]
-            done.sort(key=lambda t: t["number"])
-            curve = hv_curve(losses([t["values"] for t in done], low, high)) if done else []
-            curves.setdefault(r["sampler"], []).append(curve)
-            seeds.setdefault(r["sampler"], []).append(r["seed"])
-            sug = [t["suggest_s"] for t in r["trials"] if t.get("suggest_s") is not None][-50:]
-            cells = [f"{curve[c - 1]:.4f}" if len(curve) >= c else "" for c in checkpoints]
-            final = f"{curve[-1]:.4f}" if curve else ""
-            suggestion = f"{1e3 * float(np.median(sug)):.0f}" if sug else ""
-            lines.append(f"| {r['sampler']} | {r['seed']} | " + " | ".join(cells)
-                         + f" | {final} | {suggestion} | {len(done)} | {r['trials_s']:.0f} |")
-        lines.append("")
-        lines += _sampler_summary(curves, seeds, checkpoints)
-        lines += _front_against_ilp(runs, data.get("baselines", []))
-    text = "\n".join(lines)
-    print(text)
-    if args.md:
-        Path(args.md).write_text(text + "\n")
-    if args.html and (runs or data.get("baselines")):
-        _figure(data, curves, low, high, args.html)
-
-
-def _sampler_summary(curves: dict[str, list[list[float]]], seeds: dict[str, list[int]],
-                     checkpoints: list[int]) -> list[str]:
-    """Each run's hypervolume at the checkpoints, median over seeds, and the warm-started
-    xgboost's goal: the trial where it reaches the best other run's final hypervolume (the
-    best cold-started one, and the best of every other run, warm-started ones included)."""
-    lines = ["| run | seeds | " + " | ".join(f"HV@{c} (median)" for c in checkpoints) + " |",
-             "|---|---:|" + "---:|" * len(checkpoints)]
-    for label, runs in sorted(curves.items()):
-        cells = []
-        for c in checkpoints:
-            at = [curve[c - 1] for curve in runs if len(curve) >= c]
-            cells.append(f"{float(np.median(at)):.4f}" if len(at) == len(runs) else "")
-        lines.append(f"| {label} | {len(runs)} | " + " | ".join(cells) + " |")
-    lines.append("")
-    xgb = [k for k in curves if k == "xgboost+warm"] or [k for k in curves if k == "xgboost"]  # "xgboost": old files
-    for pool, what in ((lambda k: "+warm" not in k and k not in xgb, "cold-started"),
-                       (lambda k: k not in xgb, "any other")):
-        finals = [(c[-1], k) for k, cs in curves.items() if pool(k) for c in cs if c]
-        if not finals or not xgb:
-            continue
-        best, who = max(finals)
-        for label in xgb:
-            for seed, curve in zip(seeds[label], curves[label]):
-                reach = next((i + 1 for i, h in enumerate(curve) if h >= best), None)
-                lines.append(f"- {label} (seed {seed}) reaches the best {what} run's final hypervolume "
-                             f"({best:.4f}, {who}) at trial {reach if reach else f'> {len(curve)}'} (goal <= 60).")
-    lines.append("")
-    return lines
-
-
-def _front_against_ilp(runs: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> list[str]:
-    """The best fidelity each run found at no more bytes than each sensitivity-ILP
-    configuration (median over seeds, with the range), beside the ILP's own."""
-    ilp = [b for b in baselines if b.get("values") and str(b.get("baseline", "")).startswith("ILP")]
-    if not ilp or not runs:
-        return []
-    labels = sorted({r["sampler"] for r in runs})
-    lines = ["## Front against the sensitivity ILP at the same bytes", "",
-             "Best fidelity a run found at no more packed bytes than the ILP's configuration "
-             "(median over seeds; min-max where more than one).", "",
-             "| budget | MB | ILP fidelity | " + " | ".join(labels) + " |",
-             "|---|---:|---:|" + "---:|" * len(labels)]
-    for b in ilp:
-        cap = b["values"]["model_bytes"]
-        cells = []
-        for label in labels:
-            best = [max((t["values"]["fidelity"] for t in r["trials"]
-                         if t.get("values") and t["values"]["model_bytes"] <= cap), default=float("nan"))
-                    for r in runs if r["sampler"] == label]
-            found = [v for v in best if not np.isnan(v)]
-            if len(found) < len(best):  # some seed found nothing this small
-                cells.append(f"none in {len(best) - len(found)} of {len(best)}" if found else "none")
-                continue
-            cell = f"{float(np.median(best)):.4f}"
-            if len(best) > 1:
-                cell += f" ({min(best):.4f}-{max(best):.4f})"
-            cells.append(cell)
-        lines.append(f"| {b['baseline']} | {cap / 1e6:.2f} | {b['values']['fidelity']:.4f} | " + " | ".join(cells) + " |")
-    lines.append("")
-    return lines
-
-
-def _figure(data: dict[str, Any], curves: dict[str, list[list[float]]], low: np.ndarray, high: np.ndarray,
-            path: str) -> None:
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("hypervolume against trials", "fidelity against MB"))
-    for r in data.get("samplers", []):
-        done = sorted((t for t in r["trials"] if t.get("values")), key=lambda t: t["number"])
-        curve = hv_curve(losses([t["values"] for t in done], low, high)) if done else []
-        fig.add_trace(go.Scatter(y=curve, x=list(range(1, len(curve) + 1)), mode="lines",
-                                 name=f"{r['sampler']} (seed {r['seed']})", legendgroup=r["sampler"]), row=1, col=1)
-    for r in data.get("samplers", []):
-        done = [t for t in r["trials"] if t.get("values")]
-        fig.add_trace(go.Scatter(x=[t["values"]["model_bytes"] / 1e6 for t in done],
-                                 y=[t["values"]["fidelity"] for t in done], mode="markers", marker={"size": 4},
-                                 name=f"{r['sampler']} trials", legendgroup=r["sampler"], showlegend=False,
-                                 text=[f"#{t['number']} {t['values']['latency_ms']:.3f} ms" for t in done]),
-                      row=1, col=2)
-    base = [t for t in data.get("baselines", []) if t.get("values")]
-    fig.add_trace(go.Scatter(x=[t["values"]["model_bytes"] / 1e6 for t in base], y=[t["values"]["fidelity"] for t in base],
-                             mode="markers+text", text=[t["baseline"] for t in base], textposition="top center",
-                             marker={"size": 10, "symbol": "x", "color": "black"}, name="baselines"), row=1, col=2)
-    fig.update_xaxes(title_text="trials completed", row=1, col=1)
-    fig.update_xaxes(title_text="packed MB", row=1, col=2)
-    fig.update_yaxes(title_text="hypervolume (normalised)", row=1, col=1)
-    fig.update_yaxes(title_text="fidelity", row=1, col=2)
-    fig.update_layout(title=f"GPU study: {data['task']} ({data['machine'].split(';')[0]})", height=520, width=1200)
-    fig.write_html(path, include_plotlyjs="cdn")
 
 
 def main() -> None:

@@ -23,6 +23,8 @@ import warnings
 import optuna
 from _machine import machine
 
+from paretoml.surrogates.optuna_compat import trial_id
+
 warnings.filterwarnings("ignore")
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -91,7 +93,7 @@ def bench_storage(n: int, storage: object | None) -> float:
         trial = study.ask()
         values = tpe_objective(trial)
         if flush:
-            flush(trial._trial_id)
+            flush(trial_id(trial))
         study.tell(trial, values)
     return time.perf_counter() - start
 

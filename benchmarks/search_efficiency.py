@@ -199,22 +199,9 @@ def normalised_losses(values: np.ndarray, directions: list[str], scale: np.ndarr
 
 def hypervolume_curve(losses: np.ndarray, reference: np.ndarray) -> list[float]:
     """Hypervolume of the first n trials' losses against ``reference``, for every n."""
-    from optuna._hypervolume import compute_hypervolume
+    from paretoml.surrogates.pareto import hypervolume_curve as curve
 
-    from paretoml.surrogates.pareto import non_dominated
-
-    curve: list[float] = []
-    front = np.empty((0, losses.shape[1]))
-    last = 0.0
-    for point in losses:
-        if np.all(point < reference) and not np.any(np.all(front <= point, axis=1)):
-            front = np.vstack([front[~np.all(point <= front, axis=1)], point])
-            if front.shape[1] == 1:
-                last = float(reference[0] - front.min())
-            else:
-                last = float(compute_hypervolume(front[non_dominated(front)], reference))
-        curve.append(last)
-    return curve
+    return curve(losses, reference)
 
 
 def run_one(job: tuple[str, str, int, int]) -> dict[str, Any]:

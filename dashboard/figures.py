@@ -111,6 +111,19 @@ def resolve_axes(objectives: Sequence[Json], axes: Sequence[str] | None, n_point
 
 
 # -- Pareto front ----------------------------------------------------------------------------
+def _pareto_groups(trials: Sequence[Json], frontier: Json) -> dict[str, list[tuple[int, Mapping[str, Any]]]]:
+    """(trial number, values) of the completed trials by role: front, dominated, infeasible."""
+    front_values = {int(p["trial_number"]): p["values"] for p in frontier.get("points", [])}
+    groups: dict[str, list[tuple[int, Mapping[str, Any]]]] = {ROLE_DOMINATED: [], ROLE_INFEASIBLE: []}
+    for trial in trials:
+        values = trial.get("values")
+        if trial.get("state") != "complete" or not values or int(trial["number"]) in front_values:
+            continue
+        groups[ROLE_DOMINATED if trial.get("feasible", True) else ROLE_INFEASIBLE].append((int(trial["number"]), values))
+    groups[ROLE_PARETO] = sorted(front_values.items())
+    return groups
+
+
 def pareto_figure(objectives: Sequence[Json], trials: Sequence[Json], frontier: Json,
                   axes: Sequence[str] | None = None) -> go.Figure:
     """The completed trials in objective space: the stored Pareto front (``frontier``)
@@ -121,15 +134,7 @@ def pareto_figure(objectives: Sequence[Json], trials: Sequence[Json], frontier: 
     """
     names = _names(objectives)
     by_name = {o["name"]: o for o in objectives}
-    front_values = {int(p["trial_number"]): p["values"] for p in frontier.get("points", [])}
-
-    groups: dict[str, list[tuple[int, Mapping[str, Any]]]] = {ROLE_DOMINATED: [], ROLE_INFEASIBLE: []}
-    for trial in trials:
-        values = trial.get("values")
-        if trial.get("state") != "complete" or not values or int(trial["number"]) in front_values:
-            continue
-        groups[ROLE_DOMINATED if trial.get("feasible", True) else ROLE_INFEASIBLE].append((int(trial["number"]), values))
-    groups[ROLE_PARETO] = sorted(front_values.items())
+    groups = _pareto_groups(trials, frontier)
     n_points = sum(len(rows) for rows in groups.values())
     chosen = resolve_axes(objectives, axes, n_points)
 

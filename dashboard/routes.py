@@ -8,8 +8,8 @@ Pages (static HTML and plain JavaScript modules, no build step):
 
 The pages read everything from the public REST API (``/api/v1``), as any client would.
 Figures are drawn by :mod:`paretoml.dashboard.figures`; ``/ui/api/.../figures`` serves
-them as plotly JSON, built from the documents that the REST handlers return (the
-handlers are called in-process, with the same arguments a request would give them).
+them as plotly JSON, built from the documents the REST API returns for the same study,
+read through the same :class:`~paretoml.service.api.reads.StudyReads`.
 plotly.js comes from the installed ``plotly`` package, never from a CDN.
 """
 
@@ -31,17 +31,19 @@ import plotly
 from fastapi import APIRouter, FastAPI, HTTPException, Path as PathParam, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.staticfiles import StaticFiles
+from optuna.trial import TrialState
 from starlette.types import Scope
 
 from paretoml.dashboard import figures
 from paretoml.service.api.deps import Jobs, Reads
+from paretoml.service.api.reads import StudyReads
+from paretoml.service.db.models import Job
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
 TEMPLATES = HERE / "templates"
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
 PLOTLY_URL = f"/ui/plotly-{plotly.__version__}.min.js"
-TRIALS_PAGE = 10_000  # the REST API's largest page of trials
 SETTLED = {"completed", "stopped", "failed"}  # job statuses in which no trial runs
 
 StudyId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
@@ -155,22 +157,11 @@ def examples() -> list[dict[str, str]]:
 
 
 # -- figures ---------------------------------------------------------------------------------
-def _rest_documents(study_id: str, jobs: Any, reads: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The study's completed trials (brief) and its frontier, as the REST API returns them."""
-    from paretoml.service.api.routes import studies as rest
-
-    trials: list[dict[str, Any]] = []
-    offset = 0
-    while True:
-        response = rest.list_trials(study_id, jobs, reads, state="complete", offset=offset, limit=TRIALS_PAGE,
-                                    brief=True)
-        page = json.loads(response.body)  # the endpoint answers serialised JSON
-        trials.extend(page["items"])
-        offset += TRIALS_PAGE
-        if offset >= page["total"]:
-            break
-    frontier = rest.get_frontier(study_id, jobs, reads).model_dump(mode="json")
-    return trials, frontier
+def _documents(job: Job, reads: StudyReads) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The study's completed trials (brief) and its frontier, the documents the REST API
+    returns for them (read through StudyReads, as the API's handlers do)."""
+    trials = [brief.model_dump(mode="json") for brief in reads.briefs(job, TrialState.COMPLETE)]
+    return trials, reads.frontier(job).model_dump(mode="json")
 
 
 def _figures_json(named: dict[str, Any], extra: dict[str, Any] | None = None) -> str:
@@ -230,7 +221,7 @@ def study_figures(study_id: StudyId, jobs: Jobs, reads: Reads,
     cached = _cache.get(key) if settled else None
     if cached is not None:
         return _json_response(cached)
-    trials, frontier = _rest_documents(study_id, jobs, reads)
+    trials, frontier = _documents(job, reads)
     objectives = frontier["objectives"]
     named: dict[str, Any] = {}
     wanted = include.split(",")
@@ -250,10 +241,7 @@ def study_figures(study_id: StudyId, jobs: Jobs, reads: Reads,
 
 @router.get("/ui/api/studies/{study_id}/figures/importances")
 def importance_figure(study_id: StudyId, jobs: Jobs, reads: Reads) -> Response:
-    from paretoml.service.api.routes import analysis
-
-    document = analysis.get_importances(study_id, jobs, reads)
-    document = document.model_dump(mode="json") if hasattr(document, "model_dump") else document
+    document = reads.importances(jobs.get(study_id)).model_dump(mode="json")
     return _json_figures({"importances": figures.importance_figure(document)}, {"document": document})
 
 
@@ -264,13 +252,12 @@ _layers_lock = threading.Lock()
 def _study_layers(study_id: str, jobs: Any, reads: Any) -> list[dict[str, Any]]:
     """``StudyDetail.layers``, kept per study: a study's model does not change, and the
     detail document costs a pass over all its trials."""
-    from paretoml.service.api.routes import studies as rest
-
-    key = (reads.url, study_id, str(jobs.get(study_id).created_at))
+    job = jobs.get(study_id)
+    key = (reads.url, study_id, str(job.created_at))
     with _layers_lock:
         if key in _layers:
             return _layers[key]
-    layers = rest.get_study(study_id, jobs, reads).model_dump(mode="json")["layers"]
+    layers = reads.detail(job).model_dump(mode="json")["layers"]
     if layers:  # written when the study's runner first starts
         with _layers_lock:
             _layers[key] = layers
@@ -281,9 +268,10 @@ def _study_layers(study_id: str, jobs: Any, reads: Any) -> list[dict[str, Any]]:
 
 @router.get("/ui/api/studies/{study_id}/trials/{number}/figures/layers")
 def layer_figure(study_id: StudyId, number: TrialNumber, jobs: Jobs, reads: Reads) -> Response:
-    from paretoml.service.api.routes import studies as rest
-
-    trial = rest.get_trial(study_id, number, jobs, reads).model_dump(mode="json")
+    found = reads.trial_by_number(jobs.get(study_id), number)
+    if found is None:
+        raise HTTPException(404, f"study {study_id!r} has no trial {number}")
+    trial = found.model_dump(mode="json")
     return _json_figures({"layers": figures.layer_config_figure(_study_layers(study_id, jobs, reads), trial),
                           "curve": figures.rung_curve_figure(trial)})
 

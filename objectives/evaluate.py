@@ -37,6 +37,7 @@ from paretoml.objectives.tasks.classifier import classifier_bundle
 from paretoml.objectives.train import FinetuneSettings, Finetuner
 from paretoml.search_space.constraints import mean_bits
 from paretoml.search_space.introspect import LayerInfo, introspect, layer_weight
+from paretoml.search_space.knobs import SPARSE_2_4, STRUCTURED
 from paretoml.search_space.space import TrialConfig
 
 #: What every task gets from the system itself, beside the task's own metrics.
@@ -46,12 +47,15 @@ SYSTEM_OBJECTIVES: dict[str, ObjectiveDef] = {
         ObjectiveDef("latency_ms", "minimize", "measured",
                      "median forward time of the deployable model on this device"),
         ObjectiveDef("model_bytes", "minimize", "estimated",
-                     "bytes of the packed format, counted from the compressed tensors"),
+                     "bytes of the packed format, counted from the compressed tensors", known_before_evaluation=True),
         ObjectiveDef("peak_memory_bytes", "minimize", "measured",
                      "parameters plus peak allocations of one forward pass"),
-        ObjectiveDef("mean_bits", "minimize", "estimated", "parameter-weighted mean weight bitwidth"),
+        ObjectiveDef("mean_bits", "minimize", "estimated", "parameter-weighted mean weight bitwidth",
+                     known_before_evaluation=True),
     )
 }
+#: System objectives known from the config alone, so measurable at every rung.
+KNOWN_BEFORE_EVALUATION = tuple(name for name, o in SYSTEM_OBJECTIVES.items() if o.known_before_evaluation)
 #: The objectives of a classifier task (the digits tasks).
 OBJECTIVES: dict[str, ObjectiveDef] = {**{m.name: m for m in CLASSIFIER_METRICS}, **SYSTEM_OBJECTIVES}
 
@@ -176,9 +180,9 @@ class TrialEvaluator:
                     raise ValueError("merge knobs need a task with checkpoints")
                 base = self.model.state_dict()
                 model.load_state_dict(merge_state_dicts(base, self.bundle.checkpoints, config.merge))
-            structured = {n: r for n, r in config.prune.items() if config.prune_method.get(n) == "structured"}
+            structured = {n: r for n, r in config.prune.items() if config.prune_method.get(n) == STRUCTURED}
             unstructured = {n: r for n, r in config.prune.items()
-                            if config.prune_method.get(n) not in ("structured", "2:4")}
+                            if config.prune_method.get(n) not in (STRUCTURED, SPARSE_2_4)}
             prune_structured(model, structured, self._links)
             masks = prune_unstructured(model, unstructured)
             masks.update(deploy.prune_semi_structured(model, deploy.semi_structured_layers(config)))

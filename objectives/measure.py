@@ -1,20 +1,11 @@
 """Measurements of one compressed model: accuracy, fidelity, latency and memory.
 
-Byte accounting follows one documented packed format, so sizes are comparable across
-trials and can be checked by hand:
-
-* a quantized weight (2..8 bits) stores ``bits`` per kept value plus one fp16 scale per
-  output channel; a 16-bit weight stores fp16 values and no scale; a weight without a
-  bitwidth knob stays fp32;
-* unstructured sparsity is stored as the cheaper of the dense tensor and a bitmap (one bit
-  per element) plus the kept values;
-* structured pruning shrinks the tensors themselves;
-* biases and every other parameter or buffer (e.g. batch-norm statistics) stay fp32.
+Byte accounting follows the one packed format of :mod:`paretoml.search_space.model_bytes`
+(the budget's formula too), applied here to the non-zeros of the real tensors.
 """
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
 from collections.abc import Mapping
@@ -26,23 +17,7 @@ from torch import nn
 from paretoml.objectives.device_lock import exclusive_timing, gpu_work
 from paretoml.objectives.tasks.base import ExampleInputs
 from paretoml.search_space.introspect import layer_weight
-
-FP16_SCALE_BYTES = 2
-
-
-def packed_weight_bits(numel: int, nnz: int, rows: int, bits: int) -> int:
-    """Bits to store one weight tensor in the packed format above."""
-    if bits >= 32:
-        value_bits = 32 * numel
-        return value_bits
-    scale_bits = 0 if bits == 16 else 8 * FP16_SCALE_BYTES * rows
-    dense = bits * numel
-    bitmap = numel + bits * nnz
-    return min(dense, bitmap) + scale_bits
-
-
-def packed_weight_bytes(numel: int, nnz: int, rows: int, bits: int) -> int:
-    return math.ceil(packed_weight_bits(numel, nnz, rows, bits) / 8)
+from paretoml.search_space.model_bytes import FP16_SCALE_BYTES, packed_weight_bits, packed_weight_bytes  # noqa: F401 (re-exported)
 
 
 def packed_tensor_bytes(weight: torch.Tensor, bits: int) -> int:

@@ -28,6 +28,11 @@ MAX_PRUNE_RATIO = 0.95
 LayerKind = Literal["linear", "conv", "embedding", "recurrent"]
 Grouping = Literal["layer", "block", "shared"]
 LrRule = Literal["none", "linear", "sqrt"]
+#: How a prune knob removes weights; compare against the names below, never a string.
+PruneMethod = Literal["unstructured", "structured", "2:4"]
+UNSTRUCTURED: PruneMethod = "unstructured"  # single weights (magnitude)
+STRUCTURED: PruneMethod = "structured"  # whole output channels, removed from the tensors
+SPARSE_2_4: PruneMethod = "2:4"  # the 2:4 pattern of sparse tensor cores
 
 
 class _Strict(BaseModel):
@@ -108,7 +113,7 @@ class PruneKnob(_PerLayerKnob):
     the 2:4 pattern of sparse tensor cores (then each layer is either dense or 2:4, ratio 0.5)."""
 
     kind: Literal["prune"] = "prune"
-    method: Literal["unstructured", "structured", "2:4"] = "unstructured"
+    method: PruneMethod = UNSTRUCTURED
     low: float = 0.0
     high: float = 0.9
     step: float | None = Field(None, gt=0)

@@ -33,6 +33,10 @@ from paretoml.search_space.knobs import (
     LearningRateKnob,
     MergeKnob,
     PruneKnob,
+    PruneMethod,
+    SPARSE_2_4,
+    STRUCTURED,
+    UNSTRUCTURED,
     scaled_learning_rate,
 )
 
@@ -56,7 +60,7 @@ class TrialConfig:
 
     bits: dict[str, int] = field(default_factory=dict)
     prune: dict[str, float] = field(default_factory=dict)
-    prune_method: dict[str, str] = field(default_factory=dict)
+    prune_method: dict[str, PruneMethod] = field(default_factory=dict)
     merge: dict[str, tuple[float, ...]] = field(default_factory=dict)
     batch_size: int | None = None
     learning_rate: float | None = None
@@ -96,7 +100,7 @@ class _Slot:
     role: str  # bits | prune | merge | batch | base_lr | hparam
     layers: tuple[str, ...] = ()
     checkpoint: int = 0
-    method: str = ""
+    method: PruneMethod | None = None  # prune slots only
 
 
 class JointSpace:
@@ -169,7 +173,7 @@ class JointSpace:
             if layer.kind == RECURRENT and not isinstance(knob, BitwidthKnob):
                 skipped_recurrent.append(layer.name)  # weight-only quantization: its rows are gates
                 continue
-            if isinstance(knob, PruneKnob) and knob.method == "structured" and not layer.structured_ok:
+            if isinstance(knob, PruneKnob) and knob.method == STRUCTURED and not layer.structured_ok:
                 self.notes.append(
                     f"structured pruning skips {layer.name}: its output channels feed a "
                     "branch, a residual or the model output and cannot be removed"
@@ -177,7 +181,7 @@ class JointSpace:
                 continue
             if isinstance(knob, PruneKnob) and layer.kind == "embedding":
                 continue
-            if isinstance(knob, PruneKnob) and knob.method == "2:4" and (
+            if isinstance(knob, PruneKnob) and knob.method == SPARSE_2_4 and (
                     layer.kind != "linear" or layer.weight_shape[1] % 4):
                 self.notes.append(f"2:4 pruning skips {layer.name}: only Linear layers with a multiple of 4 inputs")
                 continue
@@ -215,7 +219,7 @@ class JointSpace:
         elif isinstance(knob, PruneKnob):
             for key, members in groups.items():
                 dist: BaseDistribution = FloatDistribution(knob.low, knob.high, step=knob.step)
-                if knob.method == "2:4":
+                if knob.method == SPARSE_2_4:
                     dist = CategoricalDistribution([0.0, SEMI_STRUCTURED_RATIO])
                 self._slots.append(
                     _Slot(f"{PRUNE_PREFIX}{key}", dist, role, tuple(members), method=knob.method)
@@ -253,7 +257,7 @@ class JointSpace:
         kv_key: dict[str, int] = {}
         kv_value: dict[str, int] = {}
         prune: dict[str, float] = {}
-        method: dict[str, str] = {}
+        method: dict[str, PruneMethod] = {}
         merge: dict[str, list[float]] = {}
         hparams: dict[str, Any] = {}
         batch = None
@@ -320,7 +324,7 @@ class JointSpace:
                 if act_bits is not None and act_bits not in dist.choices:  # type: ignore[attr-defined]
                     raise ValueError(f"activation bits {act_bits} is not among the knob's choices {dist.choices}")  # type: ignore[attr-defined]
                 params[slot.name] = max(dist.choices) if act_bits is None else act_bits  # type: ignore[attr-defined]
-            elif slot.role == "prune" and slot.method == "2:4":
+            elif slot.role == "prune" and slot.method == SPARSE_2_4:
                 params[slot.name] = SEMI_STRUCTURED_RATIO if prune else 0.0
             elif slot.role == "bits" and bits is not None:
                 if bits not in dist.choices:  # type: ignore[attr-defined]
@@ -353,7 +357,7 @@ class JointSpace:
         to each knob's range."""
         out = dict(params)
         for slot in self._slots:
-            if slot.role == "prune" and slot.method == "unstructured":
+            if slot.role == "prune" and slot.method == UNSTRUCTURED:
                 values = [prune[layer] for layer in slot.layers if layer in prune]
                 if values:
                     dist = slot.distribution
@@ -421,7 +425,7 @@ class JointSpace:
     @property
     def unstructured_prune_layers(self) -> list[str]:
         return [layer for slot in self._slots
-                if slot.role == "prune" and slot.method == "unstructured" for layer in slot.layers]
+                if slot.role == "prune" and slot.method == UNSTRUCTURED for layer in slot.layers]
 
     # -- numeric encoding ----------------------------------------------------------------
     @property

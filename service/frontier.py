@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna._hypervolume import compute_hypervolume
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import delete, select
@@ -26,7 +25,7 @@ from sqlalchemy import delete, select
 from paretoml.search_space.trial_attrs import CONSTRAINTS_ATTR
 from paretoml.service.db.models import FrontierPoint, FrontierSnapshot
 from paretoml.service.db.session import session_factory
-from paretoml.surrogates.pareto import loss_signs
+from paretoml.surrogates.pareto import dominates, hypervolume, loss_signs
 
 
 def reference_point(directions: Sequence[StudyDirection], names: Sequence[str],
@@ -45,10 +44,6 @@ def reference_point(directions: Sequence[StudyDirection], names: Sequence[str],
 def is_feasible(trial: FrozenTrial) -> bool:
     """Every constraint value <= 0 (Optuna's rule); no constraints means feasible."""
     return all(c <= 0 for c in trial.system_attrs.get(CONSTRAINTS_ATTR, trial.user_attrs.get(CONSTRAINTS_ATTR, [])))
-
-
-def _dominates(a: np.ndarray, b: np.ndarray) -> bool:
-    return bool(np.all(a <= b) and np.any(a < b))
 
 
 class FrontierRecorder:
@@ -70,18 +65,16 @@ class FrontierRecorder:
         if not is_feasible(trial) or trial.values is None:
             return False
         loss = self._signs * np.asarray(trial.values, dtype=float)
-        if any(_dominates(other, loss) for other in self._front.values()):
+        if any(dominates(other, loss) for other in self._front.values()):
             return False  # equal points are all kept, as in Optuna's best_trials
-        self._front = {n: v for n, v in self._front.items() if not _dominates(loss, v)}
+        self._front = {n: v for n, v in self._front.items() if not dominates(loss, v)}
         self._front[trial.number] = loss
         return True
 
     def hypervolume(self) -> float | None:
         if self._reference is None or not self._front:
             return None
-        losses = np.stack(list(self._front.values()))
-        inside = losses[np.all(losses < self._reference, axis=1)]
-        return float(compute_hypervolume(inside, self._reference)) if len(inside) else 0.0
+        return hypervolume(np.stack(list(self._front.values())), self._reference)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if trial.state != TrialState.COMPLETE:

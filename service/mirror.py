@@ -31,12 +31,17 @@ import optuna
 import sqlalchemy
 from optuna.distributions import BaseDistribution, distribution_to_json
 from optuna.storages import BaseStorage, InMemoryStorage, RDBStorage
-from optuna.storages._heartbeat import BaseHeartbeat
-from optuna.storages._rdb import models
-from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.study import StudyDirection
-from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
+
+from paretoml.surrogates.optuna_compat import (
+    BaseHeartbeat,
+    FrozenStudy,
+    create_scoped_session,
+    stale_trial_ids,
+    trial_id,
+)
+from paretoml.surrogates.optuna_compat import rdb_models as models
 
 
 @dataclass
@@ -114,7 +119,7 @@ class MirroredStorage(BaseStorage, BaseHeartbeat):
             self.memory.set_study_system_attr(mem_id, key, value)
         for trial in sorted(self.rdb.get_all_trials(rdb_id, deepcopy=False), key=lambda t: t.number):
             mem_trial = self.memory.create_new_trial(mem_id, template_trial=trial)
-            self._trial_ids[mem_trial] = trial._trial_id
+            self._trial_ids[mem_trial] = trial_id(trial)
         self._study_ids[mem_id] = rdb_id
         return mem_id
 
@@ -131,7 +136,7 @@ class MirroredStorage(BaseStorage, BaseHeartbeat):
                 system_attrs=trial.system_attrs,
             )
             trials = models.TrialModel.__table__
-            with _create_scoped_session(self.rdb.scoped_session) as session:
+            with create_scoped_session(self.rdb.scoped_session) as session:
                 result = session.execute(sqlalchemy.insert(trials).values(
                     number=trial.number, study_id=self._study_ids[study_id], state=trial.state,
                     datetime_start=trial.datetime_start, datetime_complete=trial.datetime_complete,
@@ -192,7 +197,7 @@ class MirroredStorage(BaseStorage, BaseHeartbeat):
     def _write(self, trial_id: int, state: TrialState | None, values: Sequence[float] | None) -> None:
         pending = self._pending.pop(trial_id, _Pending())
         rdb_id = self._trial_ids[trial_id]
-        with _create_scoped_session(self.rdb.scoped_session) as session:
+        with create_scoped_session(self.rdb.scoped_session) as session:
             self._insert(session, rdb_id, pending, values)
             if state is not None:
                 trials = models.TrialModel.__table__
@@ -245,7 +250,7 @@ class MirroredStorage(BaseStorage, BaseHeartbeat):
         """Beat for several running trials in one transaction."""
         if not trial_ids:
             return
-        with _create_scoped_session(self.rdb.scoped_session, True) as session:
+        with create_scoped_session(self.rdb.scoped_session, True) as session:
             now = session.execute(sqlalchemy.func.now()).scalar()
             for trial_id in trial_ids:
                 rdb_id = self._trial_ids[trial_id]
@@ -256,7 +261,7 @@ class MirroredStorage(BaseStorage, BaseHeartbeat):
                     beat.heartbeat = now
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        stale = set(self.rdb._get_stale_trial_ids(self._study_ids[study_id]))
+        stale = set(stale_trial_ids(self.rdb, self._study_ids[study_id]))
         return [mem for mem, rdb in self._trial_ids.items() if rdb in stale]
 
     def get_heartbeat_interval(self) -> int | None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import sys
-import sysconfig
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -99,9 +97,9 @@ def search(
     optuna_storage = _storage(storage)
     executor: Executor
     if workers > 1:
-        from paretoml.service.executors.ray_pool import RayPoolExecutor
+        from paretoml.service.executors.ray_pool import RayPoolExecutor, ship_by_value
 
-        _ship_by_value(model, evaluate)
+        ship_by_value(model, evaluate)
         executor = RayPoolExecutor(spec, workers=workers, address=ray_address, task=task)
     else:
         executor = InProcessExecutor(spec, task=task)
@@ -201,25 +199,3 @@ def _storage(storage: str | optuna.storages.BaseStorage | None) -> optuna.storag
         return open_storage(storage)
     return storage
 
-
-def _ship_by_value(*objects: Any) -> None:
-    """Make Ray pickle the user's own modules (a notebook's, a script's, a test's) by value,
-    so workers need not import them; installed packages are still imported by name."""
-    import ray.cloudpickle as cloudpickle
-
-    installed = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-    classes = [type(o) for o in objects if not callable(o) or isinstance(o, nn.Module)]
-    sources = [o for o in objects if callable(o) and not isinstance(o, nn.Module)]
-    for module_name in {getattr(c, "__module__", None) for cls in classes for c in cls.__mro__} | {
-        getattr(f, "__module__", None) for f in sources
-    }:
-        module = sys.modules.get(module_name or "")
-        path = getattr(module, "__file__", None) or ""
-        if module is None or module_name == "__main__" or module_name.split(".")[0] in ("paretoml", "torch"):
-            continue
-        if not path or any(path.startswith(root) for root in installed):
-            continue
-        try:
-            cloudpickle.register_pickle_by_value(module)
-        except ValueError:
-            pass

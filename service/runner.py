@@ -22,10 +22,9 @@ from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage
-from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
-from paretoml.objectives.evaluate import MeasureSettings, TrialEvaluator, resolve_device
+from paretoml.objectives.evaluate import KNOWN_BEFORE_EVALUATION, MeasureSettings, TrialEvaluator, resolve_device
 from paretoml.objectives.measure import LatencySettings
 from paretoml.objectives.tasks.base import Task
 from paretoml.objectives.tasks.registry import create_task
@@ -48,12 +47,14 @@ from paretoml.search_space.trial_attrs import (
     SENSITIVITY_ATTR,
     SPEC_ATTR,
     STOPPED_AT_ATTR,
+    TIMINGS_ATTR,
     WORKER_ATTR,
     result_attr,
 )
 from paretoml.service.executors.base import Executor, ModelDescription, TrialJob, TrialOutcome
 from paretoml.service.spec import SpecError, StudySpec, parse_spec
 from paretoml.service.storage import fail_stale_trials, heartbeat_warnings_silenced, study_exists
+from paretoml.surrogates.optuna_compat import heartbeat_enabled, storage_backend, study_storage, trial_id
 from paretoml.surrogates.pruners import create_pruner
 from paretoml.surrogates.registry import create_sampler
 from paretoml.surrogates.kv_sensitivity import kv_warm_start_allocations
@@ -125,6 +126,15 @@ def check_transfer(spec: StudySpec, storage: BaseStorage, layers: list[LayerInfo
         raise SpecError(f"sampler.options.{exc}") from None
 
 
+def measured_values(outcome: TrialOutcome) -> dict[str, float]:
+    """The trial's objectives and, when model_bytes is none of them, the bytes the evaluator
+    counted on the same model: what a size budget is checked against."""
+    values = dict(outcome.values or {})
+    if "model_bytes" not in values and "model_bytes" in outcome.attrs:
+        values["model_bytes"] = float(outcome.attrs["model_bytes"])
+    return values
+
+
 def _constraints_func(trial: FrozenTrial) -> list[float]:
     return list(trial.user_attrs.get(CONSTRAINTS_ATTR, []))
 
@@ -154,7 +164,7 @@ def rung_objective(spec: StudySpec, values: dict[str, float]) -> str | None:
     when single-objective, else its first task metric (the one that changes with tuning)."""
     names = [n for n in spec.objective_names if n in values]
     if len(spec.objectives) > 1:
-        names = [n for n in names if n not in ("model_bytes", "mean_bits")] or names
+        names = [n for n in names if n not in KNOWN_BEFORE_EVALUATION] or names
     return names[0] if names else None
 
 
@@ -179,7 +189,7 @@ class HeartbeatPump:
 
     def __init__(self, storage: BaseStorage, interval: float) -> None:
         self._storage = storage
-        self._enabled = isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage)
+        self._enabled = heartbeat_enabled(storage)
         self._interval = interval
         self._trial_ids: set[int] = set()
         self._lock = threading.Lock()
@@ -256,6 +266,7 @@ class StudyRunner:
         self._inflight: dict[int, optuna.Trial] = {}
         #: how much of the model the knobs reach (printed when a study starts)
         self.coverage = coverage(self.model.layers, self.space, self.model.other_params)
+        self._suggest_s: dict[int, float] = {}  # trial id -> seconds of ask + the knobs' suggestions
         if self.pruner is None:
             self.pruner = make_pruner(self.spec, self.model.validation_samples)
         if self.spec.pruner.name != "none":
@@ -325,8 +336,8 @@ class StudyRunner:
 
     # -- heartbeats and stale trials --------------------------------------------------------
     def _heartbeat_settings(self) -> tuple[float | None, float]:
-        storage = self.study._storage
-        backend = getattr(storage, "rdb", None) or getattr(storage, "_backend", None) or storage
+        storage = study_storage(self.study)
+        backend = storage_backend(storage)
         interval = getattr(backend, "heartbeat_interval", None)
         grace = getattr(backend, "grace_period", None) or (2 * interval if interval else 0)
         return interval, grace
@@ -350,11 +361,12 @@ class StudyRunner:
             time.sleep(min(interval, 1.0))
 
     # -- the loop -----------------------------------------------------------------------
-    def run(self, progress: ProgressCallback | None = None) -> optuna.Study:
-        """Run until the budget of completed trials, or until ``stop_event`` is set (then the
-        trials in flight finish and are stored before this returns)."""
+    def run(self, progress: ProgressCallback | None = None, budget: int | None = None) -> optuna.Study:
+        """Run until the budget of completed trials (the spec's ``n_trials`` unless given), or
+        until ``stop_event`` is set (then the trials in flight finish and are stored before
+        this returns)."""
         self.reclaim_stale_trials()
-        budget = self.spec.n_trials
+        budget = self.spec.n_trials if budget is None else budget
         done = count_complete(self.study)
         failures = 0
         limit = self.max_consecutive_failures or max(5, 2 * self.executor.slots)
@@ -363,27 +375,30 @@ class StudyRunner:
         last_reclaim = time.monotonic()
         if progress:
             progress(done, budget, None)
-        with HeartbeatPump(self.study._storage, interval or 1.0) as pump:
+        with HeartbeatPump(study_storage(self.study), interval or 1.0) as pump:
             try:
                 while done < budget and (inflight or not self.stop_event.is_set()):
                     while (len(inflight) < self.executor.slots and done + len(inflight) < budget
                            and not self.stop_event.is_set()):
+                        started = time.perf_counter()
                         with heartbeat_warnings_silenced():
                             trial = self.study.ask()
                         job = self._prepare(trial)
-                        pump.add(trial._trial_id)
+                        self._suggest_s[trial_id(trial)] = time.perf_counter() - started
+                        pump.add(trial_id(trial))
                         if job is None:
-                            pump.discard(trial._trial_id)
+                            pump.discard(trial_id(trial))
+                            self._suggest_s.pop(trial_id(trial), None)
                             failures += 1
                             if failures >= limit:  # a suggestion that always fails must not spin here
                                 break
                             continue
-                        inflight[trial._trial_id] = trial
+                        inflight[trial_id(trial)] = trial
                         self.executor.submit(job)
                     for outcome in self.executor.wait(timeout=interval or 1.0):
                         trial = inflight.pop(outcome.job.trial_id)
                         frozen = self._finish(trial, outcome)
-                        pump.discard(trial._trial_id)
+                        pump.discard(trial_id(trial))
                         if frozen.state in (TrialState.COMPLETE, TrialState.PRUNED):
                             done += 1
                             failures = 0
@@ -426,13 +441,13 @@ class StudyRunner:
             self.study.tell(trial, state=TrialState.FAIL)
             return None
         finally:
-            flush = getattr(self.study._storage, "flush", None)
+            flush = getattr(study_storage(self.study), "flush", None)
             if flush is not None:
-                flush(trial._trial_id)
+                flush(trial_id(trial))
         extra = [n for n in needs_measurement(self.spec.constraints) if n not in self.spec.objective_names]
         pruner = self.spec.pruner
         evaluation = tuple(pruner.rungs) if pruner.name != "none" and pruner.over == "evaluation" else ()
-        return TrialJob(trial._trial_id, trial.number, config.to_dict(), self.spec.objective_names + extra,
+        return TrialJob(trial_id(trial), trial.number, config.to_dict(), self.spec.objective_names + extra,
                         self.spec.seed + trial.number, tuple(pruner.steps(self.spec.finetune.steps)), evaluation)
 
     def _decide_rung(self, trial_id: int, step: int, values: dict[str, float]) -> bool:
@@ -447,8 +462,8 @@ class StudyRunner:
             trial.set_user_attr(RUNG_UNIT_ATTR, RUNG_UNITS[self.spec.pruner.over])
         name = rung_objective(self.spec, values)
         if name is not None:
-            self.study._storage.set_trial_intermediate_value(trial_id, step, float(values[name]))
-        frozen = self.study._storage.get_trial(trial_id)
+            study_storage(self.study).set_trial_intermediate_value(trial_id, step, float(values[name]))
+        frozen = study_storage(self.study).get_trial(trial_id)
         if BASELINE_ATTR in frozen.user_attrs:
             return False
         assert self.pruner is not None
@@ -456,6 +471,8 @@ class StudyRunner:
 
     def _finish(self, trial: optuna.Trial, outcome: TrialOutcome) -> FrozenTrial:
         trial.set_user_attr(WORKER_ATTR, asdict(outcome.worker))
+        suggest = {"suggest_s": self._suggest_s.pop(trial_id(trial), None)}
+        trial.set_user_attr(TIMINGS_ATTR, {**outcome.attrs.get("timings", {}), **suggest})
         if outcome.stopped_at is not None:
             trial.set_user_attr(STOPPED_AT_ATTR, outcome.stopped_at)
             frozen = self.study.tell(trial, state=TrialState.PRUNED)
@@ -465,18 +482,19 @@ class StudyRunner:
             frozen = self.study.tell(trial, state=TrialState.FAIL)
         else:
             trial.set_user_attr(PROVENANCE_ATTR, outcome.provenance)
-            if self.spec.constraints and needs_measurement(self.spec.constraints):
+            if self.spec.constraints:  # from what the trial measured: its latency and its own bytes
                 config = TrialConfig.from_dict(outcome.job.config)
                 trial.set_user_attr(CONSTRAINTS_ATTR, constraint_values(
-                    self.spec.constraints, self.model.layers, config, self.model.other_params, outcome.values))
+                    self.spec.constraints, self.model.layers, config, self.model.other_params, measured_values(outcome)))
             for key, value in outcome.attrs.items():
-                trial.set_user_attr(result_attr(key), value)
+                if key != "timings":  # stored above, with the suggestion's seconds
+                    trial.set_user_attr(result_attr(key), value)
             name = rung_objective(self.spec, outcome.values) if outcome.job.has_rungs else None
             last = (self.spec.finetune.steps if not outcome.job.evaluation_rungs
                     else outcome.attrs.get("validation_samples"))
             if name is not None and last:  # the last point of the curve: the full trial
-                self.study._storage.set_trial_intermediate_value(
-                    trial._trial_id, int(last), float(outcome.values[name]))
+                study_storage(self.study).set_trial_intermediate_value(
+                    trial_id(trial), int(last), float(outcome.values[name]))
             frozen = self.study.tell(trial, [outcome.values[n] for n in self.spec.objective_names])
         for callback in self.on_trial:
             callback(self.study, frozen)

@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from paretoml.objectives.evaluate import OBJECTIVES, Direction, objective_catalog
+from paretoml.objectives.evaluate import KNOWN_BEFORE_EVALUATION, OBJECTIVES, Direction, objective_catalog
 from paretoml.objectives.tasks.registry import UnknownTaskError, task_class
 from paretoml.objectives.threads import DEFAULT_THREADS, MAX_THREADS
 from paretoml.search_space.constraints import Constraint
@@ -137,7 +137,7 @@ class PrunerSpec(_Strict):
 
 
 #: Objectives known from the config alone, so measurable at every rung.
-AT_ONCE_OBJECTIVES = ("model_bytes", "mean_bits")
+AT_ONCE_OBJECTIVES = KNOWN_BEFORE_EVALUATION
 #: System objectives that only the full trial measures.
 FULL_TRIAL_OBJECTIVES = ("latency_ms", "peak_memory_bytes")
 

@@ -14,12 +14,12 @@ from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import TrialState
 
 from paretoml.service.db.migrate import schema_lock
 from paretoml.service.db.session import tune_sqlite
 from paretoml.service.mirror import MirroredStorage
+from paretoml.surrogates.optuna_compat import BaseHeartbeat, stale_trial_ids, study_storage
 
 DEFAULT_STORAGE_URL = "sqlite:///paretoml.db"
 
@@ -97,13 +97,13 @@ def fail_stale_trials(study: optuna.Study, reason: Mapping[str, Any] | None = No
 
     ``reason`` (user attributes: why the trial failed) is stored on each before it is failed,
     in the same write, since a finished trial cannot be changed; its retry does not inherit it
-    (the retry has not failed). Optuna's private ``_get_stale_trial_ids`` is used here only."""
-    storage = study._storage
+    (the retry has not failed). Optuna's private API is reached through ``optuna_compat``."""
+    storage = study_storage(study)
     if not isinstance(storage, BaseHeartbeat) or storage.get_heartbeat_interval() is None:
         return []
     failed = []
     with heartbeat_warnings_silenced():
-        stale = storage._get_stale_trial_ids(study._study_id)
+        stale = stale_trial_ids(storage, storage.get_study_id_from_name(study.study_name))
     for trial_id in stale:
         try:
             for key, value in (reason or {}).items():

@@ -36,7 +36,7 @@ from optuna.trial import FrozenTrial
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from paretoml.search_space.trial_attrs import RUNGS_ATTR  # {step (as str): {objective: value}} per rung passed
-from paretoml.surrogates.pareto import loss_signs
+from paretoml.surrogates.pareto import better_front_count, loss_signs  # noqa: F401 (better_front_count re-exported)
 
 
 
@@ -169,22 +169,15 @@ def rung_vectors(trials: Sequence[FrozenTrial], step: int, names: Sequence[str],
     return rows
 
 
-def better_front_count(losses: np.ndarray, index: int) -> int:
-    """How many rows lie in strictly better non-dominated fronts than row ``index``."""
-    remaining = np.arange(len(losses))
-    while len(remaining):
-        sub = losses[remaining]
-        dominated = np.array([np.any(np.all(sub <= sub[i], axis=1) & np.any(sub < sub[i], axis=1))
-                              for i in range(len(sub))])
-        front = remaining[~dominated]
-        if index in front:
-            return len(losses) - len(remaining)
-        remaining = remaining[dominated]
-    raise ValueError("index not among the rows")
-
-
 class ParetoRankPruner(BasePruner):
-    """Multi-objective successive halving by Pareto rank at each rung (see the module doc)."""
+    """Multi-objective successive halving by Pareto rank at each rung (see the module doc).
+
+    Args:
+        keep_fraction: share of the trials at a rung that go on, in (0, 1]: a trial stops
+            when at least ``ceil(keep_fraction * n)`` of the ``n`` trials there (itself
+            included) lie in strictly better non-dominated fronts.
+        min_trials: other trials a rung needs before it stops any.
+    """
 
     def __init__(self, keep_fraction: float, min_trials: int = 4) -> None:
         if not 0 < keep_fraction <= 1:

@@ -29,8 +29,9 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from paretoml.objectives.evaluate import TrialEvaluator
 from paretoml.objectives.compress.prune import unstructured_mask
 from paretoml.objectives.compress.quantize import quantize_tensor
-from paretoml.objectives.measure import packed_tensor_bytes, packed_weight_bytes
+from paretoml.objectives.measure import packed_tensor_bytes
 from paretoml.search_space.introspect import LayerInfo, layer_weight
+from paretoml.search_space.model_bytes import packed_weight_bytes
 from paretoml.search_space.space import TrialConfig
 
 

@@ -17,8 +17,10 @@ from optuna.samplers import TPESampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 
+from paretoml.objectives.evaluate import KNOWN_BEFORE_EVALUATION
+
 #: Objectives known from the config alone: never a rung's intermediate value in a multi-objective study.
-AT_ONCE = ("model_bytes", "mean_bits")
+AT_ONCE = KNOWN_BEFORE_EVALUATION
 
 
 class _RungDirectionStudy:
@@ -39,6 +41,9 @@ def _view(study: optuna.Study) -> optuna.Study:
 
 
 class RungAwareTPESampler(TPESampler):
+    """Optuna's TPESampler, shown a multi-objective study with its rung metric's direction
+    (see the module doc). Takes TPESampler's arguments unchanged."""
+
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
         return super().sample_relative(_view(study), trial, search_space)

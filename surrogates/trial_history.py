@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from paretoml.search_space.encoding import VectorEncoding
 from paretoml.search_space.trial_attrs import FIXED_PARAMS_ATTR, OPTUNA_RETRY_ATTR, RETRY_OF_ATTR
+from paretoml.surrogates.optuna_compat import contains
 
 
 def covers(params: Mapping[str, Any], space: Mapping[str, BaseDistribution]) -> bool:
@@ -30,7 +31,7 @@ def covers(params: Mapping[str, Any], space: Mapping[str, BaseDistribution]) -> 
         if name not in params:
             return False
         try:
-            if not dist._contains(dist.to_internal_repr(params[name])):
+            if not contains(dist, params[name]):
                 # a changed range: floats/ints outside it still encode, categoricals cannot
                 if isinstance(dist, optuna.distributions.CategoricalDistribution):
                     return False

@@ -52,6 +52,23 @@ _Z90 = 2.5631  # width of the 10-90 % interval of a normal, in standard deviatio
 
 
 class XGBoostSampler(BaseSampler):
+    """Quantune-style XGBoost surrogate sampler (see the module doc).
+
+    Args:
+        n_startup_trials: trials drawn from a scrambled Sobol sequence before the surrogate
+            is fitted (at most a twelfth of a small discrete space).
+        n_candidates: candidates scored per suggestion; a discrete space no larger than this
+            is enumerated instead.
+        n_estimators: boosting rounds of each quantile model.
+        max_depth: depth of each tree.
+        max_train: most trials a model is fitted on (beyond: the Pareto set plus the latest).
+        beta: weight of the spread in the lower confidence bound (exploration).
+        seed: seeds the Sobol sequence and each suggestion's generator, with the trial number.
+        constraints_func: Optuna's constraint function (values ``<= 0`` are feasible); also
+            writes Optuna's ``constraints`` system attribute after each trial.
+        noisy_objectives: allow repeating a completed configuration (never a failed one).
+    """
+
     def __init__(
         self,
         *,

@@ -27,12 +27,25 @@ from optuna.trial import FrozenTrial, TrialState
 from paretoml.search_space.encoding import VectorEncoding
 from paretoml.search_space.trial_attrs import ZO_CHAIN_ATTR, ZO_SIGN_ATTR, ZO_STEP_ATTR
 from paretoml.surrogates.constraint_record import ConstraintsFunc, record_constraints
+from paretoml.surrogates.optuna_compat import study_storage, trial_id
 from paretoml.surrogates.pareto import loss_signs
 
 CHAIN, STEP, SIGN = ZO_CHAIN_ATTR, ZO_STEP_ATTR, ZO_SIGN_ATTR
 
 
 class ZerothOrderSampler(BaseSampler):
+    """SPSA over the float parameters (see the module doc); the rest goes to a fallback.
+
+    Args:
+        a: step-size gain (``a_k = a / (k + 1 + stability)^0.602``), in unit-cube units.
+        c: perturbation gain (``c_k = c / (k + 1)^0.101``).
+        stability: Spall's ``A``, which keeps the first steps small.
+        n_chains: independent chains, each with its own scalarisation weights
+            (multi-objective studies).
+        fallback: ``"tpe"`` or ``"random"``, for the parameters SPSA does not move.
+        seed: seeds the perturbations and the fallback.
+    """
+
     def __init__(
         self,
         *,
@@ -87,7 +100,7 @@ class ZerothOrderSampler(BaseSampler):
         sign = next((s for s in (1, -1) if s not in members), 0)  # 0: both in flight, evaluate the iterate
         point = np.clip(theta + sign * self._c(k) * self._delta(chain, k, encoding.size), 0.0, 1.0)
         for key, value in ((CHAIN, chain), (STEP, k), (SIGN, sign)):
-            study._storage.set_trial_system_attr(trial._trial_id, key, value)
+            study_storage(study).set_trial_system_attr(trial_id(trial), key, value)
         return encoding.decode(point)
 
     # -- the recursion, recomputed from the trials ---------------------------------------------

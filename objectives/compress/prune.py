@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from paretoml.search_space.introspect import ChannelLink
+from paretoml.search_space.model_bytes import channels_to_remove
 
 
 def unstructured_mask(weight: torch.Tensor, ratio: float) -> torch.Tensor:
@@ -46,11 +47,6 @@ def prune_unstructured(model: nn.Module, ratios: Mapping[str, float]) -> dict[st
         weight.mul_(mask)
         masks[name] = mask
     return masks
-
-
-def channels_to_remove(rows: int, ratio: float) -> int:
-    """Rows removed at ``ratio``; at least one row is always kept."""
-    return min(round(ratio * rows), rows - 1)
 
 
 @torch.no_grad()

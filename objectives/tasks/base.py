@@ -33,12 +33,22 @@ Batch = Any
 
 @dataclass(frozen=True)
 class ObjectiveDef:
-    """An objective a study may ask for: its direction and how it is obtained."""
+    """An objective a study may ask for: its direction and how it is obtained.
+
+    Args:
+        name: the objective's name in specs, storage and Optuna's metric names.
+        direction: ``"maximize"`` or ``"minimize"``.
+        how: ``"measured"`` or ``"estimated"`` (provenance).
+        summary: one line for the catalog.
+        known_before_evaluation: computed from the trial's config alone (no model run), so
+            it is the same at every rung and never a rung's intermediate value.
+    """
 
     name: str
     direction: Direction
     how: How
     summary: str
+    known_before_evaluation: bool = False
 
 
 #: The metrics of a classifier task (a :class:`TaskBundle`): what digits tasks measure.

@@ -1,13 +1,19 @@
 """The application factory. One app per settings object; the lifespan migrates the
-database, then starts the job scheduler (and stops it, gracefully, on shutdown)."""
+database, then starts the job scheduler (and stops it, gracefully, on shutdown).
+
+A UI is installed into the app, not imported by it: ``create_app(ui=[...])`` takes the
+functions that add one, and by default the installed ones are found under the entry point
+group ``paretoml.ui`` (the dashboard registers itself there in ``pyproject.toml``), so the
+service floor never imports the dashboard that reads through it."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from importlib.metadata import entry_points
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
@@ -17,7 +23,6 @@ from paretoml.service.api.errors import install_error_handlers
 from paretoml.service.api.limits import BodySizeLimit
 from paretoml.service.api.openapi import describe_auth, operation_id
 from paretoml.service.api.reads import StudyReads
-from paretoml.dashboard.routes import install_dashboard
 from paretoml.service.api.routes import analysis, catalog, export, health, studies
 from paretoml.service.db.session import engine_for
 from paretoml.service.jobs import JobRepository
@@ -28,6 +33,15 @@ API_PREFIX = "/api/v1"
 # the routers of the REST API, all under API_PREFIX (tests/service/api/test_openapi.py checks
 # that each of their operations declares the errors it can send)
 API_ROUTERS = (studies.router, analysis.router, catalog.router, health.router, export.router)
+#: Entry point group of the UIs installed into the app: each names a ``UiInstaller``.
+UI_ENTRY_POINT_GROUP = "paretoml.ui"
+#: Adds a UI's routes and assets to the app.
+UiInstaller = Callable[[FastAPI], None]
+
+
+def installed_uis() -> list[UiInstaller]:
+    """The UIs installed with ParetoML (``paretoml.ui`` entry points), by name."""
+    return [ep.load() for ep in sorted(entry_points(group=UI_ENTRY_POINT_GROUP), key=lambda ep: ep.name)]
 
 
 def _server_signal_handlers() -> dict[signal.Signals, object]:
@@ -51,7 +65,9 @@ async def _restore_signals_after_ray(scheduler: JobScheduler, saved: dict[signal
             signal.signal(sig, handler)  # type: ignore[arg-type]
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, ui: Sequence[UiInstaller] | None = None) -> FastAPI:
+    """The API's app; ``ui`` installs the pages served beside it (default: the installed UIs,
+    see :func:`installed_uis`; ``[]`` serves the API alone)."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -83,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for router in API_ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
-    install_dashboard(app)
+    for install in installed_uis() if ui is None else ui:
+        install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

@@ -32,6 +32,7 @@ from paretoml.search_space.trial_attrs import (
     WORKER_ATTR,
 )
 from paretoml.service.api import schemas
+from paretoml.service.api.importances import Importances, study_importances
 from paretoml.service.db.models import Job
 from paretoml.service.frontier import is_feasible, reference_point, stored_front, stored_history
 from paretoml.service.jobs import PYTHON_SOURCE, JobRepository, JobStatus
@@ -189,6 +190,21 @@ class StudyReads:
         return schemas.TrialBrief(number=trial.number, state=STATE_NAMES[trial.state],
                                   values=self._values(names, trial), feasible=is_feasible(trial),
                                   duration_s=_seconds(trial.datetime_start, trial.datetime_complete))
+
+    def trial_by_number(self, job: Job, number: int) -> schemas.Trial | None:
+        for trial in self.trials(job.id):
+            if trial.number == number:
+                return self.trial(job, trial)
+        return None
+
+    def briefs(self, job: Job, state: TrialState | None = None) -> list[schemas.TrialBrief]:
+        """The study's trials (in ``state``, if given) in number order, numbers and values only."""
+        trials = [t for t in self.trials(job.id) if state is None or t.state == state]
+        return [self.brief(job, t) for t in sorted(trials, key=lambda t: t.number)]
+
+    def importances(self, job: Job) -> Importances:
+        """Parameter importances per objective (PED-ANOVA), kept while the study does not move."""
+        return study_importances(self, job)
 
     @staticmethod
     def _values(names: list[str], trial: FrozenTrial) -> dict[str, float] | None:

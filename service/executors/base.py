@@ -18,7 +18,7 @@ import torch
 
 from paretoml.objectives.evaluate import RungGate, StoppedAtRung, TrialEvaluator
 from paretoml.search_space.introspect import LayerInfo
-from paretoml.search_space.knobs import BitwidthKnob, KVBitsKnob, PruneKnob
+from paretoml.search_space.knobs import UNSTRUCTURED, BitwidthKnob, KVBitsKnob, PruneKnob
 from paretoml.search_space.space import JointSpace, TrialConfig
 from paretoml.service.spec import StudySpec
 from paretoml.surrogates.kv_sensitivity import KVSensitivity, measure_kv_sensitivity
@@ -110,7 +110,7 @@ def describe(evaluator: TrialEvaluator, spec: StudySpec, sensitivity: bool = Tru
         if space is not None and kv_knob is not None and space.kv_layers:
             kv_measured = measure_kv_sensitivity(evaluator, space.kv_layers, space.kv_pairs())
         if space is not None and bits_knob is not None:
-            prune_knob = next((k for k in spec.knobs if isinstance(k, PruneKnob) and k.method == "unstructured"), None)
+            prune_knob = next((k for k in spec.knobs if isinstance(k, PruneKnob) and k.method == UNSTRUCTURED), None)
             ratios = prune_grid(prune_knob.low, prune_knob.high, prune_knob.step) if prune_knob else []
             measured = measure_sensitivity(evaluator, space.bits_layers, bits_knob.choices,
                                            ratios, space.unstructured_prune_layers)

@@ -13,12 +13,15 @@ computes within a thread budget, set first thing in the worker: its ``num_cpus``
 
 from __future__ import annotations
 
+import sys
+import sysconfig
 import threading
 import time
 from typing import Any
 
 import ray
 from ray.exceptions import RayError, RayTaskError
+from torch import nn
 
 from paretoml.objectives.tasks.base import Task
 from paretoml.objectives.threads import apply_thread_budget, resolve_threads, worker_threads
@@ -298,3 +301,26 @@ def _first_line(exc: BaseException) -> str:
         if line:
             return line[:300]
     return type(exc).__name__
+
+
+def ship_by_value(*objects: Any) -> None:
+    """Make Ray pickle the user's own modules (a notebook's, a script's, a test's) by value,
+    so workers need not import them; installed packages are still imported by name."""
+    import ray.cloudpickle as cloudpickle
+
+    installed = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    classes = [type(o) for o in objects if not callable(o) or isinstance(o, nn.Module)]
+    sources = [o for o in objects if callable(o) and not isinstance(o, nn.Module)]
+    for module_name in {getattr(c, "__module__", None) for cls in classes for c in cls.__mro__} | {
+        getattr(f, "__module__", None) for f in sources
+    }:
+        module = sys.modules.get(module_name or "")
+        path = getattr(module, "__file__", None) or ""
+        if module is None or module_name == "__main__" or module_name.split(".")[0] in ("paretoml", "torch"):
+            continue
+        if not path or any(path.startswith(root) for root in installed):
+            continue
+        try:
+            cloudpickle.register_pickle_by_value(module)
+        except ValueError:
+            pass

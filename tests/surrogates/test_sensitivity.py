@@ -9,7 +9,7 @@ import optuna
 import pytest
 from scipy.stats import spearmanr
 
-from paretoml.objectives.measure import packed_weight_bytes
+from paretoml.search_space.model_bytes import packed_weight_bytes
 from paretoml.search_space.trial_attrs import BASELINE_ATTR
 from paretoml.service.executors import create_executor
 from paretoml.service.runner import StudyRunner

@@ -119,10 +119,9 @@ def list_trials(
             responses=errors(404, 422, 503, descriptions={404: "no study with this id, or no trial with this number"}))
 def get_trial(study_id: StudyId, number: Annotated[int, Path(ge=0, le=10_000_000)], jobs: Jobs,
               reads: Reads) -> schemas.Trial:
-    job = jobs.get(study_id)
-    for trial in reads.trials(study_id):
-        if trial.number == number:
-            return reads.trial(job, trial)
+    found = reads.trial_by_number(jobs.get(study_id), number)
+    if found is not None:
+        return found
     raise HTTPException(status.HTTP_404_NOT_FOUND, f"study {study_id!r} has no trial {number}")
 
 
