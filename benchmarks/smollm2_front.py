@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import optuna
 import yaml
-from optuna._hypervolume import compute_hypervolume
 from optuna.trial import TrialState
 
 from paretoml.search_space.trial_attrs import (
@@ -34,7 +33,8 @@ from paretoml.service.executors.inprocess import InProcessExecutor
 from paretoml.service.frontier import reference_point
 from paretoml.service.runner import StudyRunner
 from paretoml.service.spec import parse_spec
-from paretoml.surrogates.pareto import loss_signs, non_dominated
+from paretoml.surrogates.pareto import hypervolume as pareto_hypervolume
+from paretoml.surrogates.pareto import loss_signs
 
 from _machine import machine
 
@@ -42,8 +42,7 @@ UNIFORM_KV = {"K16V16": (16, 16), "K8V8": (8, 8), "K4V4": (4, 4), "K8V4": (8, 4)
 
 
 def hypervolume(losses: np.ndarray, point: np.ndarray) -> float:
-    inside = losses[np.all(losses < point, axis=1)]
-    return float(compute_hypervolume(inside[non_dominated(inside)], point)) if len(inside) else 0.0
+    return pareto_hypervolume(losses, point)
 
 
 def main() -> None:

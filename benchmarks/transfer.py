@@ -79,17 +79,9 @@ def normalised(values: np.ndarray, reference: dict[str, Any], names: list[str]) 
 
 
 def hypervolume_curve(losses: np.ndarray, reference: np.ndarray = REFERENCE_POINT) -> list[float]:
-    from optuna._hypervolume import compute_hypervolume
+    from paretoml.surrogates.pareto import hypervolume_curve as curve
 
-    from paretoml.surrogates.pareto import non_dominated
-
-    curve, front, last = [], np.empty((0, losses.shape[1])), 0.0
-    for point in losses:
-        if np.all(point < reference) and not np.any(np.all(front <= point, axis=1)):
-            front = np.vstack([front[~np.all(point <= front, axis=1)], point])
-            last = float(compute_hypervolume(front[non_dominated(front)], reference))
-        curve.append(last)
-    return curve
+    return curve(losses, reference)
 
 
 def ask_seconds(study: optuna.Study) -> list[float]:

@@ -3,8 +3,8 @@ samplers write it (TPE, NSGA-II, GP): ``optuna.load_study(...).best_trials``, Op
 and optuna-dashboard read feasibility from it, and count a trial without it as feasible.
 
 Every registered sampler records it when the study has constraints: those of Optuna do so
-themselves; ours call :func:`record_constraints` from ``after_trial``. This module is the one
-place that uses Optuna's private helper, so an Optuna upgrade breaks here only.
+themselves; ours call :func:`record_constraints` from ``after_trial``. Optuna's private helper
+is reached through ``optuna_compat``, so an Optuna upgrade breaks there only.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from typing import Any
 
 import optuna
 from optuna.samplers import RandomSampler
-from optuna.samplers._base import _process_constraints_after_trial
 from optuna.trial import FrozenTrial, TrialState
+
+from paretoml.surrogates.optuna_compat import process_constraints_after_trial
 
 ConstraintsFunc = Callable[[FrozenTrial], Sequence[float]]
 
@@ -25,7 +26,7 @@ def record_constraints(constraints_func: ConstraintsFunc | None, study: optuna.S
     """Store ``constraints_func(trial)`` on a complete or pruned trial (nothing without a
     function, as Optuna's samplers do)."""
     if constraints_func is not None:
-        _process_constraints_after_trial(constraints_func, study, trial, state)
+        process_constraints_after_trial(constraints_func, study, trial, state)
 
 
 class ConstraintRecordingRandomSampler(RandomSampler):

@@ -39,6 +39,7 @@ from optuna.trial import TrialState
 from paretoml.objectives.evaluate import SYSTEM_OBJECTIVES
 from paretoml.search_space.encoding import VectorEncoding
 from paretoml.surrogates.layer_features import LayerTable, LayerValues, aggregate
+from paretoml.surrogates.optuna_compat import study_storage
 from paretoml.search_space.trial_attrs import CONFIG_ATTR, LAYERS_ATTR, REFERENCE_ATTR, SENSITIVITY_ATTR, SPEC_ATTR
 from paretoml.surrogates.sensitivity import sensitivity_from_attr
 
@@ -51,8 +52,8 @@ class TransferError(ValueError):
 
 
 def storage_of(study: optuna.Study) -> BaseStorage:
-    """The storage a study lives in (Optuna keeps it private: this is the one place read)."""
-    return study._storage  # noqa: SLF001
+    """The storage a study lives in (Optuna keeps it private: read through optuna_compat)."""
+    return study_storage(study)
 
 
 def _rdb(storage: BaseStorage) -> BaseStorage:
