@@ -82,7 +82,9 @@ def allocate_kv(sensitivities: Sequence[KVSensitivity], budget_bytes_per_token: 
 def kv_warm_start_allocations(sensitivities: Sequence[KVSensitivity],
                               fractions: Sequence[float]) -> list[dict[str, Pair]]:
     """Allocations at budgets given as fractions of the widest pair's bytes everywhere
-    (distinct ones, infeasible budgets skipped)."""
+    (distinct ones, infeasible budgets skipped); none for a model without KV knobs."""
+    if not sensitivities:
+        return []
     full = sum(max(s.bytes_per_token.values()) for s in sensitivities)
     allocations: list[dict[str, Pair]] = []
     for fraction in fractions:

@@ -45,3 +45,8 @@ def test_measured_on_a_tiny_llama(tmp_path: Path) -> None:
     for s in measured:
         assert s.drop[(16, 16)] == 0.0 and s.drop[(2, 2)] != 0.0
         assert s.bytes_per_token[(2, 2)] < s.bytes_per_token[(8, 8)] < s.bytes_per_token[(16, 16)]
+
+
+def test_a_model_without_kv_knobs_gets_no_kv_allocations() -> None:
+    # the runner asks for KV allocations beside the weight ones on every warm-started study
+    assert kv_warm_start_allocations([], (0.25, 0.5, 1.0)) == []
