@@ -181,7 +181,7 @@ def test_sigkill_mid_study_then_resume_loses_nothing(tmp_path, workers):
 
 def test_serve_refuses_bad_settings_with_one_line(tmp_path):
     result = paretoml("serve", "--storage", "sqlite:////no/such/dir/x.db", cwd=tmp_path, timeout=60)
-    assert result.returncode == 2 and "no database at" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "does not exist" in result.stderr and "Traceback" not in result.stderr
     result = paretoml("serve", "--port", "70000", cwd=tmp_path, timeout=60)
     assert result.returncode == 2 and "port" in result.stderr and "Traceback" not in result.stderr
 
