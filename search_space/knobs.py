@@ -35,6 +35,17 @@ STRUCTURED: PruneMethod = "structured"  # whole output channels, removed from th
 SPARSE_2_4: PruneMethod = "2:4"  # the 2:4 pattern of sparse tensor cores
 
 
+
+def checked_bits(value: list[int], supported: frozenset[int], what: str, label: str) -> list[int]:
+    """Distinct sorted bitwidths, refusing an empty list or one outside ``supported``: one
+    check for the weight and the KV-cache knobs."""
+    if not value:
+        raise ValueError(f"needs at least one {what}")
+    bad = sorted(set(value) - supported)
+    if bad:
+        raise ValueError(f"{label} {bad} not supported; choose from {sorted(supported)}")
+    return sorted(set(value))
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -81,12 +92,7 @@ class BitwidthKnob(_PerLayerKnob):
     @field_validator("choices")
     @classmethod
     def _valid_bits(cls, value: list[int]) -> list[int]:
-        if not value:
-            raise ValueError("needs at least one bitwidth")
-        bad = sorted(set(value) - SUPPORTED_BITS)
-        if bad:
-            raise ValueError(f"bits {bad} not supported; choose from {sorted(SUPPORTED_BITS)}")
-        return sorted(set(value))
+        return checked_bits(value, SUPPORTED_BITS, "bitwidth", "bits")
 
 
 class ActivationBitsKnob(_PerLayerKnob):
@@ -180,12 +186,7 @@ class KVBitsKnob(_PerLayerKnob):
     @field_validator("key_choices", "value_choices")
     @classmethod
     def _valid_bits(cls, value: list[int]) -> list[int]:
-        if not value:
-            raise ValueError("needs at least one KV bitwidth")
-        bad = sorted(set(value) - SUPPORTED_KV_BITS)
-        if bad:
-            raise ValueError(f"KV bits {bad} not supported; choose from {sorted(SUPPORTED_KV_BITS)}")
-        return sorted(set(value))
+        return checked_bits(value, SUPPORTED_KV_BITS, "KV bitwidth", "KV bits")
 
     @field_validator("pairs")
     @classmethod
