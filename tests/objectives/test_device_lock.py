@@ -23,9 +23,11 @@ KEY = "gpu-test-fake-uuid"
 
 
 def _timed_sections(out: str, key: str, cache: str, n: int, hold_s: float, kind: str = "exclusive",
-                    gap_s: float = 0.0) -> None:
+                    gap_s: float = 0.0, ready: Any = None) -> None:
     os.environ["PARETOML_CACHE_DIR"] = cache
     hold = exclusive if kind == "exclusive" else shared
+    if ready is not None:  # spawned processes import torch for seconds: start the sections together
+        ready.wait(60)
     with open(out, "a") as handle:
         for _ in range(n):
             with hold(key):
@@ -48,7 +50,9 @@ def _overlaps(intervals: list[tuple[float, float]]) -> int:
 def _run_processes(tmp_path: Path, n_procs: int = 3) -> list[tuple[float, float]]:
     out = tmp_path / "sections.txt"
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_timed_sections, args=(str(out), KEY, os.environ["PARETOML_CACHE_DIR"], 6, 0.03))
+    ready = ctx.Barrier(n_procs)
+    procs = [ctx.Process(target=_timed_sections,
+                         args=(str(out), KEY, os.environ["PARETOML_CACHE_DIR"], 6, 0.03, "exclusive", 0.0, ready))
              for _ in range(n_procs)]
     for p in procs:
         p.start()
@@ -76,8 +80,10 @@ def test_gpu_work_runs_side_by_side_but_never_beside_a_timing(tmp_path):
     out = tmp_path / "sections.txt"
     ctx = mp.get_context("spawn")
     cache = os.environ["PARETOML_CACHE_DIR"]
-    work = [ctx.Process(target=_timed_sections, args=(str(out), KEY, cache, 40, 0.03, "shared")) for _ in range(2)]
-    timing = ctx.Process(target=_timed_sections, args=(str(out), KEY, cache, 5, 0.02, "exclusive", 0.02))
+    ready = ctx.Barrier(3)
+    work = [ctx.Process(target=_timed_sections, args=(str(out), KEY, cache, 40, 0.03, "shared", 0.0, ready))
+            for _ in range(2)]
+    timing = ctx.Process(target=_timed_sections, args=(str(out), KEY, cache, 5, 0.02, "exclusive", 0.02, ready))
     for p in [*work, timing]:
         p.start()
     for p in [*work, timing]:
