@@ -29,11 +29,7 @@ MAX_FUNCTION_LINES = 80
 
 #: Known file cycles still to remove, each a sorted tuple of modules, with who owns them.
 #: The coordinator empties this list at merge; keep it minimal.
-ALLOWED_CYCLES: set[tuple[str, ...]] = {
-    # issue 23 item 2, engineer `deploy`: build_kernel moves to kernels.py
-    ("paretoml.objectives.deploy.convert", "paretoml.objectives.deploy.formats",
-     "paretoml.objectives.deploy.kernel_table"),
-}
+ALLOWED_CYCLES: set[tuple[str, ...]] = set()
 #: Functions allowed over MAX_FUNCTION_LINES, with who owns them (same rule).
 ALLOWED_LONG: set[str] = set()
 

@@ -33,6 +33,10 @@ from typing import Literal
 
 import torch
 
+from paretoml.objectives.compress.quantize import quantize_tensor
+from paretoml.objectives.deploy.kernels import build_kernel, compute_dtype
+from paretoml.objectives.deploy.sparse import semi_structured_mask
+
 Pattern = Literal["dense", "2:4"]
 FLOAT_BITS = (16, 32)
 
@@ -54,10 +58,6 @@ class LayerFormat:
 
 def float_kernel(device: torch.device) -> str:
     return "bf16" if device.type == "cuda" else "fp32"
-
-
-def compute_dtype(device: torch.device) -> torch.dtype:
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
 def own_kernel(fmt: LayerFormat, device: torch.device, available: frozenset[str]) -> str | None:
@@ -103,8 +103,6 @@ def stand_in_kernels(fmt: LayerFormat, device: torch.device, available: frozense
 @functools.cache
 def _probe(device_key: str) -> frozenset[str]:
     device = torch.device(device_key)
-    from paretoml.objectives.deploy.convert import build_kernel
-
     found = {float_kernel(device)}
     torch.manual_seed(0)
     weight = torch.randn(64, 128)
@@ -116,11 +114,7 @@ def _probe(device_key: str) -> frozenset[str]:
         try:
             w = weight
             if kernel == "sparse-2:4":
-                from paretoml.objectives.deploy.sparse import semi_structured_mask
-
                 w = weight * semi_structured_mask(weight)
-            from paretoml.objectives.compress.quantize import quantize_tensor
-
             layer = build_kernel(kernel, quantize_tensor(w, bits) if kernel != "sparse-2:4" else w, None,
                                  bits, device)
             layer(x)

@@ -10,7 +10,6 @@ a wrong packing shows up next to its time.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -21,11 +20,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from torch import nn
 
 from paretoml.objectives.compress.quantize import quantize_tensor
-from paretoml.objectives.deploy.convert import build_kernel
-from paretoml.objectives.deploy.formats import compute_dtype
+from paretoml.objectives.deploy.kernels import build_kernel, compute_dtype
 from paretoml.objectives.deploy.sparse import semi_structured_mask
 from paretoml.objectives.device_lock import exclusive_timing
 
@@ -171,8 +170,7 @@ class KernelTable:
         each writes its own temporary file. The table is a cache: a failed write loses nothing."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)  # read, merge and write as one step
+            with FileLock(self.path.with_name(self.path.name + ".lock")):  # read, merge, write as one step
                 on_disk = json.loads(self.path.read_text()) if self.path.exists() else {}
                 self._rows = {**on_disk, **self._rows}
                 tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")

@@ -27,9 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from paretoml.objectives.deploy.pack import IntWeight
+from paretoml.objectives.deploy.pack import IntWeight, to_int_weight
 
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
+
+
+def compute_dtype(device: torch.device) -> torch.dtype:
+    """The float type the device's deployed models run in (CPUs gain nothing from bf16 GEMMs)."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
@@ -204,3 +209,24 @@ class EmulatedA8Linear(_DeployedLinear):
         scale = xf.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127.0
         xq = torch.round(xf / scale).clamp_(-127, 127) * scale
         return self._finish(F.linear(xq.to(self.weight.dtype), self.weight), x)
+
+
+def build_kernel(kernel: str, weight: torch.Tensor, bias: torch.Tensor | None, bits: int,
+                 device: torch.device) -> nn.Module:
+    """A Linear running ``kernel`` on ``weight`` (fp32, values on the trial's grid)."""
+    weight = weight.detach().to(device=device, dtype=torch.float32)
+    bias = None if bias is None else bias.detach().to(device=device, dtype=compute_dtype(device))
+    if kernel in ("int8-dynamic", "int8-weight-only", "int4-weight-only"):
+        iw = to_int_weight(weight, min(bits, 8))
+        if kernel == "int8-dynamic":
+            return Int8DynamicLinear(iw, bias).to(device)
+        if kernel == "int8-weight-only":
+            return Int8WeightOnlyLinear(iw, bias, compute_dtype(device)).to(device)
+        return Int4WeightOnlyLinear(iw, bias, device)
+    if kernel == "fp8-rowwise":
+        return Fp8Linear(weight, bias).to(device)
+    if kernel == "sparse-2:4":
+        return SemiSparseLinear(weight, bias, compute_dtype(device)).to(device)
+    if kernel == "emulated-a8":
+        return EmulatedA8Linear(weight, bias, compute_dtype(device)).to(device)
+    raise ValueError(f"unknown kernel {kernel!r}")

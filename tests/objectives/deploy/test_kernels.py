@@ -16,7 +16,7 @@ from torch import nn
 
 from paretoml.objectives.compress.quantize import quantize_tensor
 from paretoml.objectives.deploy import kernels_on
-from paretoml.objectives.deploy.convert import build_kernel
+from paretoml.objectives.deploy.kernels import build_kernel
 from paretoml.objectives.deploy.pack import pack_bits, to_int_weight, unpack_bits
 from paretoml.objectives.deploy.sparse import is_semi_structured, semi_structured_mask
 
