@@ -36,6 +36,7 @@ from paretoml.objectives.tasks.base import (
 from paretoml.objectives.tasks.classifier import classifier_bundle
 from paretoml.objectives.train import FinetuneSettings, Finetuner
 from paretoml.search_space.constraints import mean_bits
+from paretoml.search_space.deploy_mode import DEFAULT_DEPLOY, DEQUANTIZE_AT_LOAD, DeployMode
 from paretoml.search_space.introspect import LayerInfo, introspect, layer_weight
 from paretoml.search_space.knobs import SPARSE_2_4, STRUCTURED
 from paretoml.search_space.space import TrialConfig
@@ -71,6 +72,8 @@ class MeasureSettings:
     finetune_steps: int = 0
     default_batch_size: int = 32
     default_learning_rate: float = 1e-3
+    #: which model a trial is measured on and which bytes model_bytes counts
+    deploy: DeployMode = DEFAULT_DEPLOY
 
 
 @dataclass(frozen=True)
@@ -183,7 +186,8 @@ class TrialEvaluator:
             structured = {n: r for n, r in config.prune.items() if config.prune_method.get(n) == STRUCTURED}
             unstructured = {n: r for n, r in config.prune.items()
                             if config.prune_method.get(n) not in (STRUCTURED, SPARSE_2_4)}
-            prune_structured(model, structured, self._links)
+            prune_structured(model, structured, self._links,  # kept rows fit the layers' kernels
+                             deploy.prune_multiples(model, config, self._links, self.device, self.settings.deploy))
             masks = prune_unstructured(model, unstructured)
             masks.update(deploy.prune_semi_structured(model, deploy.semi_structured_layers(config)))
             model = self.task.compress(model, config)
@@ -228,7 +232,7 @@ class TrialEvaluator:
         metrics = [n for n in objectives if n not in SYSTEM_OBJECTIVES]
         values = self.score(probe, metrics) if metrics else {}
         if "model_bytes" in objectives:
-            values["model_bytes"] = float(measure.packed_model_bytes(probe, config.bits))
+            values["model_bytes"] = float(self._model_bytes(probe, config))
         if "mean_bits" in objectives:
             values["mean_bits"] = mean_bits(self.layers, config)
         return values
@@ -303,7 +307,8 @@ class TrialEvaluator:
             self._prefix(split, n)
 
     def evaluation_rungs(self, run: nn.Module, model: nn.Module, config: TrialConfig, objectives: Sequence[str],
-                         fractions: Sequence[float], gate: RungGate, split: Split_ = "validation") -> None:
+                         fractions: Sequence[float], gate: RungGate, split: Split_ = "validation",
+                         run_plan: deploy.Deployment | None = None) -> None:
         """Score the deployable model ``run`` on growing prefixes of the split and ask
         ``gate`` at each (step = samples scored); raise :class:`StoppedAtRung` when it says
         stop. Packed bytes are counted on the compressed ``model``, as for the full trial."""
@@ -314,7 +319,7 @@ class TrialEvaluator:
                 scored = self.data.scorer.score(run, self._yielding(data), reference, metrics) if metrics else {}
             values = {name: float(scored[name]) for name in metrics}
             if "model_bytes" in objectives:
-                values["model_bytes"] = float(self._packed_bytes(model, config))
+                values["model_bytes"] = float(self._model_bytes(model, config, run_plan))
             if "mean_bits" in objectives:
                 values["mean_bits"] = mean_bits(self.layers, config)
             if gate(n, values):
@@ -332,7 +337,7 @@ class TrialEvaluator:
         timings: dict[str, float] = {}
         t_deploy = time.perf_counter()
         with gpu_work(self.device):  # kernel-table timings inside take the device alone
-            deployment = deploy.deployable(model, config, self.device, example=example)
+            deployment = deploy.deployable(model, config, self.device, example=example, deploy=self.settings.deploy)
         timings["deploy_s"] = time.perf_counter() - t_deploy
         run = deployment.model
         values: dict[str, float] = {}
@@ -348,7 +353,7 @@ class TrialEvaluator:
                    "CUDA events, beside other workers' GPU work (timing lock off)" if self.device.type == "cuda"
                    else f"{lat.threads} thread(s)") + f"; {deployment.describe()}"
             ),
-            "model_bytes": "packed format: b-bit values + fp16 per-channel scales, bitmap for sparsity, fp32 rest",
+            "model_bytes": _bytes_detail(self.settings.deploy, self.device),
             "peak_memory_bytes": (
                 "CUDA allocator high-water mark" if self.device.type == "cuda"
                 else "PyTorch profiler allocation trace of one forward pass (CPU)"
@@ -357,7 +362,7 @@ class TrialEvaluator:
         }
         t0 = time.perf_counter()
         if evaluation_rungs and gate is not None:
-            self.evaluation_rungs(run, model, config, objectives, evaluation_rungs, gate, split)
+            self.evaluation_rungs(run, model, config, objectives, evaluation_rungs, gate, split, deployment)
         task_metrics = [name for name in objectives if name not in SYSTEM_OBJECTIVES]
         scored: dict[str, float] = {}
         if task_metrics:
@@ -376,15 +381,15 @@ class TrialEvaluator:
                 values[name] = measure.latency_ms(run, example, lat)
                 timings["latency_s"] = time.perf_counter() - t_latency
             elif name == "model_bytes":
-                values[name] = float(self._packed_bytes(model, config))
+                values[name] = float(self._model_bytes(model, config, deployment))
             elif name == "peak_memory_bytes":
                 with gpu_work(self.device):
                     values[name] = float(measure.peak_memory_bytes(run, self._latency_example()))
             elif name == "mean_bits":
                 values[name] = mean_bits(self.layers, config)
             how = self.catalog[name].how
-            if name == "latency_ms" and not deployment.all_native:
-                how = "estimated"  # some layer ran a stand-in kernel, not one of its own format
+            if name == "latency_ms" and not deployment.all_native or name == "model_bytes":  # emulated layer;
+                how = "estimated" if name == "latency_ms" else "measured"  # bytes counted on what runs/the file
             provenance[name] = {"how": how, "detail": detail[name]}
             provenance[name].update(data.scorer.last_provenance.get(name, {}) if name in scored else {})
         attrs: dict[str, Any] = {"timings": {"measure_s": time.perf_counter() - t0, **timings},
@@ -398,13 +403,16 @@ class TrialEvaluator:
             with gpu_work(self.device):
                 attrs["test_accuracy"] = measure.accuracy(run, bundle.test_inputs, bundle.test_labels)
         if "model_bytes" not in values:
-            attrs["model_bytes"] = self._packed_bytes(model, config)
+            attrs["model_bytes"] = self._model_bytes(model, config, deployment)
         return TrialResult(values, provenance, attrs)
 
-    def _packed_bytes(self, model: nn.Module, config: TrialConfig) -> int:
-        """Packed bytes of ``model``: counting its zeros runs on its device, as GPU work."""
+    def _model_bytes(self, model: nn.Module, config: TrialConfig, deployment: deploy.Deployment | None = None) -> int:
+        """``model_bytes`` under the study's deployment (see :func:`deploy.trial_model_bytes`);
+        without ``deployment`` (a rung's probe) the model is deployed here, without timings."""
         with gpu_work(self.device):
-            return measure.packed_model_bytes(model, config.bits)
+            if deployment is None:
+                deployment = deploy.deployable(model, config, self.device, deploy=self.settings.deploy)
+            return deploy.trial_model_bytes(deployment, model, config)
 
     def _latency_example(self) -> Any:
         """A classifier's example tensor (cut to the latency batch), or the task's inputs."""
@@ -414,3 +422,13 @@ class TrialEvaluator:
         if self.bundle is not None:
             return min(self.settings.latency.batch_size, len(self.bundle.example_input))
         return self.data.example.batch_size
+
+
+def _bytes_detail(mode: DeployMode, device: torch.device) -> str:
+    """What ``model_bytes`` counts under ``mode`` (its provenance detail)."""
+    if mode.mode == DEQUANTIZE_AT_LOAD:
+        return ("exported file's weight bytes (less its header): b-bit values + fp16 row scales, bitmap for "
+                "sparsity, rest as stored; expanded to the float type at load, so latency and memory are the "
+                "expanded model's")
+    what = "emulated layers counted in the kernel that ran them" if mode.emulate else "every layer in its own format"
+    return f"resident bytes of the deployed model's parameters and buffers on {device.type} ({what}); its export's file less the header"

@@ -15,6 +15,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from paretoml.search_space.deploy_mode import DEFAULT_DEPLOY, DEQUANTIZE_AT_LOAD, DeployMode
 from paretoml.search_space.introspect import LayerInfo
 from paretoml.search_space.model_bytes import estimate_model_bytes, mean_bits
 from paretoml.search_space.space import TrialConfig
@@ -48,9 +49,16 @@ Constraint = Annotated[Union[ModelBytesBudget, MeanBitsBudget, LatencyBudget], F
 AnyBudget = Union[ModelBytesBudget, MeanBitsBudget, LatencyBudget]
 
 
-def needs_measurement(constraints: Sequence[AnyBudget]) -> list[str]:
-    """Objectives a trial must measure for its constraint values (beyond the study's own)."""
-    return ["latency_ms"] if any(isinstance(c, LatencyBudget) for c in constraints) else []
+def needs_measurement(constraints: Sequence[AnyBudget], deploy: DeployMode = DEFAULT_DEPLOY) -> list[str]:
+    """Objectives a trial must measure for its constraint values (beyond the study's own).
+
+    A size budget is known from the config only where ``model_bytes`` is the packed file
+    (``dequantize-at-load``); in runtime mode it is the deployed model's resident bytes,
+    which the kernels' layouts decide, so the budget is checked on the measured number."""
+    needed = ["latency_ms"] if any(isinstance(c, LatencyBudget) for c in constraints) else []
+    if deploy.mode != DEQUANTIZE_AT_LOAD and any(isinstance(c, ModelBytesBudget) for c in constraints):
+        needed.append("model_bytes")
+    return needed
 
 
 def constraint_values(

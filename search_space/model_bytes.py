@@ -46,9 +46,15 @@ def packed_weight_bytes(numel: int, nnz: int, rows: int, bits: int) -> int:
     return math.ceil(packed_weight_bits(numel, nnz, rows, bits) / 8)
 
 
-def channels_to_remove(rows: int, ratio: float) -> int:
-    """Rows structured pruning removes at ``ratio``; at least one row is always kept."""
-    return min(round(ratio * rows), rows - 1)
+def channels_to_remove(rows: int, ratio: float, multiple: int = 1) -> int:
+    """Rows structured pruning removes at ``ratio``; at least one row is always kept, and the
+    kept rows are rounded up to a ``multiple`` (a kernel's tile: CPU int4 takes rows in
+    sixteens), so pruning never leaves a shape the layer's kernel cannot take."""
+    removed = min(round(ratio * rows), rows - 1)
+    if multiple > 1 and removed:
+        kept = min(rows, -(-(rows - removed) // multiple) * multiple)
+        removed = rows - kept
+    return removed
 
 
 def estimate_model_bytes(layers: Sequence[LayerInfo], config: TrialConfig, other_params: int) -> int:

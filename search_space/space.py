@@ -115,10 +115,16 @@ class JointSpace:
         knobs: Sequence[Knob],
         layers: Sequence[LayerInfo],
         n_checkpoints: int = 0,
+        allowed: Mapping[str, Mapping[str, Sequence[Any]]] | None = None,
     ) -> None:
+        """``allowed`` (role -> layer -> values, see :meth:`layer_choices`) keeps only those
+        choices of the per-layer knobs: the formats with a kernel for each layer's shape on
+        the study's device. What it removes is listed in :attr:`dropped`."""
         self.layers: tuple[LayerInfo, ...] = tuple(layers)
         self.n_checkpoints = n_checkpoints
         self.notes: list[str] = []
+        #: parameter -> the knob's choices removed from it (no kernel on the device)
+        self.dropped: dict[str, list[Any]] = {}
         self._lr_knob: LearningRateKnob | None = None
         self._batch_knob: BatchSizeKnob | None = None
         self._slots: list[_Slot] = []
@@ -148,6 +154,43 @@ class JointSpace:
                 raise TypeError(f"unknown knob {knob!r}")
         if not self._slots:
             raise ValueError("knobs: the space is empty (no knob matched any layer)")
+        if allowed:
+            self._keep_allowed(allowed)
+
+    def _keep_allowed(self, allowed: Mapping[str, Mapping[str, Sequence[Any]]]) -> None:
+        for i, slot in enumerate(self._slots):
+            role = _choice_role(slot)
+            per_layer = allowed.get(role or "", {})
+            if role is None or not any(m in per_layer for m in slot.layers):
+                continue
+            choices = list(slot.distribution.choices)  # type: ignore[attr-defined]
+            keep = [c for c in choices if all(c in per_layer[m] for m in slot.layers if m in per_layer)]
+            if not keep:
+                raise ValueError(f"knobs: no choice of {slot.name} ({', '.join(map(str, choices))}) has a kernel "
+                                 "of its own format for the layer's shape on the study's device; widen the "
+                                 "knob's choices or set deploy.emulate: true")
+            if keep != choices:
+                self.dropped[slot.name] = [c for c in choices if c not in keep]
+                self._slots[i] = _Slot(slot.name, CategoricalDistribution(keep), slot.role, slot.layers,
+                                       slot.checkpoint, slot.method)
+
+    def layer_choices(self) -> dict[str, dict[str, list[Any]]]:
+        """The per-layer choices a device may not run, by role (``bits``, ``act_bits``,
+        ``sparse_2_4``): what :mod:`paretoml.objectives.deploy` checks against its kernels."""
+        found: dict[str, dict[str, list[Any]]] = {}
+        for slot in self._slots:
+            role = _choice_role(slot)
+            if role is not None:
+                for member in slot.layers:
+                    found.setdefault(role, {})[member] = list(slot.distribution.choices)  # type: ignore[attr-defined]
+        return found
+
+    def dropped_line(self, device: str) -> str | None:
+        """One line naming the choices dropped for ``device``, or None."""
+        if not self.dropped:
+            return None
+        shown = "; ".join(f"{name} {', '.join(map(str, values))}" for name, values in self.dropped.items())
+        return f"choices with no kernel of their own format on {device}, not offered: {shown}"
 
     # -- construction -------------------------------------------------------------------
     def _single(self, knob: Knob, role: str, name: str, dist: BaseDistribution) -> None:
@@ -321,15 +364,17 @@ class JointSpace:
             if slot.role in ("kv_pair", "kv_key", "kv_value"):
                 params[slot.name] = _kv_value(slot.role, dist, kv)
             elif slot.role == "act_bits":
+                act_bits = self._nearest(slot, act_bits)
                 if act_bits is not None and act_bits not in dist.choices:  # type: ignore[attr-defined]
                     raise ValueError(f"activation bits {act_bits} is not among the knob's choices {dist.choices}")  # type: ignore[attr-defined]
                 params[slot.name] = max(dist.choices) if act_bits is None else act_bits  # type: ignore[attr-defined]
             elif slot.role == "prune" and slot.method == SPARSE_2_4:
                 params[slot.name] = SEMI_STRUCTURED_RATIO if prune else 0.0
             elif slot.role == "bits" and bits is not None:
-                if bits not in dist.choices:  # type: ignore[attr-defined]
+                chosen = self._nearest(slot, bits)
+                if chosen not in dist.choices:  # type: ignore[attr-defined]
                     raise ValueError(f"bits {bits} is not among the knob's choices {dist.choices}")  # type: ignore[attr-defined]
-                params[slot.name] = bits
+                params[slot.name] = chosen
             elif slot.role == "prune" and prune is not None:
                 params[slot.name] = float(np.clip(prune, dist.low, dist.high))  # type: ignore[attr-defined]
             elif slot.role == "merge" and merge is not None:
@@ -339,6 +384,14 @@ class JointSpace:
             else:
                 params[slot.name] = _midpoint(dist)
         return params
+
+    def _nearest(self, slot: _Slot, value: int | None) -> int | None:
+        """A value the device dropped from ``slot``: the narrowest kept choice above it
+        (else the widest), so a uniform baseline still runs where some layers cannot."""
+        if value is None or value not in self.dropped.get(slot.name, []):
+            return value
+        choices = sorted(slot.distribution.choices)  # type: ignore[attr-defined]
+        return next((c for c in choices if c > value), choices[-1])
 
     def with_layer_bits(self, params: Mapping[str, Any], bits: Mapping[str, int]) -> dict[str, Any]:
         """``params`` with bitwidth knobs set from per-layer bits (a shared group takes the
@@ -448,6 +501,15 @@ class JointSpace:
 #: Digits a snapped value keeps: enough for any step a spec gives, few enough to drop the
 #: binary noise of ``low + k * step`` (0.1 * 6 = 0.6000000000000001).
 _SNAP_DIGITS = 12
+
+
+def _choice_role(slot: _Slot) -> str | None:
+    """The role name of a slot whose choices depend on the device's kernels, else None."""
+    if slot.role in ("bits", "act_bits"):
+        return slot.role
+    if slot.role == "prune" and slot.method == SPARSE_2_4:
+        return "sparse_2_4"
+    return None
 
 
 def snap_to_step(value: Any, dist: BaseDistribution) -> Any:

@@ -9,7 +9,8 @@ Ground floor: service, surrogates, benchmarks and the dashboard all read these.
 from __future__ import annotations
 
 __all__ = [
-    "BASELINE_ATTR", "CONFIG_ATTR", "CONSTRAINTS_ATTR", "COVERAGE_ATTR", "ERROR_ATTR", "FIXED_PARAMS_ATTR",
+    "BASELINE_ATTR", "CONFIG_ATTR", "CONSTRAINTS_ATTR", "COVERAGE_ATTR", "DROPPED_CHOICES_ATTR", "ERROR_ATTR",
+    "FIXED_PARAMS_ATTR",
     "KERNELS_ATTR", "LAYERS_ATTR", "METRICS_ATTR", "MODEL_BYTES_ATTR", "OPTUNA_RETRY_ATTR",
     "PROVENANCE_ATTR", "REFERENCE_ATTR", "RESULT_ATTRS", "RETRY_OF_ATTR", "RUNGS_ATTR",
     "RUNG_UNIT_ATTR", "SENSITIVITY_ATTR", "SPEC_ATTR", "STOPPED_AT_ATTR", "TEST_ACCURACY_ATTR", "TIMINGS_ATTR",
@@ -24,6 +25,9 @@ SPEC_ATTR = "paretoml:spec"
 LAYERS_ATTR = "paretoml:layers"
 #: Study: the model's parameters and the share that no knob covers (search_space/coverage.py)
 COVERAGE_ATTR = "paretoml:coverage"
+#: Study: knob choices the study's device has no kernel of their own format for, not offered
+#: (runtime deployment), ``{"device": ..., "dropped": {param: [choices]}}``.
+DROPPED_CHOICES_ATTR = "paretoml:dropped_choices"
 #: The uncompressed model measured like a trial.
 REFERENCE_ATTR = "paretoml:reference"
 #: The measured per-layer sensitivities, ``{"metric": name, "drop": {layer: {bits: drop}}}``

@@ -227,6 +227,9 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         console.print(f"  knobs: {escape(runner.coverage.describe())}")
         for note in runner.space.notes:
             console.print(f"  note: {escape(note)}")
+        dropped = runner.space.dropped_line(runner.model.device)
+        if dropped:
+            console.print(f"  deploy ({spec.deploy.to_mode().label}): {escape(dropped)}")
         return _drive(runner, name, args, console, job)
 
 

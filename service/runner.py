@@ -37,6 +37,7 @@ from paretoml.search_space.trial_attrs import (
     CONFIG_ATTR,
     CONSTRAINTS_ATTR,
     COVERAGE_ATTR,
+    DROPPED_CHOICES_ATTR,
     ERROR_ATTR,
     LAYERS_ATTR,
     PROVENANCE_ATTR,
@@ -93,6 +94,7 @@ def measure_settings(spec: StudySpec) -> MeasureSettings:
         finetune_steps=spec.finetune.steps,
         default_batch_size=spec.finetune.batch_size,
         default_learning_rate=spec.finetune.learning_rate,
+        deploy=spec.deploy.to_mode(),
     )
 
 
@@ -106,9 +108,12 @@ def build_evaluator(spec: StudySpec, task: Task | None = None) -> TrialEvaluator
     return TrialEvaluator(task, measure_settings(spec), resolve_device(spec.measure.device))
 
 
-def build_space(spec: StudySpec, layers: list[LayerInfo], n_checkpoints: int) -> JointSpace:
+def build_space(spec: StudySpec, layers: list[LayerInfo], n_checkpoints: int,
+                kernel_choices: dict[str, dict[str, list[Any]]] | None = None) -> JointSpace:
+    """The study's space; ``kernel_choices`` (the workers' answer for their device) keeps
+    only the choices with a kernel of their own format there (runtime deployment)."""
     try:
-        return JointSpace(spec.knobs, layers, n_checkpoints=n_checkpoints)
+        return JointSpace(spec.knobs, layers, n_checkpoints=n_checkpoints, allowed=kernel_choices)
     except ValueError as exc:
         raise SpecError(str(exc)) from None
 
@@ -279,7 +284,7 @@ class StudyRunner:
         if study_exists(storage, study_name):
             raise StudyExistsError(f"study {study_name!r} already exists; continue it with `paretoml resume {study_name}`")
         model = executor.start()
-        space = build_space(spec, model.layers, model.n_checkpoints)
+        space = build_space(spec, model.layers, model.n_checkpoints, model.kernel_choices)
         check_transfer(spec, storage, model.layers)
         try:
             baselines = [space.uniform_params(bits=b, prune=0.0) for b in spec.baselines]
@@ -309,6 +314,8 @@ class StudyRunner:
         if model.sensitivity:  # per-layer features of a later study's transfer read them
             study.set_user_attr(SENSITIVITY_ATTR, sensitivity_attr(model.sensitivity))
         study.set_user_attr(COVERAGE_ATTR, coverage(model.layers, space, model.other_params).to_dict())
+        if space.dropped:
+            study.set_user_attr(DROPPED_CHOICES_ATTR, {"device": model.device, "dropped": space.dropped})
         for bits, params in zip(spec.baselines, baselines):
             study.enqueue_trial(params, user_attrs={BASELINE_ATTR: f"uniform {bits}-bit"})
         for params in spread_over(warm, max(0, spec.n_trials - len(baselines))):
@@ -328,7 +335,7 @@ class StudyRunner:
     def resume(cls, storage: BaseStorage, study_name: str, executor: Executor) -> StudyRunner:
         spec = cls.load_spec(storage, study_name)
         model = executor.start()
-        space = build_space(spec, model.layers, model.n_checkpoints)
+        space = build_space(spec, model.layers, model.n_checkpoints, model.kernel_choices)
         study = optuna.load_study(study_name=study_name, storage=storage, sampler=make_sampler(spec),
                                   pruner=make_pruner(spec, model.validation_samples))
         name_metrics(study, spec)  # studies made before the names were stored get them now
@@ -431,7 +438,7 @@ class StudyRunner:
         try:
             config = self.space.suggest(trial)
             trial.set_user_attr(CONFIG_ATTR, config.to_dict())
-            if self.spec.constraints and not needs_measurement(self.spec.constraints):
+            if self.spec.constraints and not needs_measurement(self.spec.constraints, self.spec.deploy.to_mode()):
                 trial.set_user_attr(
                     CONSTRAINTS_ATTR,
                     constraint_values(self.spec.constraints, self.model.layers, config, self.model.other_params),
@@ -444,7 +451,8 @@ class StudyRunner:
             flush = getattr(study_storage(self.study), "flush", None)
             if flush is not None:
                 flush(trial_id(trial))
-        extra = [n for n in needs_measurement(self.spec.constraints) if n not in self.spec.objective_names]
+        extra = [n for n in needs_measurement(self.spec.constraints, self.spec.deploy.to_mode())
+                 if n not in self.spec.objective_names]
         pruner = self.spec.pruner
         evaluation = tuple(pruner.rungs) if pruner.name != "none" and pruner.over == "evaluation" else ()
         return TrialJob(trial_id(trial), trial.number, config.to_dict(), self.spec.objective_names + extra,

@@ -26,6 +26,7 @@ from paretoml.objectives.evaluate import KNOWN_BEFORE_EVALUATION, OBJECTIVES, Di
 from paretoml.objectives.tasks.registry import UnknownTaskError, task_class
 from paretoml.objectives.threads import DEFAULT_THREADS, MAX_THREADS
 from paretoml.search_space.constraints import Constraint
+from paretoml.search_space.deploy_mode import RUNTIME, DeployMode, DeployModeName
 from paretoml.search_space.knobs import SUPPORTED_BITS, BitwidthKnob, Knob
 from paretoml.surrogates.pruners import PrunerOptionsError, validate_pruner
 from paretoml.surrogates.registry import SamplerOptionsError, validate_sampler
@@ -149,6 +150,27 @@ class MeasureSpec(_Strict):
     latency_threads: int = Field(1, ge=1, le=256)
 
 
+class DeploySpec(_Strict):
+    """How trials are deployed (search_space/deploy_mode.py): which bytes ``model_bytes``
+    counts and which model latency and memory are measured on."""
+
+    mode: DeployModeName = Field(RUNTIME, description=(
+        "runtime: every layer in a kernel of its own format, model_bytes the resident bytes; "
+        "dequantize-at-load: packed file, expanded to float at load, model_bytes the file's weight bytes"))
+    emulate: bool = Field(False, description=(
+        "runtime only: keep formats with no kernel on the device (run in the narrowest kernel "
+        "holding their values; latency estimated)"))
+
+    @model_validator(mode="after")
+    def _emulate_is_runtime_only(self) -> DeploySpec:
+        if self.emulate and self.mode != RUNTIME:
+            _raise_at("emulate", f"applies to mode runtime only, not {self.mode}")
+        return self
+
+    def to_mode(self) -> DeployMode:
+        return DeployMode(self.mode, self.emulate)
+
+
 class FinetuneSpec(_Strict):
     steps: int = Field(0, ge=0, le=100000, description="0 disables fine-tuning")
     batch_size: int = Field(32, ge=1, description="used when no batch_size knob is searched")
@@ -206,6 +228,7 @@ class StudySpec(_Strict):
     finetune: FinetuneSpec = Field(default_factory=FinetuneSpec)
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     measure: MeasureSpec = Field(default_factory=MeasureSpec)
+    deploy: DeploySpec = Field(default_factory=DeploySpec)
     threads: ThreadsSpec = Field(default_factory=ThreadsSpec)
 
     @field_validator("task")

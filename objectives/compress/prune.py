@@ -51,9 +51,11 @@ def prune_unstructured(model: nn.Module, ratios: Mapping[str, float]) -> dict[st
 
 @torch.no_grad()
 def prune_structured(
-    model: nn.Module, ratios: Mapping[str, float], links: Mapping[str, ChannelLink]
+    model: nn.Module, ratios: Mapping[str, float], links: Mapping[str, ChannelLink],
+    multiples: Mapping[str, int] | None = None,
 ) -> nn.Module:
-    """Remove output channels in place (modules are replaced by smaller ones)."""
+    """Remove output channels in place (modules are replaced by smaller ones); a layer in
+    ``multiples`` keeps a multiple of that many units (its kernels' tiles)."""
     for name, ratio in ratios.items():
         if name not in links:
             raise ValueError(f"layer {name!r} cannot be pruned structurally: its channels feed no single layer")
@@ -63,7 +65,7 @@ def prune_structured(
         producers = [name, *link.siblings]
         rows = layer.weight.shape[0]  # type: ignore[union-attr]
         units = rows // link.block
-        removed = channels_to_remove(units, ratio)
+        removed = channels_to_remove(units, ratio, (multiples or {}).get(name, 1))
         if removed == 0:
             continue
         # rank channels (or blocks of rows: attention heads) by the L2 norm of every

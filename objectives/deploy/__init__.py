@@ -5,17 +5,30 @@
 a safetensors file plus a manifest, and :func:`load_compressed` rebuilds it.
 """
 
-from paretoml.objectives.deploy.convert import Deployment, LayerPlan, deployable, kernel_summary, plan_layers
+from paretoml.objectives.deploy.convert import (
+    Deployment,
+    LayerPlan,
+    NoKernelError,
+    deployable,
+    kernel_choices,
+    kernel_summary,
+    plan_layers,
+    prune_multiples,
+    resident_bytes,
+)
 from paretoml.objectives.deploy.export import (
     Manifest,
     export_compressed,
     load_compressed,
+    file_weight_bytes,
     load_deployment,
     read_manifest,
+    trial_model_bytes,
 )
 from paretoml.objectives.deploy.formats import LayerFormat, kernels_on
 from paretoml.objectives.deploy.sparse import prune_semi_structured, semi_structured_layers
 
-__all__ = ["Deployment", "LayerFormat", "LayerPlan", "Manifest", "deployable", "export_compressed",
-           "kernel_summary", "kernels_on", "load_compressed", "load_deployment", "plan_layers",
-           "prune_semi_structured", "read_manifest", "semi_structured_layers"]
+__all__ = ["Deployment", "LayerFormat", "LayerPlan", "Manifest", "NoKernelError", "deployable", "export_compressed",
+           "file_weight_bytes", "kernel_choices", "kernel_summary", "kernels_on", "load_compressed",
+           "load_deployment", "plan_layers", "prune_multiples", "prune_semi_structured", "read_manifest",
+           "resident_bytes", "semi_structured_layers", "trial_model_bytes"]

@@ -1,12 +1,20 @@
 """Export a compressed model as a file, and rebuild its deployable form from that file.
 
-A directory holds ``model.safetensors`` and ``manifest.json``. Each knob layer's weight is
-stored in the packed format that ``model_bytes`` counts (:mod:`paretoml.objectives.measure`):
-b-bit integers bit-packed (``.q``) with fp16 row scales (``.scale``), or, where cheaper,
-a bitmap of the non-zeros (``.mask``) and only their values; 16-bit weights as fp16.
-Everything else is the state dict as it is. The manifest (a pydantic model, validated on
-load) says what each layer is and which kernel ran it, with the trial's objectives and
-their provenance, so the file size and the reloaded model can be checked against the trial.
+A directory holds ``model.safetensors`` and ``manifest.json``. Export is the timed model,
+so what the file holds follows the study's deployment mode
+(:mod:`paretoml.search_space.deploy_mode`), and ``model_bytes`` is, byte for byte, the
+file's tensors (its size less the safetensors header):
+
+* ``runtime`` (format 2, storage ``deployed``): the deployed model's own parameters and
+  buffers, each kernel's packed weights and scales as they sat on the device when the
+  trial was timed; loading on the same device restores those very kernels, no re-packing.
+* ``dequantize-at-load`` (and format 1): each knob layer's weight packed, b-bit integers
+  bit-packed (``.q``) with fp16 row scales (``.scale``), or, where cheaper, a bitmap of
+  the non-zeros (``.mask``) and only their values; 16-bit weights as fp16; everything else
+  the state dict as it is. Loading expands it (format 1: re-plans kernels, emulating).
+
+The manifest (a pydantic model, validated on load) says what each layer is and which
+kernel ran it, with the trial's objectives and their provenance.
 """
 
 from __future__ import annotations
@@ -26,14 +34,29 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from paretoml.objectives.deploy import kv_model
-from paretoml.objectives.deploy.convert import Deployment, deployable, layer_format, plan_layers
+from paretoml.objectives.deploy.convert import (
+    AS_IS,
+    Deployment,
+    LayerPlan,
+    set_module,
+    deployable,
+    layer_format,
+    plan_layers,
+)
+from paretoml.objectives.deploy.deployed_model import DeployedModel
+from paretoml.objectives.deploy.formats import LayerFormat
+from paretoml.objectives.deploy.kernels import compute_dtype, restore_kernel
 from paretoml.objectives.deploy.pack import pack_bits, pack_mask, to_int_weight, unpack_bits, unpack_mask
+from paretoml.search_space.deploy_mode import DEFAULT_DEPLOY, DEQUANTIZE_AT_LOAD, RUNTIME, DeployMode, DeployModeName
 from paretoml.search_space.introspect import layer_weight, weight_key
 from paretoml.search_space.space import TrialConfig
 
 MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
-FORMAT_VERSION = 1
+#: 2: the deployment mode, and runtime exports holding the deployed model's own tensors
+FORMAT_VERSION = 2
+#: a layer stored as its kernel's own buffers (runtime exports)
+DEPLOYED = "deployed"
 
 
 class _Strict(BaseModel):
@@ -47,7 +70,7 @@ class LayerEntry(_Strict):
     weight_bits: int
     act_bits: int | None = None
     pattern: str = "dense"
-    storage: str = Field(description="packed | bitmap | float16 | float16-bitmap")
+    storage: str = Field(description="packed | bitmap | float16 | float16-bitmap | float32 | deployed")
     nnz: int = Field(ge=0)
     kernel: str = Field(description="kernel that ran the layer when the trial was measured on export_device")
     own_kernel: str | None = None
@@ -69,6 +92,16 @@ class Manifest(_Strict):
     weights_file: str = WEIGHTS
     #: KV-cache format of each decoder layer (``K8V4``; K16V16 unquantised), a causal LM's only
     kv_formats: list[str] = Field(default_factory=list)
+    #: the study's deployment (format 2); None in format 1 files
+    deploy_mode: DeployModeName | None = None
+    emulate: bool = False
+
+    def deploy(self) -> DeployMode:
+        """How the file is loaded: format 1 re-plans its kernels, running each layer in the
+        narrowest kernel that holds its values (emulation: it never fails for a format)."""
+        if self.deploy_mode is None:
+            return DeployMode(RUNTIME, emulate=True)
+        return DeployMode(self.deploy_mode, self.emulate)
 
 
 def _version() -> str:
@@ -127,38 +160,88 @@ def _unpack_weight(name: str, entry: LayerEntry, tensors: dict[str, torch.Tensor
     return full.reshape(shape)
 
 
-@torch.no_grad()
-def export_compressed(model: nn.Module, config: TrialConfig, out_dir: str | Path, *, task: str,
-                      task_options: dict[str, Any] | None = None, device: torch.device | str = "cpu",
-                      objectives: dict[str, float] | None = None,
-                      provenance: dict[str, dict[str, str]] | None = None,
-                      study: str | None = None, trial: int | None = None) -> Manifest:
-    """Write ``model`` (the trial's compressed model: quantized values, pruned zeros) to ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    plans = {p.name: p for p in plan_layers(model, config, torch.device(device))}
+def _packed_tensors(model: nn.Module, config: TrialConfig, plans: list[LayerPlan]
+                    ) -> tuple[dict[str, torch.Tensor], list[LayerEntry]]:
+    """The dequantize-at-load file: knob weights packed, the rest of the state dict as it is."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors: dict[str, torch.Tensor] = {}
     entries: list[LayerEntry] = []
-    for name, plan in plans.items():
-        weight = layer_weight(model, name)
-        key = weight_key(name, plan.format.kind)
-        fmt = layer_format(name, plan.format.kind, config)
+    for plan in plans:
+        weight = layer_weight(model, plan.name)
+        key = weight_key(plan.name, plan.format.kind)
+        fmt = layer_format(plan.name, plan.format.kind, config)
         if fmt.weight_bits < 32:
             packed, storage, nnz = _pack_weight(key, weight, fmt.weight_bits)
             tensors.update(packed)
             state.pop(key)
         else:
             storage, nnz = "float32", int(torch.count_nonzero(weight))
-        entries.append(LayerEntry(name=name, kind=fmt.kind, shape=list(plan.shape), weight_bits=fmt.weight_bits,
-                                  act_bits=fmt.act_bits, pattern=fmt.pattern, storage=storage, nnz=nnz,
-                                  kernel=plan.kernel, own_kernel=plan.own_kernel))
+        entries.append(_entry(plan, storage, nnz))
     tensors.update(state)
+    return tensors, entries
+
+
+def _entry(plan: LayerPlan, storage: str, nnz: int) -> LayerEntry:
+    fmt = plan.format
+    return LayerEntry(name=plan.name, kind=fmt.kind, shape=list(plan.shape), weight_bits=fmt.weight_bits,
+                      act_bits=fmt.act_bits, pattern=fmt.pattern, storage=storage, nnz=nnz,
+                      kernel=plan.kernel, own_kernel=plan.own_kernel)
+
+
+def _unwrapped(model: nn.Module) -> nn.Module:
+    return model.inner if isinstance(model, DeployedModel) else model
+
+
+def deployed_tensors(deployment: Deployment) -> dict[str, torch.Tensor]:
+    """The deployed model's parameters and buffers as a runtime export writes them (on the
+    CPU, in the dtypes and layouts that ran): their bytes are the trial's ``model_bytes``."""
+    return {k: v.detach().cpu().contiguous() for k, v in _unwrapped(deployment.model).state_dict().items()}
+
+
+def file_weight_bytes(model: nn.Module, config: TrialConfig, device: torch.device | str = "cpu") -> int:
+    """Bytes of the tensors a dequantize-at-load export of ``model`` writes (its file less
+    the header): that mode's ``model_bytes``."""
+    plans = plan_layers(model, config, torch.device(device), deploy=DeployMode(DEQUANTIZE_AT_LOAD))
+    tensors, _ = _packed_tensors(model, config, plans)
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def trial_model_bytes(deployment: Deployment, model: nn.Module, config: TrialConfig) -> int:
+    """A trial's ``model_bytes`` under its deployment: the deployed model's resident bytes
+    (runtime, emulated or not), or the packed file's weight bytes (dequantize-at-load).
+    Either way, what its export's file holds."""
+    if deployment.deploy.mode == DEQUANTIZE_AT_LOAD:
+        return file_weight_bytes(model, config, deployment.device)
+    return sum(t.numel() * t.element_size() for t in deployed_tensors(deployment).values())
+
+
+@torch.no_grad()
+def export_compressed(model: nn.Module, config: TrialConfig, out_dir: str | Path, *, task: str,
+                      task_options: dict[str, Any] | None = None, device: torch.device | str = "cpu",
+                      objectives: dict[str, float] | None = None,
+                      provenance: dict[str, dict[str, str]] | None = None,
+                      study: str | None = None, trial: int | None = None,
+                      deploy: DeployMode = DEFAULT_DEPLOY, kernels: dict[str, str] | None = None) -> Manifest:
+    """Write ``model`` (the trial's compressed model: quantized values, pruned zeros) to
+    ``out_dir`` as ``deploy`` deploys it on ``device``; ``kernels`` (layer -> kernel, as the
+    trial recorded) pins the kernel table's choice where a format has several."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device)
+    if deploy.mode == DEQUANTIZE_AT_LOAD:
+        tensors, entries = _packed_tensors(model, config, plan_layers(model, config, device, deploy=deploy))
+    else:
+        deployment = deployable(model, config, device, deploy=deploy, kernels=kernels)
+        tensors = deployed_tensors(deployment)
+        nonzeros = {p.name: int(torch.count_nonzero(layer_weight(model, p.name))) for p in deployment.layers}
+        entries = [_entry(p, DEPLOYED if p.kernel not in AS_IS else "float32", nonzeros[p.name])
+                   for p in deployment.layers]
     manifest = Manifest(
         paretoml_version=_version(), torch_version=torch.__version__, task=task, task_options=task_options or {},
         study=study, trial=trial, config=config.to_dict(), layers=entries, objectives=objectives or {},
         provenance=provenance or {}, export_device=str(device),
         kv_formats=[f.label for f in kv_model.formats_of(model) or []],
+        deploy_mode=deploy.mode, emulate=deploy.emulate,
     )
     save_file(tensors, str(out / WEIGHTS), metadata={"paretoml_format": str(FORMAT_VERSION)})
     (out / MANIFEST).write_text(manifest.model_dump_json(indent=2))
@@ -198,7 +281,7 @@ def compressed_state(directory: str | Path) -> tuple[Manifest, dict[str, torch.T
         tensors = load_file(str(folder / manifest.weights_file))
     state = {k: v for k, v in tensors.items() if not k.endswith((".q", ".scale", ".mask", ".f16"))}
     for entry in manifest.layers:
-        if entry.storage != "float32":
+        if entry.storage not in ("float32", DEPLOYED):
             key = weight_key(entry.name, entry.kind)
             state[key] = _unpack_weight(key, entry, tensors)
     return manifest, state
@@ -258,11 +341,50 @@ def load_deployment(directory: str | Path, device: torch.device | str = "cpu",
         skeleton = create_task(manifest.task, manifest.task_options).load(torch.device("cpu")).model
     import copy
 
-    model = rebuild(copy.deepcopy(skeleton).cpu(), state)
+    device = torch.device(device)
     config = TrialConfig.from_dict(manifest.config)
+    model = copy.deepcopy(skeleton).cpu()
+    if any(entry.storage == DEPLOYED for entry in manifest.layers):
+        return _load_deployed(manifest, state, model, config, device)
+    model = rebuild(model, state)
     if config.kv_bits:  # a causal LM generates with its quantised KV cache, as in its trial
         kv_model.attach_kv_formats(model, config.kv_bits)
-    return deployable(model.eval(), config, torch.device(device), inplace=True)
+    return deployable(model.eval(), config, device, inplace=True, deploy=manifest.deploy(),
+                      kernels={entry.name: entry.kernel for entry in manifest.layers})
+
+
+def _load_deployed(manifest: Manifest, state: dict[str, torch.Tensor], model: nn.Module, config: TrialConfig,
+                   device: torch.device) -> Deployment:
+    """A runtime export: each layer's kernel restored from the very buffers it ran with, the
+    rest of the model resized and given the exported tensors (in their deployed dtypes)."""
+    exported_on = torch.device(manifest.export_device)
+    if exported_on.type != device.type:
+        raise ValueError(f"this export holds kernels packed for {exported_on.type} (runtime mode); load it on "
+                         f"{exported_on.type}, or export the trial again on {device.type}")
+    plans = []
+    for entry in manifest.layers:
+        plans.append(LayerPlan(entry.name, tuple(entry.shape),
+                               LayerFormat(entry.kind, entry.weight_bits, entry.act_bits, entry.pattern),  # type: ignore[arg-type]
+                               entry.own_kernel, entry.kernel))
+        if entry.storage == DEPLOYED:
+            prefix = f"{entry.name}."
+            buffers = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            set_module(model, entry.name, restore_kernel(entry.kernel, buffers))
+    model = rebuild(model, state)
+    for key, tensor in state.items():  # the exported dtypes (bf16 on CUDA), not the skeleton's
+        owner_name, _, attr = key.rpartition(".")
+        owner = model.get_submodule(owner_name) if owner_name else model
+        current = getattr(owner, attr)
+        if isinstance(current, nn.Parameter):
+            current.data = tensor
+        else:
+            owner._buffers[attr] = tensor
+    if config.kv_bits:
+        kv_model.attach_kv_formats(model, config.kv_bits)
+    model = model.to(device).eval()
+    if device.type == "cuda":
+        model = DeployedModel(model, compute_dtype(device), graphs=True)
+    return Deployment(model, device, plans, manifest.deploy())
 
 
 def weights_file_bytes(directory: str | Path) -> tuple[int, int]:

@@ -1,28 +1,26 @@
 """Which kernel runs each layer: the layer's format (from the trial's config) and the device.
 
 A layer's *format* is what the trial asks of it: weight bits, activation bits, sparsity
-pattern. Its *own kernel* is a kernel built for exactly that format on this device; when
-there is none, the layer runs in a stand-in that holds its values exactly (a 3-bit weight
-in the int4 kernel, a 4-bit CPU weight in fp32, a W4A8 layer in the int8 GEMM), and the
-trial's latency is then ``estimated``, never ``measured``: it is the time of a real
-deployment with stand-ins, and a native kernel for the format could be faster. A8 formats
-only run in kernels that quantize activations (``emulated-a8``, float GEMM on int8-rounded
-activations, is the last resort where no integer kernel takes the layer's shape).
+pattern. Its *own kernels* are the kernels built for exactly that format on this device. In
+the default ``runtime`` deployment (:mod:`paretoml.search_space.deploy_mode`) a layer runs
+only in one of its own kernels, never in a wider one for speed: choosing between "4-bit in
+the int4 kernel" and "bf16" is the sampler's job, through the bits knob, and formats with no
+own kernel for a layer's shape are not offered. With ``emulate: true`` such a format runs in
+a *stand-in*, the narrowest kernel that holds its values exactly (a 3-bit weight in the int4
+kernel, a W4A8 layer in the int8 GEMM), and the trial's latency is ``estimated``.
 
 Own kernels, by device (availability is probed once per process, see :func:`kernels_on`):
 
-* cpu: W8A8 -> ``int8-dynamic``; W8 -> ``int8-weight-only``; 16 and 32 bits -> ``fp32``
-  (CPUs gain nothing from fp16 GEMMs; 16-bit weights are fp16 values run in fp32).
+* cpu: W8A8 -> ``int8-dynamic``; W8 -> ``int8-weight-only``; W4 -> ``int4-weight-only``
+  (tinygemm's CPU variant: rows a multiple of 16); 16 and 32 bits -> ``fp32`` (CPUs gain
+  nothing from fp16 GEMMs; 16-bit weights are fp16 values run in fp32).
 * cuda: W4 -> ``int4-weight-only``; W8 -> ``int8-weight-only`` where built; W8A8 ->
-  ``fp8-rowwise`` (sm89+) else ``int8-dynamic``; 2:4 with 16/32 bits -> ``sparse-2:4``;
+  ``fp8-rowwise`` (sm89+) or ``int8-dynamic``; 2:4 with 16/32 bits -> ``sparse-2:4``;
   16 and 32 bits -> ``bf16``.
 
-Where several kernels can run a layer (its own and stand-ins holding its values), the
-device's kernel table (:mod:`.kernel_table`, profiled once per layer shape and row count,
-cached on disk) picks the fastest at the rows the layer sees in the latency pass. So an
-8-bit weight without activation bits runs in fp32/bf16 wherever PyTorch's int8
-weight-only kernel is slower (it measured 10-100x slower than fp32 on x86 and than bf16 on
-the H200: benchmarks/results/deploy-kernels-*.md), and its latency is then ``estimated``.
+Where one format has several own kernels (W8A8 on CUDA), the device's kernel table
+(:mod:`.kernel_table`, profiled once per layer shape and row count, cached on disk) picks
+the fastest at the rows the layer sees in the latency pass.
 """
 
 from __future__ import annotations
@@ -60,12 +58,13 @@ def float_kernel(device: torch.device) -> str:
     return "bf16" if device.type == "cuda" else "fp32"
 
 
-def own_kernel(fmt: LayerFormat, device: torch.device, available: frozenset[str]) -> str | None:
-    """The kernel built for exactly this format on this device, if any."""
+def own_kernels(fmt: LayerFormat, device: torch.device, available: frozenset[str]) -> list[str]:
+    """The kernels built for exactly this format on this device (several only where one format
+    has more than one kernel, e.g. W8A8 as fp8 or int8 on CUDA: the kernel table picks)."""
     cuda = device.type == "cuda"
     if fmt.kind != "linear":
         dense = fmt.weight_bits in FLOAT_BITS and fmt.act_bits is None and fmt.pattern == "dense"
-        return float_kernel(device) if dense else None
+        return [float_kernel(device)] if dense else []
     candidates: list[str] = []
     w, a = fmt.weight_bits, fmt.act_bits
     if fmt.pattern == "2:4":
@@ -75,28 +74,33 @@ def own_kernel(fmt: LayerFormat, device: torch.device, available: frozenset[str]
         if w == 8:
             candidates = ["fp8-rowwise", "int8-dynamic"] if cuda else ["int8-dynamic"]
     elif w in FLOAT_BITS:
-        return float_kernel(device)
+        return [float_kernel(device)]
     elif w == 8:
         candidates = ["int8-weight-only"]
-    elif w == 4 and cuda:
+    elif w == 4:
         candidates = ["int4-weight-only"]
-    return next((k for k in candidates if k in available), None)
+    return [k for k in candidates if k in available]
+
+
+def own_kernel(fmt: LayerFormat, device: torch.device, available: frozenset[str]) -> str | None:
+    """The first of :func:`own_kernels`, if any."""
+    return next(iter(own_kernels(fmt, device, available)), None)
 
 
 def stand_in_kernels(fmt: LayerFormat, device: torch.device, available: frozenset[str]) -> list[str]:
-    """Kernels that hold the format's values exactly, in order of preference when no
-    kernel times are known (the device's kernel table picks among them otherwise)."""
+    """Kernels that hold the format's values exactly, narrowest first (``emulate: true``
+    runs a format without a kernel of its own in the first of these that takes its shape)."""
     if fmt.kind != "linear":
         return [float_kernel(device)]
     w, a = fmt.weight_bits, fmt.act_bits
     if a == 8:  # only kernels that quantize activations hold an A8 format
-        return [k for k in ("int8-dynamic",) if k in available] + ["emulated-a8"]
+        return [k for k in ("int8-dynamic",) if k in available and w <= 8] + ["emulated-a8"]
     candidates: list[str] = []
-    if device.type == "cuda" and w <= 4:
+    if w <= 4:
         candidates.append("int4-weight-only")
-    candidates.append(float_kernel(device))
     if w <= 8:
         candidates.append("int8-weight-only")
+    candidates.append(float_kernel(device))
     return [k for k in candidates if k in available]
 
 
@@ -108,7 +112,7 @@ def _probe(device_key: str) -> frozenset[str]:
     weight = torch.randn(64, 128)
     x = torch.randn(32, 128, device=device, dtype=compute_dtype(device))
     for kernel in ("int8-dynamic", "int8-weight-only", "int4-weight-only", "fp8-rowwise", "sparse-2:4"):
-        if device.type == "cpu" and kernel in ("fp8-rowwise", "sparse-2:4", "int4-weight-only"):
+        if device.type == "cpu" and kernel in ("fp8-rowwise", "sparse-2:4"):
             continue
         bits = 4 if kernel == "int4-weight-only" else 8
         try:

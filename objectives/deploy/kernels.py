@@ -65,6 +65,28 @@ class _DeployedLinear(nn.Module):
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, kernel={self.kernel}"
 
+    @classmethod
+    def from_buffers(cls, buffers: dict[str, torch.Tensor]) -> _DeployedLinear:
+        """The layer again from its own buffers (an export of the deployed model): no
+        re-quantization or re-packing, so it is the very layer that was timed."""
+        layer = cls.__new__(cls)
+        nn.Module.__init__(layer)
+        out_features, in_features = cls._features(buffers)
+        layer.in_features, layer.out_features = in_features, out_features
+        layer.register_buffer("bias", buffers.get("bias"))
+        for name, tensor in buffers.items():
+            if name != "bias":
+                layer.register_buffer(name, tensor)
+        layer._restored(buffers)
+        return layer
+
+    @classmethod
+    def _features(cls, buffers: dict[str, torch.Tensor]) -> tuple[int, int]:
+        return tuple(buffers["qweight"].shape)  # type: ignore[return-value]
+
+    def _restored(self, buffers: dict[str, torch.Tensor]) -> None:
+        """Attributes besides the buffers (none but for int4's group size)."""
+
 
 class Int8DynamicLinear(_DeployedLinear):
     """W8A8: activations quantized per token at run time, integer GEMM, rescaled in fp32."""
@@ -140,6 +162,16 @@ class Int4WeightOnlyLinear(_DeployedLinear):
         self.register_buffer("qweight", packed)
         self.register_buffer("scales_zeros", scales_zeros)
 
+    @classmethod
+    def _features(cls, buffers: dict[str, torch.Tensor]) -> tuple[int, int]:
+        groups, n, _ = buffers["scales_zeros"].shape
+        packed = buffers["qweight"]
+        k = packed.numel() * (8 if packed.dtype == torch.int32 else 2) // n  # 4 bits a value
+        return n, k
+
+    def _restored(self, buffers: dict[str, torch.Tensor]) -> None:
+        self.group = self.in_features // buffers["scales_zeros"].shape[0]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = _rows(x).to(self.scales_zeros.dtype)
         if rows.is_cuda:
@@ -204,6 +236,10 @@ class EmulatedA8Linear(_DeployedLinear):
         super().__init__(k, n, bias)
         self.register_buffer("weight", weight.detach().to(dtype))
 
+    @classmethod
+    def _features(cls, buffers: dict[str, torch.Tensor]) -> tuple[int, int]:
+        return tuple(buffers["weight"].shape)  # type: ignore[return-value]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = _rows(x).to(torch.float32)
         scale = xf.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127.0
@@ -230,3 +266,40 @@ def build_kernel(kernel: str, weight: torch.Tensor, bias: torch.Tensor | None, b
     if kernel == "emulated-a8":
         return EmulatedA8Linear(weight, bias, compute_dtype(device)).to(device)
     raise ValueError(f"unknown kernel {kernel!r}")
+
+
+#: kernel name -> its layer class (the float kernels are the model's own modules)
+KERNEL_CLASSES: dict[str, type[_DeployedLinear]] = {
+    cls.kernel: cls for cls in (Int8DynamicLinear, Int8WeightOnlyLinear, Int4WeightOnlyLinear, Fp8Linear,
+                                EmulatedA8Linear)
+}
+
+
+def restore_kernel(kernel: str, buffers: dict[str, torch.Tensor]) -> nn.Module:
+    """A deployed layer rebuilt from the buffers it was exported with (see ``from_buffers``)."""
+    if kernel not in KERNEL_CLASSES:
+        raise ValueError(f"kernel {kernel!r} cannot be restored from an export (it has no plain buffers)")
+    return KERNEL_CLASSES[kernel].from_buffers(buffers)
+
+
+def tiles(kernel: str, device: torch.device) -> tuple[int, int]:
+    """(output rows, input features) multiples the kernel needs of a weight: structured
+    pruning keeps row counts on these, so a pruned layer still fits its kernel."""
+    if kernel == "int4-weight-only":
+        return (8 if device.type == "cuda" else 16), 32
+    if kernel == "fp8-rowwise":
+        return 16, 16
+    if kernel == "int8-dynamic" and device.type == "cuda":
+        return 8, 8
+    if kernel == "sparse-2:4":
+        return 32, 64
+    return 1, 1
+
+
+def shape_fits(kernel: str, shape: tuple[int, ...], device: torch.device) -> bool:
+    """The kernel can take a weight of this shape on this device."""
+    n, k = shape[0], shape[1]
+    if kernel == "int4-weight-only":
+        return int4_layout(k, n) is not None and n % tiles(kernel, device)[0] == 0
+    rows, cols = tiles(kernel, device)
+    return n % rows == 0 and k % cols == 0

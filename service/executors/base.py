@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from paretoml.objectives.deploy import kernel_choices
 from paretoml.objectives.evaluate import RungGate, StoppedAtRung, TrialEvaluator
 from paretoml.search_space.introspect import LayerInfo
 from paretoml.search_space.knobs import UNSTRUCTURED, BitwidthKnob, KVBitsKnob, PruneKnob
@@ -89,6 +90,11 @@ class ModelDescription:
     validation_samples: int | None = None
     #: per attention layer, the change of the metric at each KV pair (a KV knob's warm start)
     kv_sensitivity: list[KVSensitivity] | None = None
+    #: role -> layer -> the knob choices with a kernel of their own format on the workers'
+    #: device (objectives/deploy kernel_choices); the driver's space keeps only these
+    kernel_choices: dict[str, dict[str, list[Any]]] | None = None
+    #: the workers' device, as torch names it
+    device: str = "cpu"
 
 
 def describe(evaluator: TrialEvaluator, spec: StudySpec, sensitivity: bool = True) -> ModelDescription:
@@ -115,6 +121,8 @@ def describe(evaluator: TrialEvaluator, spec: StudySpec, sensitivity: bool = Tru
             measured = measure_sensitivity(evaluator, space.bits_layers, bits_knob.choices,
                                            ratios, space.unstructured_prune_layers)
     return ModelDescription(
+        kernel_choices=_kernel_choices(evaluator, spec),
+        device=str(evaluator.device),
         layers=evaluator.layers,
         other_params=evaluator.other_params,
         n_checkpoints=evaluator.n_checkpoints,
@@ -123,6 +131,15 @@ def describe(evaluator: TrialEvaluator, spec: StudySpec, sensitivity: bool = Tru
         validation_samples=evaluator.split_samples() if evaluation_rungs else None,
         kv_sensitivity=kv_measured,
     )
+
+
+def _kernel_choices(evaluator: TrialEvaluator, spec: StudySpec) -> dict[str, dict[str, list[Any]]] | None:
+    """The knob choices this worker's device can run in kernels of their own format."""
+    try:
+        space = JointSpace(spec.knobs, evaluator.layers, n_checkpoints=evaluator.n_checkpoints)
+    except ValueError:
+        return None  # the driver reports the spec error
+    return kernel_choices(evaluator.model, space.layer_choices(), evaluator.device, spec.deploy.to_mode())
 
 
 def run_job(evaluator: TrialEvaluator, job: TrialJob, worker: WorkerInfo,

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 from pydantic import ValidationError
 
-from paretoml.objectives.deploy import export_compressed, load_deployment, read_manifest
+from paretoml.objectives.deploy import deployable, export_compressed, load_deployment, read_manifest
 from paretoml.objectives.deploy.export import weights_file_bytes
 from paretoml.objectives.evaluate import MeasureSettings, TrialEvaluator
 from paretoml.objectives.measure import LatencySettings
 from paretoml.objectives.tasks.registry import create_task
+from paretoml.search_space.constraints import ModelBytesBudget, constraint_values, needs_measurement
+from paretoml.search_space.deploy_mode import DEQUANTIZE_AT_LOAD, DeployMode
 from paretoml.search_space.knobs import ActivationBitsKnob, BitwidthKnob, PruneKnob
+from paretoml.search_space.model_bytes import channels_to_remove
 from paretoml.search_space.space import JointSpace
 
 OPTIONS = {"width": 64}
@@ -35,35 +39,120 @@ CASES = {
     "16-bit sparse": ([BitwidthKnob(choices=[16]), PruneKnob(high=0.9, step=0.1)],
                       {"bits:0": 16, "bits:2": 16, "prune:0": 0.9, "prune:2": 0.0}),
 }
+MODES = {"emulate": DeployMode(emulate=True), "dequantize-at-load": DeployMode(DEQUANTIZE_AT_LOAD)}
 
 
+@pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("case", list(CASES))
-def test_export_load_evaluate_gives_the_trials_values(evaluator, tmp_path, case):
+def test_export_load_evaluate_gives_the_trials_values(evaluator, tmp_path, case, mode):
+    """Every format (emulated where the CPU has no kernel of its own): the file is the
+    trial's model_bytes exactly, and the reloaded model runs the trial's kernels."""
     knobs, params = CASES[case]
-    space = JointSpace(knobs, evaluator.layers)
+    deploy_mode = MODES[mode]
+    ev = TrialEvaluator(evaluator.task, replace(evaluator.settings, deploy=deploy_mode))
+    space = JointSpace(knobs, ev.layers)
     config = space.config_from_params(params)
-    trial = evaluator.evaluate(config, ["fidelity", "model_bytes"], seed=7, number=3)
-    model, _ = evaluator.build(config, seed=7, number=3)
+    trial = ev.evaluate(config, ["fidelity", "model_bytes"], seed=7, number=3)
+    model, _ = ev.build(config, seed=7, number=3)
     manifest = export_compressed(model, config, tmp_path, task="synthetic", task_options=OPTIONS,
-                                 objectives=trial.values, provenance=trial.provenance, study="s", trial=3)
+                                 objectives=trial.values, provenance=trial.provenance, study="s", trial=3,
+                                 deploy=deploy_mode)
     loaded = load_deployment(tmp_path)  # the architecture comes from the manifest's task
-    assert evaluator.score(loaded.model, ["fidelity"])["fidelity"] == trial.values["fidelity"]
+    assert ev.score(loaded.model, ["fidelity"])["fidelity"] == trial.values["fidelity"]
     # same kernels, same weights: the very same outputs as the trial's deployable model
-    from paretoml.objectives.deploy import deployable
-
-    expected = deployable(model, config, "cpu").model(evaluator.bundle.val_inputs)
-    assert torch.equal(loaded.model(evaluator.bundle.val_inputs), expected)
+    expected = deployable(model, config, "cpu", deploy=deploy_mode).model(ev.bundle.val_inputs)
+    assert torch.equal(loaded.model(ev.bundle.val_inputs), expected)
     assert [p.kernel for p in loaded.layers] == [layer.kernel for layer in manifest.layers]
+    assert {p.name: p.kernel for p in loaded.layers} == {n: k["kernel"] for n, k in trial.attrs["kernels"].items()}
     size, header = weights_file_bytes(tmp_path)
-    model_bytes = trial.values["model_bytes"]
-    assert abs((size - header) - model_bytes) <= 0.02 * model_bytes, (size, header, model_bytes)
+    assert size - header == trial.values["model_bytes"]
+
+
+@pytest.fixture(scope="module")
+def digits() -> TrialEvaluator:
+    settings = MeasureSettings(latency=LatencySettings(batch_size=8, warmup=1, repeats=3))
+    return TrialEvaluator(create_task("digits-cnn"), settings)
+
+
+DIGITS_KNOBS = [BitwidthKnob(choices=[2, 4, 8, 16]), PruneKnob(method="structured", high=0.5, step=0.125)]
+#: name -> (params over the digits CNN (conv1, conv2, fc1, fc2), deployment)
+DIGITS_CASES = {
+    "8-bit": ({"bits:conv1": 16, "bits:conv2": 16, "bits:fc1": 8, "bits:fc2": 8}, DeployMode()),
+    "4-bit": ({"bits:conv1": 16, "bits:conv2": 16, "bits:fc1": 4, "bits:fc2": 8}, DeployMode()),
+    "2-bit": ({"bits:conv1": 2, "bits:conv2": 2, "bits:fc1": 2, "bits:fc2": 2}, DeployMode(emulate=True)),
+    "pruned": ({"bits:conv1": 16, "bits:conv2": 16, "bits:fc1": 4, "bits:fc2": 8,
+                "prune:conv2": 0.5, "prune:fc1": 0.375}, DeployMode()),
+}
+
+
+@pytest.mark.parametrize("case", list(DIGITS_CASES))
+def test_model_bytes_is_the_export_less_its_header_and_the_budget_uses_it(digits, tmp_path, case):
+    """Issue 24: 2, 4, 8 bits and pruned; export -> load gives the kernels the trial ran."""
+    params, deploy_mode = DIGITS_CASES[case]
+    ev = TrialEvaluator(digits.task, replace(digits.settings, deploy=deploy_mode))
+    space = JointSpace(DIGITS_KNOBS, ev.layers)
+    config = space.config_from_params({**space.uniform_params(prune=0.0), **params})
+    trial = ev.evaluate(config, ["accuracy", "model_bytes", "latency_ms"])
+    recorded = {n: k["kernel"] for n, k in trial.attrs["kernels"].items()}
+    model, _ = ev.build(config)
+    export_compressed(model, config, tmp_path, task="digits-cnn", deploy=deploy_mode, kernels=recorded,
+                      objectives=trial.values)
+    size, header = weights_file_bytes(tmp_path)
+    assert size - header == trial.values["model_bytes"]
+    loaded = load_deployment(tmp_path)
+    assert {p.name: p.kernel for p in loaded.layers} == recorded
+    assert torch.equal(loaded.model(ev.bundle.val_inputs), deployable(model, config, "cpu", deploy=deploy_mode,
+                                                                     kernels=recorded).model(ev.bundle.val_inputs))
+    if deploy_mode.strict:
+        assert trial.provenance["latency_ms"]["how"] == "measured"
+        assert set(recorded.values()) <= {"fp32", "int8-weight-only", "int4-weight-only"}
+    budget = ModelBytesBudget(max_bytes=10_000)
+    assert needs_measurement([budget], deploy_mode) == ["model_bytes"]  # resident bytes: what runs
+    assert constraint_values([budget], ev.layers, config, ev.other_params, trial.values) == [
+        trial.values["model_bytes"] - 10_000]
+
+
+def test_structured_pruning_keeps_rows_the_int4_kernel_can_take(digits):
+    """Last time 15 digits trials failed: CPU int4 takes rows in sixteens. Kept rows are
+    rounded up to the kernel's tile, so every ratio of the knob deploys."""
+    ev = TrialEvaluator(digits.task, digits.settings)
+    space = JointSpace(DIGITS_KNOBS, ev.layers)
+    for ratio in (0.125, 0.25, 0.375, 0.5):
+        config = space.config_from_params({**space.uniform_params(prune=0.0), "bits:conv1": 16, "bits:conv2": 16,
+                                           "bits:fc1": 4, "bits:fc2": 8, "prune:fc1": ratio, "prune:conv2": ratio})
+        model, _ = ev.build(config)
+        fc1 = model.get_submodule("fc1").weight
+        assert fc1.shape[0] % 16 == 0 and fc1.shape[1] % 32 == 0, (ratio, tuple(fc1.shape))
+        kernels = {p.name: p.kernel for p in deployable(model, config, "cpu").layers}
+        assert kernels["fc1"] == "int4-weight-only"
+    assert channels_to_remove(64, 0.375, multiple=16) == 16  # 40 kept rows -> 48
+    assert channels_to_remove(64, 0.375) == 24
+
+
+def test_a_version_1_export_still_loads(evaluator, tmp_path):
+    space = JointSpace([BitwidthKnob(choices=[3])], evaluator.layers)
+    config = space.config_from_params(space.uniform_params(bits=3))
+    model, _ = evaluator.build(config)
+    export_compressed(model, config, tmp_path, task="synthetic", task_options=OPTIONS,
+                      deploy=DeployMode(DEQUANTIZE_AT_LOAD))
+    data = json.loads((tmp_path / "manifest.json").read_text())
+    for key in ("deploy_mode", "emulate"):
+        data.pop(key)
+    data["format_version"] = 1
+    for layer in data["layers"]:
+        layer["kernel"] = "fp32"
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    loaded = load_deployment(tmp_path)  # re-planned: each layer in the narrowest kernel holding it
+    assert [p.kernel for p in loaded.layers] == ["int8-weight-only", "int8-weight-only"]
+    assert torch.allclose(loaded.model(evaluator.bundle.val_inputs), model(evaluator.bundle.val_inputs), atol=1e-4)
 
 
 def test_manifest_validates_and_rejects_a_damaged_one(evaluator, tmp_path):
     space = JointSpace([BitwidthKnob(choices=[4])], evaluator.layers)
     config = space.config_from_params(space.uniform_params(bits=4))
     model, _ = evaluator.build(config)
-    export_compressed(model, config, tmp_path, task="synthetic", task_options=OPTIONS)
+    export_compressed(model, config, tmp_path, task="synthetic", task_options=OPTIONS,
+                      deploy=DeployMode(DEQUANTIZE_AT_LOAD))
     manifest = read_manifest(tmp_path)
     assert manifest.task == "synthetic" and manifest.config["bits"] == {"0": 4, "2": 4}
     assert [(l.name, l.weight_bits, l.storage) for l in manifest.layers] == [("0", 4, "packed"), ("2", 4, "packed")]

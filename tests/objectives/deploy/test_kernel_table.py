@@ -28,20 +28,28 @@ def test_entries_are_profiled_once_and_read_back_from_disk(tmp_path):
     assert KernelTable(CPU, path=path).get("int8-dynamic", 64, 128, 8).time_us == 123.0
 
 
-def test_the_table_picks_the_fastest_kernel_holding_the_values(tmp_path):
+def test_the_table_picks_only_among_kernels_of_the_layers_own_format(tmp_path):
+    """Issue 24: a faster wider kernel is never taken (W8 stays int8 even where fp32 is
+    faster); where one format has several kernels (W8A8 on CUDA: fp8 or int8) the table picks."""
     model = nn.Sequential(nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 256))
     config = TrialConfig(bits={"0": 8, "2": 8})
     quantize_model(model, config.bits)
     rows = layer_rows(model, ["0", "2"], torch.randn(4, 3, 256))
     assert rows == {"0": 12, "2": 12}
     table = KernelTable(CPU, path=tmp_path / "t.json")
-    # pretend int8 weight-only were the faster kernel here, then the slower one
-    for fast, slow in (("int8-weight-only", "fp32"), ("fp32", "int8-weight-only")):
+    table._rows = {KernelTable.key("fp32", 256, 256, 12): _row("fp32", 1.0),
+                   KernelTable.key("int8-weight-only", 256, 256, 12): _row("int8-weight-only", 9.0)}
+    plans = plan_layers(model, config, CPU, rows=rows, table=table)
+    assert [p.kernel for p in plans] == ["int8-weight-only"] * 2 and all(p.native for p in plans)
+    cuda = torch.device("cuda")  # planning builds nothing: the kernels are named, not probed
+    available = frozenset({"bf16", "fp8-rowwise", "int8-dynamic", "int8-weight-only"})
+    w8a8 = TrialConfig(bits={"0": 8, "2": 8}, act_bits={"0": 8, "2": 8})
+    for fast, slow in (("fp8-rowwise", "int8-dynamic"), ("int8-dynamic", "fp8-rowwise")):
         table._rows = {KernelTable.key(fast, 256, 256, 12): _row(fast, 1.0),
-                       KernelTable.key(slow, 256, 256, 12): _row(slow, 9.0)}
-        plans = plan_layers(model, config, CPU, rows=rows, table=table)
-        assert [p.kernel for p in plans] == [fast, fast]
-        assert all(p.native == (fast == "int8-weight-only") for p in plans)  # W8's own kernel
+                       KernelTable.key(slow, 256, 256, 12): _row(slow, 9.0),
+                       KernelTable.key("bf16", 256, 256, 12): _row("bf16", 0.1)}
+        plans = plan_layers(model, w8a8, cuda, available, rows=rows, table=table)
+        assert [p.kernel for p in plans] == [fast, fast] and all(p.native for p in plans)
 
 
 def _row(kernel: str, us: float) -> dict:
