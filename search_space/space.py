@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -125,6 +125,11 @@ class JointSpace:
         self.notes: list[str] = []
         #: parameter -> the knob's choices removed from it (no kernel on the device)
         self.dropped: dict[str, list[Any]] = {}
+        #: layer -> the bits with an A8 kernel (``a8_bits``) or a 2:4 kernel (``sparse_bits``):
+        #: a pairing outside them runs float activations, or dense (see config_from_params)
+        self._pairs: dict[str, dict[str, set[int]]] = {
+            role: {name: set(values) for name, values in (allowed or {}).get(role, {}).items()}
+            for role in ("a8_bits", "sparse_bits")}
         self._lr_knob: LearningRateKnob | None = None
         self._batch_knob: BatchSizeKnob | None = None
         self._slots: list[_Slot] = []
@@ -337,7 +342,7 @@ class JointSpace:
         if self._lr_knob is not None and base_lr is not None:
             used_batch = batch if batch is not None else self._lr_knob.base_batch
             lr = scaled_learning_rate(base_lr, used_batch, self._lr_knob.base_batch, self._lr_knob.rule)
-        return TrialConfig(
+        return self._dense_where_unpaired(TrialConfig(
             bits=bits,
             prune=prune,
             prune_method=method,
@@ -345,9 +350,24 @@ class JointSpace:
             batch_size=batch,
             learning_rate=lr,
             hparams=hparams,
-            act_bits=act_bits,
+            act_bits=self._paired(act_bits, bits, "a8_bits"),
             kv_bits={layer: (kv_key[layer], kv_value[layer]) for layer in kv_key},
-        )
+        ))
+
+    def _paired(self, act_bits: dict[str, int], bits: Mapping[str, int], role: str) -> dict[str, int]:
+        """Activation bits only where the layer's weight bits have a kernel for them (runtime
+        deployment: W16A8 has none, so such a layer runs float activations)."""
+        pairs = self._pairs[role]
+        return {n: a for n, a in act_bits.items() if n not in pairs or bits.get(n, 32) in pairs[n]}
+
+    def _dense_where_unpaired(self, config: TrialConfig) -> TrialConfig:
+        """2:4 only where the layer's weight bits have a 2:4 kernel; elsewhere the layer stays dense."""
+        pairs = self._pairs["sparse_bits"]
+        dense = {n for n, m in config.prune_method.items()
+                 if m == SPARSE_2_4 and n in pairs and config.bits.get(n, 32) not in pairs[n]}
+        if not dense:
+            return config
+        return replace(config, prune={n: (0.0 if n in dense else r) for n, r in config.prune.items()})
 
     def uniform_params(self, bits: int | None = None, prune: float | None = None,
                        merge: float | None = None, act_bits: int | None = None,

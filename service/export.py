@@ -20,7 +20,7 @@ from paretoml.objectives.deploy.export import Manifest, export_compressed
 from paretoml.objectives.tasks.base import Task
 from paretoml.objectives.tasks.python_model import PYTHON_MODEL_TASK
 from paretoml.search_space.space import TrialConfig
-from paretoml.search_space.trial_attrs import CONFIG_ATTR, PROVENANCE_ATTR, SPEC_ATTR
+from paretoml.search_space.trial_attrs import CONFIG_ATTR, KERNELS_ATTR, PROVENANCE_ATTR, SPEC_ATTR
 from paretoml.service.runner import build_evaluator
 from paretoml.service.spec import StudySpec, parse_spec
 from paretoml.service.storage import study_exists
@@ -72,8 +72,8 @@ def find_trial(storage: BaseStorage, study_name: str, number: int) -> tuple[Stud
 
 
 def _export_device(spec: StudySpec) -> torch.device:
-    """The study's measuring device where this machine has it; else the CPU (the packed file
-    does not depend on the device, only the manifest's kernel column does)."""
+    """The study's measuring device where this machine has it; else the CPU (a runtime
+    export holds the kernels of the device it is written on)."""
     if spec.measure.device in ("cuda", "auto") and torch.cuda.is_available():
         return torch.device("cuda")
     return torch.device("cpu")
@@ -94,10 +94,12 @@ def export_completed(spec: StudySpec, trial: FrozenTrial, study_name: str, out_d
         update={"device": device.type})}), task=task)
     model, _ = evaluator.build(config, seed=spec.seed + trial.number, number=trial.number)
     values = dict(zip(spec.objective_names, trial.values or []))
+    recorded = trial.user_attrs.get(KERNELS_ATTR, {})  # the kernels the trial ran: the export runs them too
     return export_compressed(model, config, out_dir, task=spec.task, task_options=spec.task_options,
                              device=device, objectives=values,
                              provenance=trial.user_attrs.get(PROVENANCE_ATTR, {}), study=study_name,
-                             trial=trial.number)
+                             trial=trial.number, deploy=spec.deploy.to_mode(),
+                             kernels={name: row["kernel"] for name, row in recorded.items()})
 
 
 def export_archive(storage: BaseStorage, study_name: str, number: int) -> bytes:

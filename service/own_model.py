@@ -50,6 +50,7 @@ def search(
     baselines: Sequence[int] = (),
     warm_start: bool | Mapping[str, Any] = False,
     measure: Mapping[str, Any] | None = None,
+    deploy: Mapping[str, Any] | None = None,
     seed: int = 0,
     workers: int = 1,
     ray_address: str | None = None,
@@ -65,7 +66,8 @@ def search(
     "maximize"}``). ``objectives`` names metrics and system objectives (``latency_ms``,
     ``model_bytes``, ``peak_memory_bytes``, ``mean_bits``). ``example_inputs`` (a tensor, a
     tuple of args or a dict of kwargs) is what introspection, latency and memory run the
-    model on. ``knobs``, ``sampler``, ``baselines`` and ``measure`` are as in a study spec.
+    model on. ``knobs``, ``sampler``, ``baselines``, ``measure`` and ``deploy`` are as in a
+    study spec (``deploy={"emulate": True}`` keeps formats with no kernel on the device).
     ``workers > 1`` runs trials on a Ray pool, each worker holding its own copy of the model.
     ``threads`` is the thread budget of this process while it searches and of each worker
     (default: 1 here, given back afterwards; a worker's CPU share).
@@ -88,6 +90,7 @@ def search(
         "seed": seed,
         "baselines": list(baselines),
         "measure": dict(measure or {}),
+        "deploy": dict(deploy or {}),
     }
     if threads is not None:
         document["threads"] = {"driver": threads, "worker": threads}

@@ -52,8 +52,12 @@ def digits_evaluator():
     from paretoml.objectives.measure import LatencySettings
     from paretoml.objectives.tasks.registry import create_task
 
+    from paretoml.search_space.deploy_mode import DeployMode
+
     torch.manual_seed(0)
-    settings = MeasureSettings(latency=LatencySettings(warmup=2, repeats=5))
+    # emulating: the tests using it put every bitwidth on every layer (the CPU has no
+    # low-bit conv kernel); runtime mode has tests of its own (tests/objectives/deploy)
+    settings = MeasureSettings(latency=LatencySettings(warmup=2, repeats=5), deploy=DeployMode(emulate=True))
     return TrialEvaluator(create_task("digits-cnn"), settings)
 
 

@@ -206,8 +206,9 @@ def plan_layers(model: nn.Module, config: TrialConfig, device: torch.device,
 def prune_multiples(model: nn.Module, config: TrialConfig, links: Mapping[str, ChannelLink], device: torch.device,
                     deploy: DeployMode = DEFAULT_DEPLOY) -> dict[str, int]:
     """Per structurally pruned layer, the multiple its kept units must be so that it and its
-    consumer still fit their kernels: e.g. CPU int4 takes row counts in multiples of 16."""
-    if deploy.mode == DEQUANTIZE_AT_LOAD:
+    consumer still fit their kernels: e.g. CPU int4 takes row counts in multiples of 16.
+    Only runtime mode needs it: emulation runs a shape its kernel cannot take in a wider one."""
+    if not deploy.strict:
         return {}
     available = kernels_on(device)
     modules = dict(model.named_modules())
@@ -215,8 +216,7 @@ def prune_multiples(model: nn.Module, config: TrialConfig, links: Mapping[str, C
     def kernels(name: str) -> list[str]:
         module = modules.get(name)
         fmt = layer_format(name, _kind(module) if module is not None else RECURRENT, config)
-        found = own_kernels(fmt, device, available)
-        return found + (stand_in_kernels(fmt, device, available) if not deploy.strict else [])
+        return own_kernels(fmt, device, available)
 
     multiples: dict[str, int] = {}
     for name, link in links.items():
@@ -239,7 +239,8 @@ def kernel_choices(model: nn.Module, choices: Mapping[str, Mapping[str, list]], 
                    deploy: DeployMode = DEFAULT_DEPLOY) -> dict[str, dict[str, list]]:
     """Of each layer's knob ``choices`` (role -> layer -> values: ``bits``, ``act_bits``,
     ``sparse_2_4``), those that have a kernel of their own format for the layer's shape on
-    ``device``. Only runtime mode without emulation drops any (the others run every format)."""
+    ``device``; and which weight bits pair with A8 (``a8_bits``) and 2:4 (``sparse_bits``).
+    Only runtime mode without emulation drops any (the others run every format)."""
     if not deploy.strict:
         return {role: {name: list(values) for name, values in per.items()} for role, per in choices.items()}
     available = kernels_on(device)
@@ -254,7 +255,8 @@ def kernel_choices(model: nn.Module, choices: Mapping[str, Mapping[str, list]], 
         shape = tuple(layer_weight(model, name).shape)
         return bool(candidate_kernels(fmt, shape, device, available, deploy))
 
-    allowed: dict[str, dict[str, list]] = {"bits": {}, "act_bits": {}, "sparse_2_4": {}}
+    allowed: dict[str, dict[str, list]] = {"bits": {}, "act_bits": {}, "sparse_2_4": {}, "a8_bits": {},
+                                           "sparse_bits": {}}
     for name in sorted(names):
         bits = bits_of.get(name, [32])
         acts = acts_of.get(name, [None])
@@ -265,6 +267,9 @@ def kernel_choices(model: nn.Module, choices: Mapping[str, Mapping[str, list]], 
         if name in sparse_of:
             allowed["sparse_2_4"][name] = [r for r in sparse_of[name]
                                            if not r or any(runs(name, b, None, "2:4") for b in bits)]
+            allowed["sparse_bits"][name] = [b for b in bits if runs(name, b, None, "2:4")]
+        if 8 in acts:  # which weight bits pair with A8 (the others run float activations)
+            allowed["a8_bits"][name] = [b for b in bits if runs(name, b, 8, "dense")]
     return {role: per for role, per in allowed.items() if per}
 
 

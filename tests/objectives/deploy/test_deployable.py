@@ -93,6 +93,11 @@ def test_the_space_offers_only_formats_with_a_kernel_and_lists_the_rest(evaluato
     assert built.dropped_line("cpu") == ("choices with no kernel of their own format on cpu, not offered: "
                                          "bits:0 4; bits:2 4; prune:0 0.5; prune:2 0.5")
     assert built.uniform_params(bits=4)["bits:0"] == 8  # a baseline takes the narrowest kept choice above
+    assert allowed["a8_bits"] == {"0": [8], "2": [8]}
+    # W16A8 has no kernel: a layer drawn so runs float activations, so every trial deploys
+    drawn = built.config_from_params({**built.uniform_params(bits=16), "abits:0": 8, "bits:2": 8, "abits:2": 8})
+    assert drawn.act_bits == {"2": 8}
+    assert [p.kernel for p in plan_layers(evaluator.model, drawn, CPU)] == ["fp32", "int8-dynamic"]
     # emulation and dequantize-at-load run every format: nothing is dropped
     for mode in (DeployMode(emulate=True), DeployMode(DEQUANTIZE_AT_LOAD)):
         assert kernel_choices(evaluator.model, space.layer_choices(), CPU, mode) == space.layer_choices()
