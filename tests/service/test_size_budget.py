@@ -28,6 +28,7 @@ def test_a_two_bit_trials_budget_is_its_stored_bytes(tmp_path):
         "objectives": [{"name": "accuracy"}, {"name": "model_bytes"}],
         "constraints": [{"kind": "model_bytes", "max_bytes": BUDGET}],
         "measure": {"latency_repeats": 1, "latency_warmup": 0},
+        "deploy": {"mode": "dequantize-at-load"},  # model_bytes: the packed file (no 2-bit kernel runs)
         "sampler": {"name": "random"},
         "n_trials": 3, "seed": 0,
     })
