@@ -163,21 +163,27 @@ class JointSpace:
             self._keep_allowed(allowed)
 
     def _keep_allowed(self, allowed: Mapping[str, Mapping[str, Sequence[Any]]]) -> None:
-        for i, slot in enumerate(self._slots):
+        kept: list[_Slot] = []
+        for slot in self._slots:
             role = _choice_role(slot)
             per_layer = allowed.get(role or "", {})
             if role is None or not any(m in per_layer for m in slot.layers):
+                kept.append(slot)
                 continue
             choices = list(slot.distribution.choices)  # type: ignore[attr-defined]
             keep = [c for c in choices if all(c in per_layer[m] for m in slot.layers if m in per_layer)]
-            if not keep:
-                raise ValueError(f"knobs: no choice of {slot.name} ({', '.join(map(str, choices))}) has a kernel "
-                                 "of its own format for the layer's shape on the study's device; widen the "
-                                 "knob's choices or set deploy.emulate: true")
             if keep != choices:
                 self.dropped[slot.name] = [c for c in choices if c not in keep]
-                self._slots[i] = _Slot(slot.name, CategoricalDistribution(keep), slot.role, slot.layers,
-                                       slot.checkpoint, slot.method)
+            if not keep:  # the knob does not reach this layer here: it stays in the float type
+                self.notes.append(f"{slot.name}: no choice ({', '.join(map(str, choices))}) has a kernel of its "
+                                  "own format for the layer's shape on this device; the layer stays unquantized")
+                continue
+            kept.append(slot if keep == choices else _Slot(slot.name, CategoricalDistribution(keep), slot.role,
+                                                           slot.layers, slot.checkpoint, slot.method))
+        if not kept:
+            raise ValueError("knobs: no knob choice has a kernel of its own format on the study's device; "
+                             "widen the choices (16 runs everywhere) or set deploy.emulate: true")
+        self._slots = kept
 
     def layer_choices(self) -> dict[str, dict[str, list[Any]]]:
         """The per-layer choices a device may not run, by role (``bits``, ``act_bits``,
@@ -420,8 +426,8 @@ class JointSpace:
         for slot in self._slots:
             if slot.role == "bits":
                 values = [bits[layer] for layer in slot.layers if layer in bits]
-                if values:
-                    out[slot.name] = max(values)
+                if values:  # a choice the device dropped: the narrowest kept one above it
+                    out[slot.name] = self._nearest(slot, max(values))
         return out
 
     def with_layer_prune(self, params: Mapping[str, Any], prune: Mapping[str, float]) -> dict[str, Any]:

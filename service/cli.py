@@ -229,7 +229,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             console.print(f"  note: {escape(note)}")
         dropped = runner.space.dropped_line(runner.model.device)
         if dropped:
-            console.print(f"  deploy ({spec.deploy.to_mode().label}): {escape(dropped)}")
+            console.print(f"  deploy ({spec.deploy.to_mode().label}): {escape(dropped)}", soft_wrap=True)
         return _drive(runner, name, args, console, job)
 
 

@@ -92,6 +92,7 @@ def kept_study(tmp_path_factory):
     [
         ({"colour": "red"}, "colour: Extra inputs are not permitted"),
         ({"task": "imagenet"}, "task: unknown task 'imagenet'"),
+        ({"deploy": {"mode": "fast"}}, "deploy.mode: Input should be 'runtime' or 'dequantize-at-load'"),
         ({"knobs": [{"kind": "bitwidth", "choices": [4, 12]}]}, "knobs.0.bitwidth.choices: bits [12] not supported"),
         ({"knobs": [{"kind": "prune", "low": -0.1}]}, "knobs.0.prune: prune ratio range [-0.1, 0.9]"),
         ({"knobs": [{"kind": "merge"}]}, "a merge knob needs a task with checkpoints"),
@@ -206,3 +207,22 @@ def test_a_ray_that_cannot_start_is_one_line_and_the_job_is_marked_failed(tmp_pa
     assert "Traceback" not in result.stderr
     job = JobRepository(url).get("no-ray")
     assert job.status == "failed" and "injected fault" in (job.error or "")
+
+
+def test_runtime_mode_lists_the_choices_the_cpu_has_no_kernel_for(tmp_path):
+    """Issue 24: a CLI line and a study attribute name the dropped choices, once."""
+    from paretoml.search_space.trial_attrs import DROPPED_CHOICES_ATTR
+
+    spec = write_spec(tmp_path / "s.yaml", knobs=[{"kind": "bitwidth", "choices": [4, 8, 16]}], n_trials=2,
+                      sampler={"name": "random"},
+                      objectives=[{"name": "accuracy"}, {"name": "model_bytes"}, {"name": "latency_ms"}])
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    result = paretoml("run", str(spec), "--study-name", "d", "--storage", url, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if "not offered" in line]
+    assert len(lines) == 1 and "bits:conv1 4, 8" in lines[0] and "bits:fc2 4" in lines[0], result.stdout
+    study = optuna.load_study(study_name="d", storage=url)
+    assert study.user_attrs[DROPPED_CHOICES_ATTR] == {
+        "device": "cpu", "dropped": {"bits:conv1": [4, 8], "bits:conv2": [4, 8], "bits:fc2": [4]}}
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(done) == 2 and all(t.user_attrs[PROVENANCE_ATTR]["latency_ms"]["how"] == "measured" for t in done)

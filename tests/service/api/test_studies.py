@@ -57,6 +57,7 @@ def test_list_is_paginated_newest_first_and_filtered_by_status(client):
         ({"objectives": [{"name": "speed"}]}, ["body", "objectives", 0, "name"], "unknown objective 'speed'"),
         ({"knobs": [{"kind": "bitwidth", "choices": [32]}]}, ["body", "knobs", 0, "bitwidth", "choices"], "32"),
         ({"surprise": 1}, ["body", "surprise"], "Extra inputs are not permitted"),
+        ({"deploy": {"mode": "fast"}}, ["body", "deploy", "mode"], "'runtime' or 'dequantize-at-load'"),
         ({"knobs": [{"kind": "bitwidth", "choices": [2, 3, 5]}], "baselines": [8, 4]}, ["body", "baselines"],
          "baseline bits [8, 4] are not among the choices [2, 3, 5] of the bitwidth knob knobs.0"),
         ({"knobs": [{"kind": "prune", "high": 0.5}], "warm_start": {"method": "sensitivity"}}, ["body", "warm_start"],
