@@ -99,6 +99,7 @@ def main() -> None:
                 == {n: k["kernel"] for n, k in trial.user_attrs[KERNELS_ATTR].items()},
                 "retimed_ms": again, "retime_ratio": again / values["latency_ms"],
                 "config_bits": TrialConfig.from_dict(trial.user_attrs[CONFIG_ATTR]).bits,
+                "config_prune": TrialConfig.from_dict(trial.user_attrs[CONFIG_ATTR]).prune,
             })
     result = {
         "spec": args.spec, "deploy": spec.deploy.model_dump(), "machine": machine(), "trials": len(trials),
@@ -134,13 +135,15 @@ def report(result: dict, names: list[str]) -> str:
         kernels = ", ".join(f"{k}:{v}" for k, v in row["kernels"].items())
         lines.append(f"| {row['label']} | {cells} | {kernels} |")
     lines += ["", "## Front, exported and reloaded", "",
-              f"| point | {head} | file less header | bytes exact | same kernels | re-timed ms | ratio | kernels |",
-              "|---" * (len(names) + 7) + "|"]
+              f"| point | {head} | file less header | bytes exact | same kernels | re-timed ms | ratio | kernels | "
+              "structured prune |", "|---" * (len(names) + 8) + "|"]
     for row in result["front"]:
         cells = " | ".join(f"{row[n]:.4g}" for n in names)
         kernels = ", ".join(f"{k}:{v}" for k, v in row["kernels"].items())
+        pruned = ", ".join(f"{k}:{v:g}" for k, v in row["config_prune"].items() if v) or "-"
         lines.append(f"| {row['label']} | {cells} | {row['file_bytes_less_header']} | {row['bytes_exact']} | "
-                     f"{row['same_kernels']} | {row['retimed_ms']:.4g} | {row['retime_ratio']:.2f} | {kernels} |")
+                     f"{row['same_kernels']} | {row['retimed_ms']:.4g} | {row['retime_ratio']:.2f} | {kernels} | "
+                     f"{pruned} |")
     within = sum(abs(r["retime_ratio"] - 1) <= 0.10 for r in result["front"])
     lines += ["", f"bytes exact for {sum(r['bytes_exact'] for r in result['front'])} of {len(result['front'])} "
               f"front points; re-timed within 10% for {within} of {len(result['front'])} (2 shared cores: "
