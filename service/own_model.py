@@ -49,8 +49,7 @@ def search(
     sampler: str | Mapping[str, Any] = "tpe",
     baselines: Sequence[int] = (),
     warm_start: bool | Mapping[str, Any] = False,
-    measure: Mapping[str, Any] | None = None,
-    deploy: Mapping[str, Any] | None = None,
+    measure: Mapping[str, Any] | None = None, deploy: Mapping[str, Any] | None = None,
     seed: int = 0,
     workers: int = 1,
     ray_address: str | None = None,
@@ -66,8 +65,7 @@ def search(
     "maximize"}``). ``objectives`` names metrics and system objectives (``latency_ms``,
     ``model_bytes``, ``peak_memory_bytes``, ``mean_bits``). ``example_inputs`` (a tensor, a
     tuple of args or a dict of kwargs) is what introspection, latency and memory run the
-    model on. ``knobs``, ``sampler``, ``baselines``, ``measure`` and ``deploy`` are as in a
-    study spec (``deploy={"emulate": True}`` keeps formats with no kernel on the device).
+    model on. ``knobs``, ``sampler``, ``baselines``, ``measure`` and ``deploy`` are as in a study spec.
     ``workers > 1`` runs trials on a Ray pool, each worker holding its own copy of the model.
     ``threads`` is the thread budget of this process while it searches and of each worker
     (default: 1 here, given back afterwards; a worker's CPU share).
@@ -89,8 +87,7 @@ def search(
         "n_trials": n_trials,
         "seed": seed,
         "baselines": list(baselines),
-        "measure": dict(measure or {}),
-        "deploy": dict(deploy or {}),
+        "measure": dict(measure or {}), "deploy": dict(deploy or {}),
     }
     if threads is not None:
         document["threads"] = {"driver": threads, "worker": threads}

@@ -39,7 +39,10 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def evaluator(folder: Path) -> TrialEvaluator:
-    return TrialEvaluator(CausalLMTask(OPTIONS, path=folder), MeasureSettings(), "cpu")
+    from paretoml.search_space.deploy_mode import DeployMode
+
+    # emulating: its tests put 2..8 bits on every projection, most with no CPU kernel of their own
+    return TrialEvaluator(CausalLMTask(OPTIONS, path=folder), MeasureSettings(deploy=DeployMode(emulate=True)), "cpu")
 
 
 def linear_layers(ev: TrialEvaluator) -> list[str]:
