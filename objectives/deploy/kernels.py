@@ -173,7 +173,7 @@ class Int4WeightOnlyLinear(_DeployedLinear):
         self.group = self.in_features // buffers["scales_zeros"].shape[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = _rows(x).to(self.scales_zeros.dtype)
+        rows = _rows(x).to(self.scales_zeros.dtype).contiguous()  # tinygemm reads rows densely
         if rows.is_cuda:
             y = torch._weight_int4pack_mm(rows, self.qweight, self.group, self.scales_zeros)
         else:
