@@ -16,7 +16,7 @@ from torch import nn
 
 from paretoml.objectives.compress.quantize import quantize_tensor
 from paretoml.objectives.deploy import kernels_on
-from paretoml.objectives.deploy.kernels import build_kernel
+from paretoml.objectives.deploy.kernels import build_kernel, restore_kernel
 from paretoml.objectives.deploy.pack import pack_bits, to_int_weight, unpack_bits
 from paretoml.objectives.deploy.sparse import is_semi_structured, semi_structured_mask
 
@@ -70,6 +70,13 @@ def test_int4_weight_only_packing_matches_fake_quant():
     weight, bias, x, ref = _case(4, n=64, k=256)
     layer = build_kernel("int4-weight-only", weight, bias, 4, CPU)  # tinygemm's CPU variant
     torch.testing.assert_close(layer(x), ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+    # a strided view (attention's transposed activations): tinygemm on the CPU needs dense rows
+    strided = x.t().contiguous().t()
+    assert not strided.is_contiguous()
+    torch.testing.assert_close(layer(strided), ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+    # rebuilt from its own buffers (a runtime export): the very same layer
+    again = restore_kernel("int4-weight-only", dict(layer.named_buffers()))
+    assert again.group == layer.group and torch.equal(again(x), layer(x))
 
 
 def test_two_four_mask_keeps_the_two_largest_of_every_four():
