@@ -19,8 +19,8 @@ from paretoml.search_space.introspect import LayerInfo
 from paretoml.search_space.model_bytes import estimate_model_bytes, mean_bits
 from paretoml.search_space.space import TrialConfig
 
-__all__ = ["AnyBudget", "Constraint", "LatencyBudget", "MeanBitsBudget", "ModelBytesBudget", "constraint_values",
-           "estimate_model_bytes", "mean_bits", "needs_measurement"]
+__all__ = ["AnyBudget", "Constraint", "LatencyBudget", "MeanBitsBudget", "ModelBytesBudget", "constraint_keys",
+           "constraint_values", "estimate_model_bytes", "mean_bits", "needs_measurement"]
 
 
 class _Strict(BaseModel):
@@ -51,6 +51,18 @@ AnyBudget = Union[ModelBytesBudget, MeanBitsBudget, LatencyBudget]
 def needs_measurement(constraints: Sequence[AnyBudget]) -> list[str]:
     """Objectives a trial must measure for its constraint values (beyond the study's own)."""
     return ["latency_ms"] if any(isinstance(c, LatencyBudget) for c in constraints) else []
+
+
+def constraint_keys(constraints: Sequence[AnyBudget]) -> list[str]:
+    """The name each constraint's value is stored under (Optuna's ``Trial.set_constraint``
+    key), in the order of :func:`constraint_values`: the budget's kind (``model_bytes``), with
+    ``_2``, ``_3`` ... for a kind given again."""
+    seen: dict[str, int] = {}
+    keys = []
+    for constraint in constraints:
+        seen[constraint.kind] = seen.get(constraint.kind, 0) + 1
+        keys.append(constraint.kind if seen[constraint.kind] == 1 else f"{constraint.kind}_{seen[constraint.kind]}")
+    return keys
 
 
 def constraint_values(
