@@ -36,8 +36,10 @@ except ImportError:  # a CPU-only install
 
 #: tokens per tile of the attention loop over an unquantised cache (a quantised tile is one key group)
 BLOCK_N = 64
-#: warps per decode program
-NUM_WARPS = 4
+#: warps per decode program (fewer warps: fewer cross-warp reductions of the [16, tile] scores)
+NUM_WARPS = 2
+#: warps where a side has 8-bit codes (at 2 warps ptxas spills their 64-channel slot tiles)
+NUM_WARPS_8BIT = 4
 #: programs to aim for per multiprocessor when choosing how many slices a sequence is cut in
 PROGRAMS_PER_SM = 8
 #: software-pipelining depth of the tile loop (loads of the next tiles in flight)
@@ -73,6 +75,20 @@ if triton is not None:  # the kernels exist only where Triton does
             return (i & 1) * 2 + (i >> 1)
         else:
             return i
+
+    @triton.jit
+    def slots(x, P: tl.constexpr, DP: tl.constexpr):
+        """Channels ``[D]`` -> the ``P`` byte slots' channels ``[D / P]`` each (kv_cache.SLOT_ORDER)."""
+        if P == 1:
+            return x, x, x, x
+        elif P == 2:
+            a, b = tl.split(tl.reshape(x, (DP, 2)))
+            return a, b, a, b
+        else:  # channel 4m + 2a + b; slot i holds residue slot_channel(i) = 0, 2, 1, 3
+            even, odd = tl.split(tl.reshape(x, (DP, 2, 2)))
+            r0, r2 = tl.split(even)
+            r1, r3 = tl.split(odd)
+            return r0, r2, r1, r3
 
     @triton.jit
     def code_tile(packed, SLOT: tl.constexpr, BITS: tl.constexpr):
@@ -153,36 +169,47 @@ if triton is not None:  # the kernels exist only where Triton does
         acc1 = tl.zeros([ROWS, DV], tl.float32)
         acc2 = tl.zeros([ROWS, DV], tl.float32)
         acc3 = tl.zeros([ROWS, DV], tl.float32)
+        # a quantised cache's splits hold whole groups, so its tiles are never partial: no masks
+        MASKED: tl.constexpr = KBITS == 16 and VBITS == 16
+        offs = start + tl.arange(0, BLOCK)
+        kp = K + (bh * CAP + offs)[:, None] * (D if KBITS == 16 else DK) + (cols if KBITS == 16 else jk)[None, :]
+        vp = V + (bh * CAP + offs)[:, None] * (D if VBITS == 16 else DV) + (cols if VBITS == 16 else jv)[None, :]
+        vsp = VS + bh * CAP + offs
+        vzp = VZ + bh * CAP + offs
+        sbase = (bh * (CAP // GROUP) + start // GROUP) * D
         for n0 in tl.range(start, end, BLOCK, num_stages=NUM_STAGES):
-            offs = n0 + tl.arange(0, BLOCK)
-            nmask = offs < end
-            tok = bh * CAP + offs
+            if MASKED:
+                nmask = (n0 + tl.arange(0, BLOCK)) < end
             # ---- scores
             if KBITS == 16:
-                k = tl.load(K + tok[:, None] * D + cols[None, :], mask=nmask[:, None], other=0.0)
+                if MASKED:
+                    k = tl.load(kp, mask=nmask[:, None], other=0.0)
+                else:
+                    k = tl.load(kp)
                 scores = tl.dot(q16, tl.trans(k.to(tl.float16)))
             else:
-                pk = tl.load(K + tok[:, None] * DK + jk[None, :], mask=nmask[:, None], other=0)
-                sbase = (bh * (CAP // GROUP) + n0 // GROUP) * D
+                pk = tl.load(kp)
                 scores = tl.zeros([ROWS, BLOCK], tl.float32)
                 corr = tl.zeros([ROWS], tl.float32)
+                # the group's scales and zeros: one contiguous load each, split into byte slots
+                s0, s1, s2, s3 = slots(tl.load(KS + sbase + cols).to(tl.float32), PK, DK)
+                z0, z1, z2, z3 = slots(tl.load(KZ + sbase + cols).to(tl.float32), PK, DK)
                 for i in tl.static_range(PK):
-                    ch = jk * PK + slot_channel(i, PK)
-                    s_i = tl.load(KS + sbase + ch).to(tl.float32) * (1.0 / (1 << (KBITS * i)))
-                    z_i = tl.load(KZ + sbase + ch).to(tl.float32)
                     if i == 0:
-                        q_i = q0
+                        q_i, s_i, z_i = q0, s0, z0
                     elif i == 1:
-                        q_i = q1
+                        q_i, s_i, z_i = q1, s1, z1
                     elif i == 2:
-                        q_i = q2
+                        q_i, s_i, z_i = q2, s2, z2
                     else:
-                        q_i = q3
+                        q_i, s_i, z_i = q3, s3, z3
+                    s_i = s_i * (1.0 / (1 << (KBITS * i)))
                     qs = (q_i * s_i[None, :]).to(tl.float16)
                     scores = tl.dot(qs, tl.trans(code_tile(pk, i, KBITS)), scores)
                     corr += tl.sum(q_i * z_i[None, :] - 1024.0 * qs.to(tl.float32), axis=1)
                 scores += corr[:, None]
-            scores = tl.where(nmask[None, :], scores, float("-inf"))
+            if MASKED:
+                scores = tl.where(nmask[None, :], scores, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(scores, axis=1))
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row that has seen no token yet
             alpha = tl.exp2(m_i - m_safe)
@@ -191,12 +218,15 @@ if triton is not None:  # the kernels exist only where Triton does
             m_i = m_new
             # ---- values
             if VBITS == 16:
-                v = tl.load(V + tok[:, None] * D + cols[None, :], mask=nmask[:, None], other=0.0)
+                if MASKED:
+                    v = tl.load(vp, mask=nmask[:, None], other=0.0)
+                else:
+                    v = tl.load(vp)
                 acc0 = tl.dot(p.to(tl.float16), v.to(tl.float16), acc0 * alpha[:, None])
             else:
-                pv = tl.load(V + tok[:, None] * DV + jv[None, :], mask=nmask[:, None], other=0)
-                vs = tl.load(VS + tok, mask=nmask, other=0.0).to(tl.float32)
-                vz = tl.load(VZ + tok, mask=nmask, other=0.0).to(tl.float32)
+                pv = tl.load(vp)
+                vs = tl.load(vsp).to(tl.float32)
+                vz = tl.load(vzp).to(tl.float32)
                 ps = (p * vs[None, :]).to(tl.float16)
                 s_p = s_p * alpha + tl.sum(ps.to(tl.float32), axis=1)
                 z_p = z_p * alpha + tl.sum(p * vz[None, :], axis=1)
@@ -206,6 +236,11 @@ if triton is not None:  # the kernels exist only where Triton does
                 if PV == 4:
                     acc2 = tl.dot(ps, code_tile(pv, 2, VBITS), acc2 * alpha[:, None])
                     acc3 = tl.dot(ps, code_tile(pv, 3, VBITS), acc3 * alpha[:, None])
+            kp += BLOCK * (D if KBITS == 16 else DK)
+            vp += BLOCK * (D if VBITS == 16 else DV)
+            vsp += BLOCK
+            vzp += BLOCK
+            sbase += D
         if VBITS == 16:
             store_part(OP, LP, base, rows, rmask, acc0, m_i, l_i, cols, D)
         else:
@@ -407,7 +442,8 @@ def decode_attention(layer: QuantizedKVLayer, query: torch.Tensor, scaling: floa
                               H=h, N_REP=n_rep, ROWS=max(_MIN_ROWS, _next_pow2(n_rep)), D=d,
                               KBITS=kb, VBITS=vb, PK=8 // kb if kb < 16 else 1, PV=8 // vb if vb < 16 else 1,
                               GROUP=layer.group, QUANT=quant, BLOCK=tile, SPLIT_LEN=split_len,
-                              NUM_SPLITS=n_splits, NUM_STAGES=NUM_STAGES, num_warps=NUM_WARPS)
+                              NUM_SPLITS=n_splits, NUM_STAGES=NUM_STAGES,
+                              num_warps=NUM_WARPS_8BIT if 8 in (kb, vb) else NUM_WARPS)
     merge[(b * h,)](part_o, part_l, out, H=h, N_REP=n_rep, RP=_next_pow2(n_rep), D=d,
                     NUM_SPLITS=n_splits, SP=_next_pow2(n_splits), num_warps=4)
     return out
