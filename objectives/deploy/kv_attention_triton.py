@@ -41,7 +41,7 @@ NUM_WARPS = 2
 #: warps where a side has 8-bit codes (at 2 warps ptxas spills their 64-channel slot tiles)
 NUM_WARPS_8BIT = 4
 #: programs to aim for per multiprocessor when choosing how many slices a sequence is cut in
-PROGRAMS_PER_SM = 8
+PROGRAMS_PER_SM = 16
 #: software-pipelining depth of the tile loop (loads of the next tiles in flight)
 NUM_STAGES = 2
 #: query rows of a tile: tl.dot needs at least 16
