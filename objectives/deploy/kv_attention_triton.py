@@ -7,11 +7,13 @@ length from a device tensor and never leave the buffers the cache reserved):
   residual window and, when that completes a group, quantises the group (keys per channel,
   values per token) into the packed buffers, as the pure-torch path does.
 - :func:`decode_attention` is split-K flash decoding: each program takes one (batch, KV head)
-  and one slice of the sequence, unpacks 8/4/2-bit codes in registers (``join`` restores the
-  channel order :data:`.kv_cache.SLOT_ORDER` packs), dequantises with the group's fp16 scale
-  and zero point, and runs both products on the tensor cores in bf16 for all the query heads
-  of the group (grouped-query attention: the KV tile is read once for them). A second small
-  kernel merges the slices by their log-sum-exp.
+  and one slice of the cache, tile by tile (a tile is one key group, so its key scales are
+  one row), for all the query heads of the group at once (grouped-query attention: each
+  packed tile is read once for them). Codes are never converted int-to-float: each byte
+  slot's bits are masked into an fp16 mantissa (:func:`code_tile`), one tensor-core product
+  per slot, and the scales, zero points and the fp16 offset are folded into q (keys, per
+  channel) and into p (values, per token). The residual window is one more split, and a
+  second small kernel merges the splits by their log-sum-exp.
 
 Triton is imported lazily: :func:`available` is False where it is missing, and the cache
 then dequantises and calls SDPA.
@@ -102,18 +104,19 @@ if triton is not None:  # the kernels exist only where Triton does
         return ((packed.to(tl.int32) & MASK) | 0x6400).to(tl.int16).to(tl.float16, bitcast=True)
 
     @triton.jit
-    def store_part(OP, LP, base, rows, rmask, acc, m_i, l_i, ch, D: tl.constexpr):
+    def store_part(OP, base, rows, rmask, acc, l_i, ch, D: tl.constexpr):
         """One split's normalised output rows (at channels ``ch``); its log-sum-exp once."""
         safe = tl.where(l_i > 0, l_i, 1.0)[:, None]
         tl.store(OP + (base + rows)[:, None] * D + ch[None, :], acc / safe, mask=rmask[:, None])
 
     @triton.jit
     def store_lse(LP, base, rows, rmask, m_i, l_i):
+        """The split's log-sum-exp per row (log2 units), -inf where it saw no token."""
         lse = tl.where(l_i > 0, m_i + tl.log2(tl.where(l_i > 0, l_i, 1.0)), float("-inf"))
         tl.store(LP + base + rows, lse, mask=rmask)
 
     @triton.jit
-    def residual_part(Q, KR, VR, OP, LP, qrow, rmask, rows, base, bh, length, qk_scale,
+    def residual_part(KR, VR, OP, LP, qrow, rmask, rows, base, bh, length, qk_scale,
                       D: tl.constexpr, GROUP: tl.constexpr):
         """The newest, unquantised tokens (fewer than a group): a split of their own."""
         cols = tl.arange(0, D)
@@ -130,11 +133,11 @@ if triton is not None:  # the kernels exist only where Triton does
         l_i = tl.sum(p, axis=1)
         v = tl.load(VR + rptr, mask=rm[:, None], other=0.0).to(tl.float16)
         acc = tl.dot(p.to(tl.float16), v)
-        store_part(OP, LP, base, rows, rmask, acc, m_i, l_i, cols, D)
+        store_part(OP, base, rows, rmask, acc, l_i, cols, D)
         store_lse(LP, base, rows, rmask, m_i, l_i)
 
     @triton.jit
-    def cache_part(Q, K, KS, KZ, V, VS, VZ, OP, LP, qrow, rmask, rows, base, bh, start, end, qk_scale, CAP,
+    def cache_part(K, KS, KZ, V, VS, VZ, OP, LP, qrow, rmask, rows, base, bh, start, end, qk_scale, CAP,
                    ROWS: tl.constexpr, D: tl.constexpr, KBITS: tl.constexpr, VBITS: tl.constexpr,
                    PK: tl.constexpr, PV: tl.constexpr, GROUP: tl.constexpr, BLOCK: tl.constexpr,
                    NUM_STAGES: tl.constexpr):
@@ -242,18 +245,18 @@ if triton is not None:  # the kernels exist only where Triton does
             vzp += BLOCK
             sbase += D
         if VBITS == 16:
-            store_part(OP, LP, base, rows, rmask, acc0, m_i, l_i, cols, D)
+            store_part(OP, base, rows, rmask, acc0, l_i, cols, D)
         else:
             off = (1024.0 * s_p)[:, None]
             zp = z_p[:, None]
-            store_part(OP, LP, base, rows, rmask, acc0 - off + zp, m_i, l_i, jv * PV + slot_channel(0, PV), D)
+            store_part(OP, base, rows, rmask, acc0 - off + zp, l_i, jv * PV + slot_channel(0, PV), D)
             if PV >= 2:
-                store_part(OP, LP, base, rows, rmask, (acc1 - off) * (1.0 / (1 << VBITS)) + zp, m_i, l_i,
+                store_part(OP, base, rows, rmask, (acc1 - off) * (1.0 / (1 << VBITS)) + zp, l_i,
                            jv * PV + slot_channel(1, PV), D)
             if PV == 4:
-                store_part(OP, LP, base, rows, rmask, (acc2 - off) * (1.0 / (1 << (2 * VBITS))) + zp, m_i, l_i,
+                store_part(OP, base, rows, rmask, (acc2 - off) * (1.0 / (1 << (2 * VBITS))) + zp, l_i,
                            jv * PV + slot_channel(2, PV), D)
-                store_part(OP, LP, base, rows, rmask, (acc3 - off) * (1.0 / (1 << (3 * VBITS))) + zp, m_i, l_i,
+                store_part(OP, base, rows, rmask, (acc3 - off) * (1.0 / (1 << (3 * VBITS))) + zp, l_i,
                            jv * PV + slot_channel(3, PV), D)
         store_lse(LP, base, rows, rmask, m_i, l_i)
 
@@ -279,14 +282,14 @@ if triton is not None:  # the kernels exist only where Triton does
         start = split * SPLIT_LEN
         if QUANT:
             if split == NUM_SPLITS - 1:
-                residual_part(Q, KR, VR, OP, LP, qrow, rmask, rows, base, bh, length, qk_scale, D, GROUP)
+                residual_part(KR, VR, OP, LP, qrow, rmask, rows, base, bh, length, qk_scale, D, GROUP)
             else:
                 end = tl.minimum(start + SPLIT_LEN, (length // GROUP) * GROUP)
-                cache_part(Q, K, KS, KZ, V, VS, VZ, OP, LP, qrow, rmask, rows, base, bh, start, end, qk_scale,
+                cache_part(K, KS, KZ, V, VS, VZ, OP, LP, qrow, rmask, rows, base, bh, start, end, qk_scale,
                            CAP, ROWS, D, KBITS, VBITS, PK, PV, GROUP, BLOCK, NUM_STAGES)
         else:
             end = tl.minimum(start + SPLIT_LEN, length)
-            cache_part(Q, K, KS, KZ, V, VS, VZ, OP, LP, qrow, rmask, rows, base, bh, start, end, qk_scale,
+            cache_part(K, KS, KZ, V, VS, VZ, OP, LP, qrow, rmask, rows, base, bh, start, end, qk_scale,
                        CAP, ROWS, D, KBITS, VBITS, PK, PV, GROUP, BLOCK, NUM_STAGES)
 
     @triton.jit

@@ -13,8 +13,9 @@ same reason; ours is one group, which keeps the storage one fixed-size buffer a 
 can write into).
 
 Packed storage, per layer and KV head: ``b``-bit codes, ``8 / b`` to a byte, in the order
-:data:`SLOT_ORDER` gives (the order the Triton kernel's ``join`` unpacking yields, so it
-needs no shuffles); 16 bits means the model's own dtype, unquantised.
+:data:`SLOT_ORDER` gives (the order the Triton append kernel's split-based packing yields;
+the decode kernel multiplies each byte slot with the query channels it holds, so it needs
+no shuffles); 16 bits means the model's own dtype, unquantised.
 
 :class:`QuantizedKVCache` is a ``transformers`` :class:`~transformers.Cache` whose layers each
 hold their own :class:`KVFormat`; :data:`KV_ATTENTION` is the attention implementation that
