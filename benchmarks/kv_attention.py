@@ -13,7 +13,7 @@ kernel. Speed-ups are against the faster of the two.
 Imports only torch, triton, transformers and the two module files (copied into a temporary
 package root), so it runs on a device without the rest of ParetoML's dependencies::
 
-    python benchmarks/kv_attention.py --out benchmarks/results/kv-attention-h200
+    python benchmarks/kv_attention.py --group 128 --sweep --out benchmarks/results/kv-attention-h200
 """
 
 from __future__ import annotations
@@ -192,7 +192,8 @@ def time_graph(fn, reps=5, inner=20) -> float:
     return statistics.median(times)
 
 
-def decode_step_ms(model, formats, batch: int, ctx: int, forced_sdpa: bool) -> tuple[float, int]:
+def decode_step_ms(model, formats, batch: int, ctx: int, forced_sdpa: bool) -> tuple[float, float, int]:
+    """(step ms, attention-alone ms over the same 30 layers, KV bytes) for one cache."""
     cfg = model.config
     cache = kvc.use_quantized_cache(model, formats, GROUP)
     room = ctx + 256  # replays advance the cache; it never runs out
@@ -206,15 +207,28 @@ def decode_step_ms(model, formats, batch: int, ctx: int, forced_sdpa: bool) -> t
             layer._length = ctx
         return model(input_ids=ids, position_ids=pos, past_key_values=cache, use_cache=True).logits
 
+    q = torch.randn(batch, cfg.num_attention_heads, 1, cfg.head_dim, dtype=torch.bfloat16, device="cuda")
+
+    def attention():  # what the step's 30 attention calls do, and nothing else
+        for layer in cache.layers:
+            layer._length = ctx
+            if forced_sdpa:
+                kvc._dequant_sdpa(layer, q, None, None)
+            else:
+                kvt.decode_attention(layer, q)
+
     if forced_sdpa:
         with ForceDequantSDPA():
             ms = time_graph(step)
     else:
         ms = time_graph(step)
+    for layer in cache.layers:
+        layer.set_length(ctx)
+    attn = time_graph(attention)
     nbytes = cache.nbytes()
     del cache
     torch.cuda.empty_cache()
-    return ms, nbytes
+    return ms, attn, nbytes
 
 
 def attention_only_ms(fmt, batch: int, ctx: int, block: int, splits: int | None, group: int | None = None) -> float:
@@ -222,7 +236,7 @@ def attention_only_ms(fmt, batch: int, ctx: int, block: int, splits: int | None,
     layer = kvc.QuantizedKVLayer(fmt, group or GROUP)
     blank = torch.zeros(batch, 3, 0, 64, dtype=torch.bfloat16, device="cuda")
     layer.lazy_initialization(blank, blank)
-    layer.reserve(ctx + 64)
+    layer.reserve(ctx + 256)
     cache = type("C", (), {"layers": [layer]})()
     fill_random(cache, ctx)
     q = torch.randn(batch, 9, 1, 64, dtype=torch.bfloat16, device="cuda")
@@ -232,7 +246,33 @@ def attention_only_ms(fmt, batch: int, ctx: int, block: int, splits: int | None,
     return ms
 
 
+def config_sweep(result: dict) -> None:
+    """Warps per program (per code width) and programs per SM, kernel alone at 128 x 8192; keeps the best."""
+    for attr, fmts in (("NUM_WARPS", ("K4V4", "K2V2", "K4V2")), ("NUM_WARPS_8BIT", ("K8V8", "K8V4"))):
+        timed = {}
+        for warps in (2, 4):
+            setattr(kvt, attr, warps)
+            try:
+                timed[warps] = sum(attention_only_ms(KVFormat.parse(f), 128, 8192, kvt.BLOCK_N, None) for f in fmts)
+            except Exception as exc:  # a configuration that does not compile (resources) is skipped
+                print("sweep", attr, warps, "failed:", str(exc)[:200], flush=True)
+                continue
+            result["sweep"].append({"knob": attr, "value": warps, "formats": list(fmts), "ms_30_layers_sum": timed[warps]})
+            print("sweep", attr, warps, fmts, f"{timed[warps]:.3f}", flush=True)
+        setattr(kvt, attr, min(timed, key=timed.get))
+    timed = {}
+    for pps in (4, 8, 16):
+        kvt.PROGRAMS_PER_SM = pps
+        timed[pps] = attention_only_ms(KVFormat(4, 4), 128, 8192, kvt.BLOCK_N, None) + \
+            attention_only_ms(KVFormat(4, 4), 64, 4096, kvt.BLOCK_N, None)
+        result["sweep"].append({"knob": "PROGRAMS_PER_SM", "value": pps, "formats": ["K4V4 128x8192 + 64x4096"],
+                                "ms_30_layers_sum": timed[pps]})
+        print("sweep PROGRAMS_PER_SM", pps, f"{timed[pps]:.3f}", flush=True)
+    kvt.PROGRAMS_PER_SM = min(timed, key=timed.get)
+
+
 def main() -> None:
+    global GROUP
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None, help="write OUT.json and OUT.md")
     parser.add_argument("--shapes", default=",".join(f"{b}x{c}" for b, c in SHAPES))
@@ -241,9 +281,13 @@ def main() -> None:
     parser.add_argument("--groups", default=None,
                         help="key-group sizes to time (kernel alone, K4V4 at 128x8192); the rest uses the best")
     parser.add_argument("--no-model-check", action="store_true")
+    parser.add_argument("--model-check", default="KV8,KV4,KV2,mixed", help="caches the whole-model check runs")
+    parser.add_argument("--extra-groups", default="", help="after the tables: K4V4 kernel alone at 128x8192 for these groups")
     parser.add_argument("--formats-check", default="K16V16,K8V8,K4V4,K2V2,K8V4,K4V2,K16V4,K2V16")
+    parser.add_argument("--group", type=int, default=GROUP, help="key-group size (the quantised tile)")
+    parser.add_argument("--check-steps", type=int, default=40, help="decode steps per layer check")
     args = parser.parse_args()
-    global GROUP
+    GROUP = args.group
     if args.block:
         kvt.BLOCK_N = args.block
     import transformers
@@ -254,7 +298,8 @@ def main() -> None:
     env = {"torch": torch.__version__, "triton": triton.__version__, "transformers": transformers.__version__,
            "gpu": torch.cuda.get_device_name(), "python": platform.python_version(),
            "command": "python benchmarks/kv_attention.py " + " ".join(sys.argv[1:]), "block": kvt.BLOCK_N,
-           "programs_per_sm": kvt.PROGRAMS_PER_SM, "group": GROUP, "num_warps": kvt.NUM_WARPS}
+           "programs_per_sm": kvt.PROGRAMS_PER_SM, "group": GROUP, "num_warps": kvt.NUM_WARPS,
+           "num_warps_8bit": kvt.NUM_WARPS_8BIT, "check_steps": args.check_steps}
     print(json.dumps(env), flush=True)
     result: dict = {"env": env, "layer_check": {}, "model_check": {}, "sweep": [], "table": []}
 
@@ -276,7 +321,10 @@ def main() -> None:
         env["group"] = GROUP
         save()
     for f in (KVFormat.parse(x) for x in args.formats_check.split(",")):
-        result["layer_check"][f.label] = layer_check(f)
+        try:
+            result["layer_check"][f.label] = layer_check(f, steps=args.check_steps)
+        except Exception as exc:  # record and go on: the other formats' figures still count
+            result["layer_check"][f.label] = {"error": str(exc)[:500]}
         print("layer", f.label, result["layer_check"][f.label], flush=True)
     print(f"layer checks {time.time() - t0:.0f}s", flush=True)
 
@@ -286,38 +334,38 @@ def main() -> None:
         model = LlamaForCausalLM(smollm2_config(max_ctx)).to(torch.bfloat16).eval()
     all_modes = modes(model.config.num_hidden_layers)
     torch.set_grad_enabled(False)
-    for name in () if args.no_model_check else ("KV8", "KV4", "KV2", "mixed"):
+    for name in () if args.no_model_check else args.model_check.split(","):
         result["model_check"][name] = model_check(model, all_modes[name])
         print("model", name, result["model_check"][name], flush=True)
     save()
 
-    if args.sweep:  # warps per program for the quantised kernel; the table then uses the best
-        best = None
-        for warps in (2, 4, 8):
-            kvt.NUM_WARPS = warps
-            ms = attention_only_ms(KVFormat(4, 4), 128, 8192, kvt.BLOCK_N, None)
-            result["sweep"].append({"format": "K4V4", "num_warps": warps, "ms_30_layers": ms})
-            print("sweep K4V4 warps", warps, f"{ms:.3f}", flush=True)
-            best = min(best or (ms, warps), (ms, warps))
-        kvt.NUM_WARPS = best[1]
-        env["num_warps"] = best[1]
+    if args.sweep:
+        config_sweep(result)
+    env.update(num_warps=kvt.NUM_WARPS, num_warps_8bit=kvt.NUM_WARPS_8BIT, programs_per_sm=kvt.PROGRAMS_PER_SM)
+    print("config", {k: env[k] for k in ("num_warps", "num_warps_8bit", "programs_per_sm")}, flush=True)
+    save()
 
     for batch, ctx in shapes:
         rows = {}
         for name, formats in all_modes.items():
-            ms, nbytes = decode_step_ms(model, formats, batch, ctx, forced_sdpa=name == "bf16-sdpa")
-            rows[name] = {"ms": ms, "kv_bytes": nbytes,
+            ms, attn, nbytes = decode_step_ms(model, formats, batch, ctx, forced_sdpa=name == "bf16-sdpa")
+            rows[name] = {"ms": ms, "attn_ms": attn, "kv_bytes": nbytes,
                           "bytes_per_token": kvc.bytes_per_token(formats, 3, 64, GROUP)}
-            print(batch, ctx, name, f"{ms:.3f} ms", nbytes, flush=True)
+            print(batch, ctx, name, f"step {ms:.3f} ms attention {attn:.3f} ms", nbytes, flush=True)
         base = min(rows["bf16-sdpa"]["ms"], rows["bf16-triton"]["ms"])
+        base_attn = min(rows["bf16-sdpa"]["attn_ms"], rows["bf16-triton"]["attn_ms"])
         base_bytes = rows["bf16-sdpa"]["kv_bytes"]
         for name, row in rows.items():
-            row.update(speedup=base / row["ms"], memory_ratio=row["kv_bytes"] / base_bytes)
+            row.update(speedup=base / row["ms"], attn_speedup=base_attn / row["attn_ms"],
+                       memory_ratio=row["kv_bytes"] / base_bytes)
             result["table"].append({"batch": batch, "ctx": ctx, "mode": name, **row})
-        attn = {f: attention_only_ms(KVFormat.parse(f) if f != "bf16" else KVFormat(16, 16), batch, ctx,
-                                     kvt.BLOCK_N, None) for f in ("bf16", "K4V4")}
-        result.setdefault("attention_only", []).append({"batch": batch, "ctx": ctx, **attn})
-        print("attention only (30 layers)", batch, ctx, attn, flush=True)
+            print(f"{batch}x{ctx} {name:12s} step {row['ms']:.3f} ms {row['speedup']:.2f}x | attention "
+                  f"{row['attn_ms']:.3f} ms {row['attn_speedup']:.2f}x | KV {row['memory_ratio']:.1%}", flush=True)
+        save()
+    for group in (int(g) for g in args.extra_groups.split(",") if g):
+        ms = attention_only_ms(KVFormat(4, 4), 128, 8192, kvt.BLOCK_N, None, group)
+        result.setdefault("group_sweep", []).append({"group": group, "ms_30_layers": ms})
+        print("group", group, f"{ms:.3f}", flush=True)
         save()
     print(f"total {time.time() - t0:.0f}s", flush=True)
 
@@ -332,12 +380,18 @@ def render(result: dict) -> str:
     lines = [f"# KV-cache decode attention on {env['gpu']}", "",
              f"`{env['command']}` — torch {env['torch']}, Triton {env['triton']}, transformers "
              f"{env['transformers']}; random weights of SmolLM2-135M's shapes, bf16, one decode step in a "
-             f"CUDA graph (median of 5 x 20 replays); key group {env['group']} tokens (the quantised tile), bf16 tile {env['block']}, {env['num_warps']} warps.", "",
-             "## Correctness (worst over 40 decode steps, batch 4, 1000-token prefill)", "",
+             f"CUDA graph (median of 5 x 20 replays); key group {env['group']} tokens (the quantised tile), bf16 tile {env['block']}, "
+             f"{env['num_warps']} warps ({env.get('num_warps_8bit', env['num_warps'])} with 8-bit codes), "
+             f"{env['programs_per_sm']} programs per SM aimed for. Attention = the 30 layers' decode "
+             f"attention alone over the same cache (bf16-sdpa: SDPA; others: the Triton kernel).", "",
+             f"## Correctness (worst over {env.get('check_steps', 40)} decode steps, batch 4, 1000-token prefill)", "",
              "| format | Triton append vs torch (max abs) | attention vs SDPA on dequantised cache (max abs) | (max rel) |",
              "| --- | --- | --- | --- |"]
     for f, r in result["layer_check"].items():
-        lines.append(f"| {f} | {r['append_max_abs']:.3g} | {r['attn_max_abs']:.3g} | {r['attn_max_rel']:.3g} |")
+        if "error" in r:
+            lines.append(f"| {f} | failed: {r['error'][:120]} | | |")
+        else:
+            lines.append(f"| {f} | {r['append_max_abs']:.3g} | {r['attn_max_abs']:.3g} | {r['attn_max_rel']:.3g} |")
     lines += [] if not result["model_check"] else ["", "Whole model, 8 decode steps after a 300-token prompt, Triton vs dequant+SDPA:", "",
               "| cache | logits max abs diff | logits max abs | argmax agreement |", "| --- | --- | --- | --- |"]
     for f, r in result["model_check"].items():
@@ -350,21 +404,20 @@ def render(result: dict) -> str:
         by_shape.setdefault((row["batch"], row["ctx"]), []).append(row)
     for (batch, ctx), rows in by_shape.items():
         lines += [f"### batch {batch}, context {ctx}", "",
-                  "| KV cache | step ms | speed-up | KV memory vs bf16 | bytes/token (30 layers) |",
-                  "| --- | --- | --- | --- | --- |"]
+                  "| KV cache | step ms | step speed-up | attention ms (30 layers) | attention speed-up | KV memory vs bf16 | bytes/token (30 layers) |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
         for r in rows:
-            lines.append(f"| {r['mode']} | {r['ms']:.3f} | {r['speedup']:.2f}x | {r['memory_ratio']:.1%} | "
-                         f"{r['bytes_per_token']:.0f} |")
+            lines.append(f"| {r['mode']} | {r['ms']:.3f} | {r['speedup']:.2f}x | {r['attn_ms']:.3f} | "
+                         f"{r['attn_speedup']:.2f}x | {r['memory_ratio']:.1%} | {r['bytes_per_token']:.0f} |")
         lines.append("")
-    if result.get("attention_only"):
-        lines += ["Decode kernel alone, 30 layers (ms): " + "; ".join(
-            f"{a['batch']}x{a['ctx']}: bf16 {a['bf16']:.3f}, K4V4 {a['K4V4']:.3f}" for a in result["attention_only"]), ""]
     if result.get("group_sweep"):
-        lines += ["Key-group size at 128x8192 (K4V4 kernel alone, 30 layers, ms; the tables use the best): "
+        lines += ["Key-group size at 128x8192 (K4V4 kernel alone, one layer read 30 times, ms): "
                   + ", ".join(f"{s['group']}: {s['ms_30_layers']:.3f}" for s in result["group_sweep"]), ""]
     if result["sweep"]:
-        lines += ["Warps per program at 128x8192 (K4V4 kernel alone, 30 layers, ms; the table uses the best): "
-                  + ", ".join(f"{s['num_warps']}: {s['ms_30_layers']:.3f}" for s in result["sweep"]), ""]
+        lines += ["Launch configuration, kernel alone at 128x8192 (30 layers, ms summed over the formats named; "
+                  "the tables use the best): " + "; ".join(
+                      f"{s['knob']}={s['value']} ({'+'.join(s['formats'])}): {s['ms_30_layers_sum']:.3f}"
+                      for s in result["sweep"]), ""]
     return "\n".join(lines) + "\n"
 
 

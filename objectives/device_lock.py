@@ -28,6 +28,7 @@ GPU locked. CPU devices take no lock: each CPU worker times on its own threads.
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import os
 import tempfile
@@ -133,8 +134,24 @@ class _DeviceLock:
                     fcntl.flock(self._gate, fcntl.LOCK_UN)
 
 
+    def close(self) -> None:
+        """Release both files (and with them any lock this process still holds)."""
+        self._lock.close()
+        self._gate.close()
+
+
 _LOCKS: dict[str, _DeviceLock] = {}
 _GUARD = threading.Lock()
+
+
+@atexit.register
+def _close_all() -> None:
+    """The files are held for the process's life; closed at its exit, not left to the
+    garbage collector (which reported each one as an unclosed file)."""
+    with _GUARD:
+        for hold in _LOCKS.values():
+            hold.close()
+        _LOCKS.clear()
 
 
 def _device_lock(key: str) -> _DeviceLock:

@@ -21,6 +21,13 @@ from paretoml.objectives.device_lock import gpu_work
 from paretoml.objectives.compress.merge import merge_state_dicts
 from paretoml.objectives.compress.prune import prune_structured, prune_unstructured
 from paretoml.objectives.compress.quantize import quantize_model
+from paretoml.objectives.system_objectives import (
+    KNOWN_BEFORE_EVALUATION,
+    SYSTEM_OBJECTIVES,
+    TABLE,
+    MeasureContext,
+    known_values,
+)
 from paretoml.objectives.tasks.base import (
     CLASSIFIER_METRICS,
     Batch,
@@ -33,30 +40,17 @@ from paretoml.objectives.tasks.base import (
     TaskBundle,
     first_tensor,
 )
-from paretoml.objectives.tasks.classifier import classifier_bundle
+from paretoml.objectives.tasks.classifier import as_model_bundle
 from paretoml.objectives.train import FinetuneSettings, Finetuner
-from paretoml.search_space.constraints import mean_bits
-from paretoml.search_space.deploy_mode import DEFAULT_DEPLOY, DEQUANTIZE_AT_LOAD, DeployMode
+from paretoml.search_space.deploy_mode import DEFAULT_DEPLOY, DeployMode
 from paretoml.search_space.introspect import LayerInfo, introspect, layer_weight
 from paretoml.search_space.knobs import SPARSE_2_4, STRUCTURED
 from paretoml.search_space.space import TrialConfig
 
-#: What every task gets from the system itself, beside the task's own metrics.
-SYSTEM_OBJECTIVES: dict[str, ObjectiveDef] = {
-    o.name: o
-    for o in (
-        ObjectiveDef("latency_ms", "minimize", "measured",
-                     "median forward time of the deployable model on this device"),
-        ObjectiveDef("model_bytes", "minimize", "estimated",
-                     "bytes of the packed format, counted from the compressed tensors", known_before_evaluation=True),
-        ObjectiveDef("peak_memory_bytes", "minimize", "measured",
-                     "parameters plus peak allocations of one forward pass"),
-        ObjectiveDef("mean_bits", "minimize", "estimated", "parameter-weighted mean weight bitwidth",
-                     known_before_evaluation=True),
-    )
-}
-#: System objectives known from the config alone, so measurable at every rung.
-KNOWN_BEFORE_EVALUATION = tuple(name for name, o in SYSTEM_OBJECTIVES.items() if o.known_before_evaluation)
+__all__ = ["KNOWN_BEFORE_EVALUATION", "OBJECTIVES", "SYSTEM_OBJECTIVES", "Direction", "How", "MeasureSettings",
+           "RungGate", "StoppedAtRung", "TrialEvaluator", "TrialResult", "objective_catalog", "prefix_sizes",
+           "resolve_device"]
+
 #: The objectives of a classifier task (the digits tasks).
 OBJECTIVES: dict[str, ObjectiveDef] = {**{m.name: m for m in CLASSIFIER_METRICS}, **SYSTEM_OBJECTIVES}
 
@@ -116,9 +110,14 @@ def prefix_sizes(fractions: Sequence[float], total: int) -> list[int]:
 class TrialEvaluator:
     """One task loaded on one device, ready to evaluate configs.
 
-    ``data`` is the task in its general form (a :class:`ModelBundle`); ``bundle`` is the
-    classifier form where the task gave one (it alone carries training data for fine-tuning
-    and merge checkpoints).
+    ``data`` is the task in the one form the evaluator sees (a :class:`ModelBundle`; a
+    classifier's :class:`TaskBundle` is adapted once, here). ``bundle`` keeps a classifier's
+    tensors for callers that read them (tests, benchmarks); the evaluator itself does not.
+
+    Args:
+        task: the task to load.
+        settings: how trials are measured (latency passes, fine-tune steps).
+        device: where the model runs.
     """
 
     def __init__(self, task: Task, settings: MeasureSettings, device: torch.device | str = "cpu") -> None:
@@ -127,7 +126,7 @@ class TrialEvaluator:
         self.task = task
         loaded = task.load(self.device)
         self.bundle: TaskBundle | None = loaded if isinstance(loaded, TaskBundle) else None
-        self.data: ModelBundle = classifier_bundle(loaded) if isinstance(loaded, TaskBundle) else loaded
+        self.data: ModelBundle = as_model_bundle(loaded)
         self.model: nn.Module = self.data.model
         self.catalog: dict[str, ObjectiveDef] = objective_catalog(self.data.scorer.metrics)
         self.layers: list[LayerInfo] = introspect(self.model, self.data.example, links=self.data.links)
@@ -144,14 +143,12 @@ class TrialEvaluator:
 
     @property
     def n_checkpoints(self) -> int:
-        return len(self.bundle.checkpoints) if self.bundle is not None else 0
+        return len(self.data.checkpoints)
 
     @property
     def primary_metric(self) -> str:
         """The task metric cheap passes (sensitivity) rank by: accuracy where there are labels."""
-        if self.bundle is not None:
-            return "accuracy" if self.bundle.val_labels is not None else "fidelity"
-        return self.data.scorer.metrics[0].name
+        return self.data.scorer.scorable()[0]
 
     @property
     def cheap_split(self) -> str:
@@ -162,8 +159,6 @@ class TrialEvaluator:
     def example_output(self, model: nn.Module) -> torch.Tensor:
         """The main output tensor of ``model`` on the example inputs (a forward-only proxy)."""
         model.eval()
-        if self.bundle is not None:
-            return measure.predict(model, self.bundle.example_input)
         return first_tensor(self.data.example(model))
 
     def build(self, config: TrialConfig, seed: int = 0, number: int = -1, rungs: Sequence[int] = (),
@@ -177,45 +172,11 @@ class TrialEvaluator:
         t0 = time.perf_counter()
         self.task.on_trial(config, number)
         with gpu_work(self.device):  # beside other workers' GPU work, never beside a timing
-            model = copy.deepcopy(self.model)
-            if config.merge:
-                if self.bundle is None:
-                    raise ValueError("merge knobs need a task with checkpoints")
-                base = self.model.state_dict()
-                model.load_state_dict(merge_state_dicts(base, self.bundle.checkpoints, config.merge))
-            structured = {n: r for n, r in config.prune.items() if config.prune_method.get(n) == STRUCTURED}
-            unstructured = {n: r for n, r in config.prune.items()
-                            if config.prune_method.get(n) not in (STRUCTURED, SPARSE_2_4)}
-            prune_structured(model, structured, self._links,  # kept rows fit the layers' kernels
-                             deploy.prune_multiples(model, config, self._links, self.device, self.settings.deploy))
-            masks = prune_unstructured(model, unstructured)
-            masks.update(deploy.prune_semi_structured(model, deploy.semi_structured_layers(config)))
-            model = self.task.compress(model, config)
+            model, masks = self._compress(config)
         timings["compress_s"] = time.perf_counter() - t0
-        steps = self.settings.finetune_steps
-        bundle = self.bundle
-        if steps > 0 and bundle is not None and bundle.train_inputs is not None and bundle.train_labels is not None:
+        if self.settings.finetune_steps > 0 and self.data.train is not None:
             t1 = time.perf_counter()
-            tuner = Finetuner(
-                model,
-                bundle.train_inputs,
-                bundle.train_labels,
-                FinetuneSettings(
-                    steps=steps,
-                    batch_size=config.batch_size or self.settings.default_batch_size,
-                    learning_rate=config.learning_rate or self.settings.default_learning_rate,
-                    seed=seed,
-                ),
-                masks=masks,
-            )
-            for step in (sorted(s for s in rungs if 0 < s < steps) if gate is not None else []):
-                with gpu_work(self.device):
-                    tuner.run(step - tuner.done)
-                    values = self.rung_values(model, config, objectives)
-                if gate(step, values):  # the driver's answer is awaited outside the GPU lock
-                    raise StoppedAtRung(step)
-            with gpu_work(self.device):
-                tuner.run(steps - tuner.done)
+            self._finetune(model, masks, config, seed, rungs, gate, objectives)
             timings["finetune_s"] = time.perf_counter() - t1
         t_quantize = time.perf_counter()
         with gpu_work(self.device):
@@ -223,18 +184,60 @@ class TrialEvaluator:
         timings["quantize_s"] = time.perf_counter() - t_quantize
         return model.eval(), timings
 
+    def _compress(self, config: TrialConfig) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+        """A copy of the model merged and pruned as ``config`` says, and its pruning masks
+        (which fine-tuning keeps)."""
+        model = copy.deepcopy(self.model)
+        if config.merge:
+            if not self.data.checkpoints:
+                raise ValueError("merge knobs need a task with checkpoints")
+            base = self.model.state_dict()
+            model.load_state_dict(merge_state_dicts(base, self.data.checkpoints, config.merge))
+        structured = {n: r for n, r in config.prune.items() if config.prune_method.get(n) == STRUCTURED}
+        unstructured = {n: r for n, r in config.prune.items()
+                        if config.prune_method.get(n) not in (STRUCTURED, SPARSE_2_4)}
+        prune_structured(model, structured, self._links,  # kept rows fit the layers' kernels
+                         deploy.prune_multiples(model, config, self._links, self.device, self.settings.deploy))
+        masks = prune_unstructured(model, unstructured)
+        masks.update(deploy.prune_semi_structured(model, deploy.semi_structured_layers(config)))
+        return self.task.compress(model, config), masks
+
+    def _finetune(self, model: nn.Module, masks: dict[str, torch.Tensor], config: TrialConfig, seed: int,
+                  rungs: Sequence[int], gate: RungGate | None, objectives: Sequence[str]) -> None:
+        """Fine-tune ``model`` on the task's training tensors, asking ``gate`` at each rung."""
+        assert self.data.train is not None
+        steps = self.settings.finetune_steps
+        inputs, labels = self.data.train
+        tuner = Finetuner(
+            model,
+            inputs,
+            labels,
+            FinetuneSettings(
+                steps=steps,
+                batch_size=config.batch_size or self.settings.default_batch_size,
+                learning_rate=config.learning_rate or self.settings.default_learning_rate,
+                seed=seed,
+            ),
+            masks=masks,
+        )
+        for step in (sorted(s for s in rungs if 0 < s < steps) if gate is not None else []):
+            with gpu_work(self.device):
+                tuner.run(step - tuner.done)
+                values = self.rung_values(model, config, objectives)
+            if gate(step, values):  # the driver's answer is awaited outside the GPU lock
+                raise StoppedAtRung(step)
+        with gpu_work(self.device):
+            tuner.run(steps - tuner.done)
+
     def rung_values(self, model: nn.Module, config: TrialConfig, objectives: Sequence[str]) -> dict[str, float]:
         """The objectives measurable mid-fine-tuning: the task metrics of a quantized copy on
-        the validation split, and those known from the config alone."""
+        the validation split, and those known before evaluation."""
         probe = copy.deepcopy(model)
         quantize_model(probe, config.bits)
         probe.eval()
         metrics = [n for n in objectives if n not in SYSTEM_OBJECTIVES]
         values = self.score(probe, metrics) if metrics else {}
-        if "model_bytes" in objectives:
-            values["model_bytes"] = float(self._model_bytes(probe, config))
-        if "mean_bits" in objectives:
-            values["mean_bits"] = mean_bits(self.layers, config)
+        values.update(known_values(self._context(probe, config), objectives))
         return values
 
     def evaluate(self, config: TrialConfig, objectives: list[str], seed: int = 0, number: int = -1,
@@ -251,9 +254,11 @@ class TrialEvaluator:
         """The uncompressed model measured like a trial: the point every trial is compared to.
 
         Also warms up the process (allocator, kernels) so the first trial's latency is fair.
+        Metrics the task's data cannot give (accuracy without labels) are left out.
         """
-        usable = [o for o in objectives if o != "accuracy" or self.bundle is None or self.bundle.val_labels is not None]
-        return self.measure(self.model, TrialConfig(), usable)
+        scorer = self.data.scorer
+        unscorable = {m.name for m in scorer.metrics} - set(scorer.scorable())
+        return self.measure(self.model, TrialConfig(), [o for o in objectives if o not in unscorable])
 
     def _split(self, name: Split_) -> tuple[Any, Any]:
         split = {"calibration": self.data.calibration, "test": self.data.test}.get(name, self.data.validation)
@@ -307,8 +312,7 @@ class TrialEvaluator:
             self._prefix(split, n)
 
     def evaluation_rungs(self, run: nn.Module, model: nn.Module, config: TrialConfig, objectives: Sequence[str],
-                         fractions: Sequence[float], gate: RungGate, split: Split_ = "validation",
-                         run_plan: deploy.Deployment | None = None) -> None:
+                         fractions: Sequence[float], gate: RungGate, split: Split_ = "validation") -> None:
         """Score the deployable model ``run`` on growing prefixes of the split and ask
         ``gate`` at each (step = samples scored); raise :class:`StoppedAtRung` when it says
         stop. Packed bytes are counted on the compressed ``model``, as for the full trial."""
@@ -318,117 +322,82 @@ class TrialEvaluator:
             with gpu_work(self.device):
                 scored = self.data.scorer.score(run, self._yielding(data), reference, metrics) if metrics else {}
             values = {name: float(scored[name]) for name in metrics}
-            if "model_bytes" in objectives:
-                values["model_bytes"] = float(self._model_bytes(model, config, run_plan))
-            if "mean_bits" in objectives:
-                values["mean_bits"] = mean_bits(self.layers, config)
+            values.update(known_values(self._context(model, config), objectives))
             if gate(n, values):
                 raise StoppedAtRung(n, "validation sample")
 
     def measure(self, model: nn.Module, config: TrialConfig, objectives: list[str],
                 split: Split_ = "validation", evaluation_rungs: Sequence[float] = (),
                 gate: RungGate | None = None) -> TrialResult:
+        """Deploy ``model`` (the real low-bit and sparse kernels of this device, see
+        ``objectives/deploy``), score it, and obtain the system objectives from their table
+        (:mod:`~paretoml.objectives.system_objectives`); packed bytes count ``model`` itself."""
         unknown = [name for name in objectives if name not in self.catalog]
         if unknown:
             raise KeyError(f"unknown objective {unknown[0]!r}; available: {', '.join(self.catalog)}")
-        # Everything but the packed size is measured on the deployable form of the model:
-        # the real low-bit and sparse kernels of this device (objectives/deploy).
-        example = measure.example_inputs(self._latency_example(), self.settings.latency.batch_size)
         timings: dict[str, float] = {}
-        t_deploy = time.perf_counter()
-        with gpu_work(self.device):  # kernel-table timings inside take the device alone
-            deployment = deploy.deployable(model, config, self.device, example=example, deploy=self.settings.deploy)
-        timings["deploy_s"] = time.perf_counter() - t_deploy
-        run = deployment.model
-        values: dict[str, float] = {}
-        provenance: dict[str, dict[str, str]] = {}
-        lat = self.settings.latency
-        data, split_data = self.data, self._split(split)
-        size = f"{split_data[0].size} " if split_data[0].size is not None else ""
-        detail = {
-            "latency_ms": (
-                f"median of {lat.repeats} passes after {lat.warmup} warm-up, batch {self._latency_batch()}, "
-                + ("CUDA events, no other worker's GPU work meanwhile (timing lock)"
-                   if self.device.type == "cuda" and device_lock.enabled() else
-                   "CUDA events, beside other workers' GPU work (timing lock off)" if self.device.type == "cuda"
-                   else f"{lat.threads} thread(s)") + f"; {deployment.describe()}"
-            ),
-            "model_bytes": _bytes_detail(self.settings.deploy, self.device),
-            "peak_memory_bytes": (
-                "CUDA allocator high-water mark" if self.device.type == "cuda"
-                else "PyTorch profiler allocation trace of one forward pass (CPU)"
-            ),
-            "mean_bits": "from the config's bitwidths, weighted by parameter count",
-        }
+        ctx = self._deployed_context(model, config, timings)
+        size = self._split(split)[0].size
         t0 = time.perf_counter()
         if evaluation_rungs and gate is not None:
-            self.evaluation_rungs(run, model, config, objectives, evaluation_rungs, gate, split, deployment)
-        task_metrics = [name for name in objectives if name not in SYSTEM_OBJECTIVES]
-        scored: dict[str, float] = {}
-        if task_metrics:
-            # a real model's task scores all its metrics from one pass (e.g. one set of
-            # embeddings); those the study does not optimise are kept as attributes
-            wanted = task_metrics if self.bundle is not None else [m.name for m in data.scorer.metrics]
-            t_score = time.perf_counter()
-            scored = self.score(run, wanted, split)
-            timings["score_s"] = time.perf_counter() - t_score
-            for name in task_metrics:
-                values[name] = float(scored[name])
-                detail[name] = f"{self.catalog[name].summary}; {size}{split} samples"
-        for name in objectives:
-            if name == "latency_ms":
-                t_latency = time.perf_counter()
-                values[name] = measure.latency_ms(run, example, lat)
-                timings["latency_s"] = time.perf_counter() - t_latency
-            elif name == "model_bytes":
-                values[name] = float(self._model_bytes(model, config, deployment))
-            elif name == "peak_memory_bytes":
-                with gpu_work(self.device):
-                    values[name] = float(measure.peak_memory_bytes(run, self._latency_example()))
-            elif name == "mean_bits":
-                values[name] = mean_bits(self.layers, config)
-            how = self.catalog[name].how
-            if name == "latency_ms" and not deployment.all_native or name == "model_bytes":  # emulated layer;
-                how = "estimated" if name == "latency_ms" else "measured"  # bytes counted on what runs/the file
-            provenance[name] = {"how": how, "detail": detail[name]}
-            provenance[name].update(data.scorer.last_provenance.get(name, {}) if name in scored else {})
+            self.evaluation_rungs(ctx.deployed.model, model, config, objectives, evaluation_rungs, gate, split)
+        values, provenance, scored = self._score_metrics(ctx.deployed.model, objectives, split, size, timings)
+        for name in (n for n in objectives if n in TABLE):
+            entry, start = TABLE[name], time.perf_counter()
+            values[name] = entry.obtain(ctx)
+            if entry.timing is not None:
+                timings[entry.timing] = time.perf_counter() - start
+            provenance[name] = entry.provenance(ctx)
         attrs: dict[str, Any] = {"timings": {"measure_s": time.perf_counter() - t0, **timings},
-                                 "kernels": deploy.kernel_summary(deployment.layers)}
+                                 "kernels": deploy.kernel_summary(ctx.deployed.layers)}
         if evaluation_rungs and gate is not None:
             attrs["validation_samples"] = self.split_samples(split)
-        if self.bundle is None and scored:
-            attrs["metrics"] = {name: float(value) for name, value in scored.items()}
-        bundle = self.bundle
-        if bundle is not None and bundle.test_inputs is not None and bundle.test_labels is not None:
-            with gpu_work(self.device):
-                attrs["test_accuracy"] = measure.accuracy(run, bundle.test_inputs, bundle.test_labels)
-        if "model_bytes" not in values:
-            attrs["model_bytes"] = self._model_bytes(model, config, deployment)
-        return TrialResult(values, provenance, attrs)
+        attrs.update(self._trial_attrs(ctx, scored, with_bytes="model_bytes" not in values))
+        return TrialResult(values, {name: provenance[name] for name in objectives}, attrs)
 
-    def _model_bytes(self, model: nn.Module, config: TrialConfig, deployment: deploy.Deployment | None = None) -> int:
-        """``model_bytes`` under the study's deployment (see :func:`deploy.trial_model_bytes`);
-        without ``deployment`` (a rung's probe) the model is deployed here, without timings."""
+    def _context(self, model: nn.Module, config: TrialConfig) -> MeasureContext:
+        """What the objectives known before evaluation are obtained from (no deployment)."""
+        return MeasureContext(model, config, self.layers, self.device, latency=self.settings.latency,
+                              deploy=self.settings.deploy)
+
+    def _deployed_context(self, model: nn.Module, config: TrialConfig, timings: dict[str, float]) -> MeasureContext:
+        """``model`` deployed on this device (kernel-table timings inside take the device
+        alone), with the inputs latency and memory are measured on."""
+        example = self.data.latency_example(self.settings.latency.batch_size)
+        t_deploy = time.perf_counter()
         with gpu_work(self.device):
-            if deployment is None:
-                deployment = deploy.deployable(model, config, self.device, deploy=self.settings.deploy)
-            return deploy.trial_model_bytes(deployment, model, config)
+            deployment = deploy.deployable(model, config, self.device, example=example, deploy=self.settings.deploy)
+        timings["deploy_s"] = time.perf_counter() - t_deploy
+        return MeasureContext(model, config, self.layers, self.device, deployment=deployment, example=example,
+                              memory_example=self.data.example, latency=self.settings.latency,
+                              deploy=self.settings.deploy)
 
-    def _latency_example(self) -> Any:
-        """A classifier's example tensor (cut to the latency batch), or the task's inputs."""
-        return self.bundle.example_input if self.bundle is not None else self.data.example
+    def _score_metrics(self, run: nn.Module, objectives: Sequence[str], split: Split_, size: int | None,
+                       timings: dict[str, float]) -> tuple[dict[str, float], dict[str, dict[str, str]], dict[str, float]]:
+        """The task's metrics among ``objectives`` with their provenance, and all the scorer
+        gave (one that scores together gives all its metrics from one pass)."""
+        metrics = [name for name in objectives if name not in TABLE]
+        if not metrics:
+            return {}, {}, {}
+        scorer = self.data.scorer
+        t_score = time.perf_counter()
+        scored = self.score(run, [m.name for m in scorer.metrics] if scorer.scores_together else metrics, split)
+        timings["score_s"] = time.perf_counter() - t_score
+        samples = f"{size} " if size is not None else ""
+        provenance = {name: {"how": self.catalog[name].how,
+                             "detail": f"{self.catalog[name].summary}; {samples}{split} samples",
+                             **scorer.last_provenance.get(name, {})} for name in metrics}
+        return {name: float(scored[name]) for name in metrics}, provenance, scored
 
-    def _latency_batch(self) -> int:
-        if self.bundle is not None:
-            return min(self.settings.latency.batch_size, len(self.bundle.example_input))
-        return self.data.example.batch_size
-
-
-def _bytes_detail(mode: DeployMode, device: torch.device) -> str:
-    """What ``model_bytes`` counts under ``mode`` (its provenance detail)."""
-    if mode.mode == DEQUANTIZE_AT_LOAD:
-        return ("exported file's weight bytes (less its header): b-bit values + fp16 row scales, bitmap for "
-                "sparsity, rest as stored; expanded to the float type at load, so latency and memory are the "
-                "expanded model's")
-    what = "emulated layers counted in the kernel that ran them" if mode.emulate else "every layer in its own format"
-    return f"resident bytes of the deployed model's parameters and buffers on {device.type} ({what}); its export's file less the header"
+    def _trial_attrs(self, ctx: MeasureContext, scored: dict[str, float], with_bytes: bool) -> dict[str, Any]:
+        """What a trial records beside its objectives: the metrics a scorer gave together,
+        the task's held-out attributes (a classifier's test accuracy), the packed bytes."""
+        attrs: dict[str, Any] = {}
+        if self.data.scorer.scores_together and scored:
+            attrs["metrics"] = {name: float(value) for name, value in scored.items()}
+        if self.data.held_out is not None:
+            with gpu_work(self.device):
+                attrs.update(self.data.held_out(ctx.deployed.model))
+        if with_bytes:
+            attrs["model_bytes"] = int(TABLE["model_bytes"].obtain(ctx))
+        return attrs

@@ -20,8 +20,8 @@ from paretoml.search_space.introspect import LayerInfo
 from paretoml.search_space.model_bytes import estimate_model_bytes, mean_bits
 from paretoml.search_space.space import TrialConfig
 
-__all__ = ["AnyBudget", "Constraint", "LatencyBudget", "MeanBitsBudget", "ModelBytesBudget", "constraint_values",
-           "estimate_model_bytes", "mean_bits", "needs_measurement"]
+__all__ = ["AnyBudget", "Constraint", "LatencyBudget", "MeanBitsBudget", "ModelBytesBudget", "constraint_keys",
+           "constraint_values", "estimate_model_bytes", "mean_bits", "needs_measurement"]
 
 
 class _Strict(BaseModel):
@@ -59,6 +59,18 @@ def needs_measurement(constraints: Sequence[AnyBudget], deploy: DeployMode = DEF
     if deploy.mode != DEQUANTIZE_AT_LOAD and any(isinstance(c, ModelBytesBudget) for c in constraints):
         needed.append("model_bytes")
     return needed
+
+
+def constraint_keys(constraints: Sequence[AnyBudget]) -> list[str]:
+    """The name each constraint's value is stored under (Optuna's ``Trial.set_constraint``
+    key), in the order of :func:`constraint_values`: the budget's kind (``model_bytes``), with
+    ``_2``, ``_3`` ... for a kind given again."""
+    seen: dict[str, int] = {}
+    keys = []
+    for constraint in constraints:
+        seen[constraint.kind] = seen.get(constraint.kind, 0) + 1
+        keys.append(constraint.kind if seen[constraint.kind] == 1 else f"{constraint.kind}_{seen[constraint.kind]}")
+    return keys
 
 
 def constraint_values(

@@ -9,9 +9,8 @@ Ground floor: service, surrogates, benchmarks and the dashboard all read these.
 from __future__ import annotations
 
 __all__ = [
-    "BASELINE_ATTR", "CONFIG_ATTR", "CONSTRAINTS_ATTR", "COVERAGE_ATTR", "DROPPED_CHOICES_ATTR", "ERROR_ATTR",
-    "FIXED_PARAMS_ATTR",
-    "KERNELS_ATTR", "LAYERS_ATTR", "METRICS_ATTR", "MODEL_BYTES_ATTR", "OPTUNA_RETRY_ATTR",
+    "BASELINE_ATTR", "CONFIG_ATTR", "COVERAGE_ATTR", "DROPPED_CHOICES_ATTR", "ERROR_ATTR", "FIXED_PARAMS_ATTR",
+    "KERNELS_ATTR", "LAYERS_ATTR", "LEGACY_CONSTRAINTS_ATTR", "METRICS_ATTR", "MODEL_BYTES_ATTR", "OPTUNA_RETRY_ATTR",
     "PROVENANCE_ATTR", "REFERENCE_ATTR", "RESULT_ATTRS", "RETRY_OF_ATTR", "RUNGS_ATTR",
     "RUNG_UNIT_ATTR", "SENSITIVITY_ATTR", "SPEC_ATTR", "STOPPED_AT_ATTR", "TEST_ACCURACY_ATTR", "TIMINGS_ATTR",
     "VALIDATION_SAMPLES_ATTR", "WORKER_ATTR", "ZO_CHAIN_ATTR", "ZO_SIGN_ATTR", "ZO_STEP_ATTR",
@@ -90,9 +89,10 @@ def result_attr(key: str) -> str:
 
 
 # --- Optuna's own keys (its conventions, read by optuna-dashboard and best_trials) --------
-#: Constraint values, <= 0 feasible: Optuna's samplers write it as a system attribute;
-#: the runner writes measured constraints as a user attribute under the same key.
-CONSTRAINTS_ATTR = "constraints"
+#: Constraint values, <= 0 feasible, as studies stored before the runner used Optuna's
+#: ``Trial.set_constraint`` kept them: a user attribute list (read only, as a fallback, by
+#: service/frontier.stored_constraints; Optuna keeps its own under system attributes).
+LEGACY_CONSTRAINTS_ATTR = "constraints"
 #: Optuna's heartbeat retry: the id of the stale trial a WAITING trial repeats.
 OPTUNA_RETRY_ATTR = "failed_trial"
 #: Optuna's enqueue_trial: the parameters a WAITING trial was enqueued with.

@@ -22,7 +22,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import delete, select
 
-from paretoml.search_space.trial_attrs import CONSTRAINTS_ATTR
+from paretoml.search_space.trial_attrs import LEGACY_CONSTRAINTS_ATTR
 from paretoml.service.db.models import FrontierPoint, FrontierSnapshot
 from paretoml.service.db.session import session_factory
 from paretoml.surrogates.pareto import dominates, hypervolume, loss_signs
@@ -41,9 +41,19 @@ def reference_point(directions: Sequence[StudyDirection], names: Sequence[str],
     return np.asarray(point)
 
 
+def stored_constraints(trial: FrozenTrial) -> list[float]:
+    """The trial's constraint values as Optuna reads them (``trial.constraints``: the runner
+    sets them with ``Trial.set_constraint``); a study stored before that kept them only as a
+    user attribute list, read as the fallback."""
+    values = trial.constraints
+    if values:
+        return [float(v) for v in values.values()]
+    return [float(v) for v in trial.user_attrs.get(LEGACY_CONSTRAINTS_ATTR, [])]
+
+
 def is_feasible(trial: FrozenTrial) -> bool:
     """Every constraint value <= 0 (Optuna's rule); no constraints means feasible."""
-    return all(c <= 0 for c in trial.system_attrs.get(CONSTRAINTS_ATTR, trial.user_attrs.get(CONSTRAINTS_ATTR, [])))
+    return all(c <= 0 for c in stored_constraints(trial))
 
 
 class FrontierRecorder:

@@ -28,14 +28,13 @@ from paretoml.objectives.evaluate import KNOWN_BEFORE_EVALUATION, MeasureSetting
 from paretoml.objectives.measure import LatencySettings
 from paretoml.objectives.tasks.base import Task
 from paretoml.objectives.tasks.registry import create_task
-from paretoml.search_space.constraints import constraint_values, needs_measurement
+from paretoml.search_space.constraints import constraint_keys, constraint_values, needs_measurement
 from paretoml.search_space.coverage import coverage
 from paretoml.search_space.introspect import LayerInfo
 from paretoml.search_space.space import JointSpace, TrialConfig
 from paretoml.search_space.trial_attrs import (
     BASELINE_ATTR,
     CONFIG_ATTR,
-    CONSTRAINTS_ATTR,
     COVERAGE_ATTR,
     DROPPED_CHOICES_ATTR,
     ERROR_ATTR,
@@ -140,17 +139,10 @@ def measured_values(outcome: TrialOutcome) -> dict[str, float]:
     return values
 
 
-def _constraints_func(trial: FrozenTrial) -> list[float]:
-    return list(trial.user_attrs.get(CONSTRAINTS_ATTR, []))
-
-
 def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
-    return create_sampler(
-        spec.sampler.name,
-        spec.sampler.options,
-        seed=spec.seed,
-        constraints_func=_constraints_func if spec.constraints else None,
-    )
+    """The study's sampler. Constraints reach it on the trials (``trial.constraints``, set
+    by the runner with Optuna's ``Trial.set_constraint``), not through a function."""
+    return create_sampler(spec.sampler.name, spec.sampler.options, seed=spec.seed)
 
 
 def make_pruner(spec: StudySpec, validation_samples: int | None = None) -> optuna.pruners.BasePruner:
@@ -438,11 +430,6 @@ class StudyRunner:
         try:
             config = self.space.suggest(trial)
             trial.set_user_attr(CONFIG_ATTR, config.to_dict())
-            if self.spec.constraints and not needs_measurement(self.spec.constraints, self.spec.deploy.to_mode()):
-                trial.set_user_attr(
-                    CONSTRAINTS_ATTR,
-                    constraint_values(self.spec.constraints, self.model.layers, config, self.model.other_params),
-                )
         except Exception as exc:
             trial.set_user_attr(ERROR_ATTR, f"{type(exc).__name__}: {exc}")
             self.study.tell(trial, state=TrialState.FAIL)
@@ -477,12 +464,24 @@ class StudyRunner:
         assert self.pruner is not None
         return bool(self.pruner.prune(self.study, frozen))
 
+    def _set_constraints(self, trial: optuna.Trial, outcome: TrialOutcome, measured: bool) -> None:
+        """Store the trial's budget values where Optuna keeps them (``trial.constraints``), so
+        every sampler, ``best_trials`` and optuna-dashboard tell a budget-breaking trial from a
+        feasible one. Set once, before ``tell``: the samplers read them in ``after_trial``."""
+        config = TrialConfig.from_dict(outcome.job.config)
+        values = constraint_values(self.spec.constraints, self.model.layers, config, self.model.other_params,
+                                   measured_values(outcome) if measured else None)
+        for key, value in zip(constraint_keys(self.spec.constraints), values):
+            trial.set_constraint(key, value)
+
     def _finish(self, trial: optuna.Trial, outcome: TrialOutcome) -> FrozenTrial:
         trial.set_user_attr(WORKER_ATTR, asdict(outcome.worker))
         suggest = {"suggest_s": self._suggest_s.pop(trial_id(trial), None)}
         trial.set_user_attr(TIMINGS_ATTR, {**outcome.attrs.get("timings", {}), **suggest})
         if outcome.stopped_at is not None:
             trial.set_user_attr(STOPPED_AT_ATTR, outcome.stopped_at)
+            if self.spec.constraints and not needs_measurement(self.spec.constraints, self.spec.deploy.to_mode()):
+                self._set_constraints(trial, outcome, measured=False)  # the config's bound: never taken for feasible
             frozen = self.study.tell(trial, state=TrialState.PRUNED)
         elif not outcome.ok or outcome.values is None or unusable_values(outcome.values, self.spec.objective_names):
             error = outcome.error or unusable_values(outcome.values or {}, self.spec.objective_names) or "no values"
@@ -491,9 +490,7 @@ class StudyRunner:
         else:
             trial.set_user_attr(PROVENANCE_ATTR, outcome.provenance)
             if self.spec.constraints:  # from what the trial measured: its latency and its own bytes
-                config = TrialConfig.from_dict(outcome.job.config)
-                trial.set_user_attr(CONSTRAINTS_ATTR, constraint_values(
-                    self.spec.constraints, self.model.layers, config, self.model.other_params, measured_values(outcome)))
+                self._set_constraints(trial, outcome, measured=True)
             for key, value in outcome.attrs.items():
                 if key != "timings":  # stored above, with the suggestion's seconds
                     trial.set_user_attr(result_attr(key), value)

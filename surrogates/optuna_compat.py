@@ -17,7 +17,6 @@ Why each is needed:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import optuna
@@ -27,10 +26,10 @@ from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.storages._rdb import models as rdb_models
 from optuna.storages._rdb.storage import _create_scoped_session as create_scoped_session
 from optuna.study._frozen import FrozenStudy
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 __all__ = ["BaseHeartbeat", "FrozenStudy", "contains", "create_scoped_session", "heartbeat_enabled",
-           "process_constraints_after_trial", "rdb_models", "stale_trial_ids", "storage_backend", "study_storage", "trial_id"]
+           "rdb_models", "stale_trial_ids", "storage_backend", "study_storage", "trial_id"]
 
 
 def study_storage(study: optuna.Study) -> BaseStorage:
@@ -62,11 +61,3 @@ def stale_trial_ids(storage: BaseHeartbeat, study_id: int) -> list[int]:
     """Running trials of the study whose heartbeat is older than the grace period."""
     return list(storage._get_stale_trial_ids(study_id))
 
-
-def process_constraints_after_trial(constraints_func: Callable[[FrozenTrial], Sequence[float]],
-                                    study: optuna.Study, trial: FrozenTrial, state: TrialState) -> None:
-    """Store a trial's constraint values as Optuna's own samplers do (the ``constraints``
-    system attribute that ``best_trials`` and optuna-dashboard read)."""
-    from optuna.samplers._base import _process_constraints_after_trial
-
-    _process_constraints_after_trial(constraints_func, study, trial, state)

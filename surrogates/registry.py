@@ -12,7 +12,6 @@ import optuna
 from optuna.samplers import BaseSampler
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from paretoml.surrogates.constraint_record import ConstraintsFunc
 
 
 class _Options(BaseModel):
@@ -82,12 +81,6 @@ class ZerothOrderOptions(_Options):
     fallback: Literal["tpe", "random"] = "tpe"
 
 
-def _random(**kwargs: Any) -> BaseSampler:
-    from paretoml.surrogates.constraint_record import ConstraintRecordingRandomSampler
-
-    return ConstraintRecordingRandomSampler(**kwargs)
-
-
 def _zeroth_order(**kwargs: Any) -> BaseSampler:
     from paretoml.surrogates.zeroth_order import ZerothOrderSampler
 
@@ -100,16 +93,15 @@ class SamplerEntry:
     factory: Callable[..., BaseSampler]
     options: type[_Options]
     summary: str
-    #: whether the sampler steers by the constraints; every factory takes Optuna's
-    #: ``constraints_func`` and records the constraints system attribute, as Optuna's own
-    #: samplers do (surrogates/constraint_record.py), so Optuna tools can tell feasible trials
+    #: whether the sampler steers by the constraints, which it reads from the trials
+    #: (``trial.constraints``: the runner sets them with Optuna's ``Trial.set_constraint``)
     constraint_aware: bool = True
 
 
 SAMPLERS: dict[str, SamplerEntry] = {
     e.name: e
     for e in (
-        SamplerEntry("random", _random, NoOptions, "uniform random search", False),
+        SamplerEntry("random", optuna.samplers.RandomSampler, NoOptions, "uniform random search", False),
         SamplerEntry("tpe", _tpe, TPEOptions, "Optuna's (multi-objective) TPE"),
         SamplerEntry("gp", optuna.samplers.GPSampler, GPOptions, "Optuna's Gaussian-process Bayesian optimisation"),
         SamplerEntry("nsga2", optuna.samplers.NSGAIISampler, NSGA2Options, "NSGA-II evolutionary search"),
@@ -146,12 +138,9 @@ def create_sampler(
     options: dict[str, Any] | None = None,
     *,
     seed: int | None = None,
-    constraints_func: ConstraintsFunc | None = None,
 ) -> BaseSampler:
     entry = SAMPLERS.get(name)
     kwargs = validate_sampler(name, options or {}).model_dump(exclude_unset=True)
     assert entry is not None
     kwargs["seed"] = seed
-    if constraints_func is not None:
-        kwargs["constraints_func"] = constraints_func
     return entry.factory(**kwargs)

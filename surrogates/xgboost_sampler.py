@@ -31,7 +31,7 @@ start-up).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -42,13 +42,21 @@ from optuna.trial import FrozenTrial, TrialState
 
 from paretoml.objectives.threads import thread_budget
 from paretoml.search_space.encoding import VectorEncoding
-from paretoml.surrogates.constraint_record import record_constraints
 from paretoml.surrogates.pareto import loss_signs, non_dominated
 from paretoml.surrogates.trial_history import EncodingCache, History, read_history
 from paretoml.surrogates.transfer import SOURCES, TransferSet, source_weight, transfer_set
 
 _QUANTILES = np.array([0.1, 0.5, 0.9])
 _Z90 = 2.5631  # width of the 10-90 % interval of a normal, in standard deviations
+
+
+def constraint_matrix(trials: Sequence[FrozenTrial]) -> np.ndarray | None:
+    """The trials' constraint values (Optuna's ``trial.constraints``), one column per key in
+    sorted order, a key a trial lacks counting as satisfied (0); None when no trial has any."""
+    keys = sorted({key for trial in trials for key in trial.constraints})
+    if not keys:
+        return None
+    return np.array([[trial.constraints.get(key, 0.0) for key in keys] for trial in trials], dtype=float)
 
 
 class XGBoostSampler(BaseSampler):
@@ -64,8 +72,6 @@ class XGBoostSampler(BaseSampler):
         max_train: most trials a model is fitted on (beyond: the Pareto set plus the latest).
         beta: weight of the spread in the lower confidence bound (exploration).
         seed: seeds the Sobol sequence and each suggestion's generator, with the trial number.
-        constraints_func: Optuna's constraint function (values ``<= 0`` are feasible); also
-            writes Optuna's ``constraints`` system attribute after each trial.
         noisy_objectives: allow repeating a completed configuration (never a failed one).
     """
 
@@ -79,7 +85,6 @@ class XGBoostSampler(BaseSampler):
         max_train: int = 400,
         beta: float = 1.0,
         seed: int | None = None,
-        constraints_func: Callable[[FrozenTrial], Sequence[float]] | None = None,
         noisy_objectives: bool = False,
         transfer_from: Sequence[str] = (),
         transfer_decay: float = 20.0,
@@ -91,7 +96,6 @@ class XGBoostSampler(BaseSampler):
         self.max_train = max_train
         self.beta = beta
         self._seed = seed if seed is not None else int(np.random.SeedSequence().entropy % (2**31))
-        self._constraints_func = constraints_func
         self.noisy_objectives = noisy_objectives
         self.transfer_from = tuple(transfer_from)
         self.transfer_decay = transfer_decay
@@ -113,7 +117,6 @@ class XGBoostSampler(BaseSampler):
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
                     values: Sequence[float] | None) -> None:
-        record_constraints(self._constraints_func, study, trial, state)  # as Optuna's samplers do
         self._independent.after_trial(study, trial, state, values)
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
@@ -148,8 +151,8 @@ class XGBoostSampler(BaseSampler):
             score = self._scalarised_lcb(x, losses, candidates, rng)
         else:
             score = self._transfer_lcb(transfer, encoding, x, values[chosen], candidates, rng)
-        if self._constraints_func is not None and complete:
-            violations = np.array([list(self._constraints_func(t)) for t in complete], dtype=float)
+        violations = constraint_matrix(complete)
+        if violations is not None:
             score = score + self._infeasibility(x, violations, candidates)
         if len(history.failed_x) and len(x):
             score = score + self._failure_risk(x, history.failed_x[-self.max_train:], candidates)

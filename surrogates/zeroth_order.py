@@ -26,7 +26,6 @@ from optuna.trial import FrozenTrial, TrialState
 
 from paretoml.search_space.encoding import VectorEncoding
 from paretoml.search_space.trial_attrs import ZO_CHAIN_ATTR, ZO_SIGN_ATTR, ZO_STEP_ATTR
-from paretoml.surrogates.constraint_record import ConstraintsFunc, record_constraints
 from paretoml.surrogates.optuna_compat import study_storage, trial_id
 from paretoml.surrogates.pareto import loss_signs
 
@@ -55,13 +54,11 @@ class ZerothOrderSampler(BaseSampler):
         n_chains: int = 5,
         fallback: str = "tpe",
         seed: int | None = None,
-        constraints_func: ConstraintsFunc | None = None,
     ) -> None:
         self.a, self.c, self.stability = a, c, stability
         self.n_chains = n_chains
         self._seed = seed if seed is not None else int(np.random.SeedSequence().entropy % (2**31))
         self._fallback: BaseSampler = TPESampler(seed=seed) if fallback == "tpe" else RandomSampler(seed=seed)
-        self._constraints_func = constraints_func  # recorded only: the SPSA steps do not use them
 
     def reseed_rng(self) -> None:
         self._fallback.reseed_rng()
@@ -81,7 +78,6 @@ class ZerothOrderSampler(BaseSampler):
         self._fallback.before_trial(study, trial)
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Any) -> None:
-        record_constraints(self._constraints_func, study, trial, state)
         self._fallback.after_trial(study, trial, state, values)
 
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial,

@@ -13,8 +13,9 @@ same reason; ours is one group, which keeps the storage one fixed-size buffer a 
 can write into).
 
 Packed storage, per layer and KV head: ``b``-bit codes, ``8 / b`` to a byte, in the order
-:data:`SLOT_ORDER` gives (the order the Triton kernel's ``join`` unpacking yields, so it
-needs no shuffles); 16 bits means the model's own dtype, unquantised.
+:data:`SLOT_ORDER` gives (the order the Triton append kernel's split-based packing yields;
+the decode kernel multiplies each byte slot with the query channels it holds, so it needs
+no shuffles); 16 bits means the model's own dtype, unquantised.
 
 :class:`QuantizedKVCache` is a ``transformers`` :class:`~transformers.Cache` whose layers each
 hold their own :class:`KVFormat`; :data:`KV_ATTENTION` is the attention implementation that
@@ -38,8 +39,9 @@ from transformers.cache_utils import Cache, CacheLayerMixin
 #: bit widths a KV format may have; 16 is the model's dtype, unquantised
 KV_BITS: tuple[int, ...] = (2, 4, 8, 16)
 #: tokens per key group (KIVI's default); also the full-precision residual window and the
-#: Triton kernel's tile. 128 is faster on the H200 for 4/8 bits (benchmarks/results/
-#: kv-attention-h200-groups.md) but leaves up to 127 newest tokens unquantised.
+#: Triton kernel's tile. 128 is faster on the H200 (K4V4 at 128 x 8192: ~5.9 ms for 30 layers
+#: against 10.1 ms at 32, benchmarks/results/kv-attention-h200.md) but leaves up to 127 newest
+#: tokens unquantised.
 DEFAULT_GROUP = 32
 #: name of the attention implementation registered with transformers
 KV_ATTENTION = "paretoml_kv"

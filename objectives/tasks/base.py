@@ -3,7 +3,8 @@
 Two forms of loaded task exist:
 
 * :class:`TaskBundle`: a classifier that takes one tensor, with every split held as a
-  tensor (the digits tasks). The evaluator turns it into the general form itself.
+  tensor (the digits tasks). The evaluator turns it into the general form once, when it
+  loads the task (``objectives.tasks.classifier``), and sees only that form.
 * :class:`ModelBundle`: the general form for real models: batches of any structure (a
   tensor, a tuple, or a dict of tensors such as HF ``input_ids`` + ``attention_mask``),
   splits streamed from re-iterable sources, example inputs as args/kwargs, and a
@@ -242,12 +243,20 @@ class Scorer(ABC):
     """
 
     metrics: tuple[ObjectiveDef, ...] = ()
+    #: all metrics come from one pass (e.g. one set of embeddings), so a trial scores them all
+    #: and keeps those the study does not optimise as attributes; False: only those asked for
+    scores_together: ClassVar[bool] = True
     #: set by :meth:`score` where a metric of that trial is not obtained as its definition
     #: says (e.g. a kernel stood in for): ``{name: {"how": ..., "detail": ...}}``
     last_provenance: dict[str, dict[str, str]] = {}
 
     def reference(self, model: nn.Module, split: Split) -> Any:
         return None
+
+    def scorable(self) -> tuple[str, ...]:
+        """The metrics the task's data lets this scorer compute, the primary one first: all of
+        ``metrics`` unless data is missing (a classifier without labels has no accuracy)."""
+        return tuple(m.name for m in self.metrics)
 
     @abstractmethod
     def score(self, model: nn.Module, split: Split, reference: Any, names: Sequence[str]) -> dict[str, float]:
@@ -283,6 +292,13 @@ class ModelBundle:
     on ``validation``; ``test`` is held out. ``links`` are the channel links the task knows
     of (where ``torch.fx`` cannot trace the model, introspection cannot find them itself),
     so structured pruning can remove heads and neurons for real.
+
+    A classifier's :class:`TaskBundle` becomes one (``objectives.tasks.classifier``) with the
+    rest filled in: ``checkpoints`` (the state dicts merge knobs blend with ``model``'s
+    weights), ``train`` (``(inputs, labels)`` tensors of a cross-entropy fine-tune),
+    ``example_cuts`` (the example is a pile of samples, so latency times its first
+    ``batch_size``; otherwise it is one call's inputs, timed as the task made them) and
+    ``held_out`` (attributes each trial records from the test split, e.g. test accuracy).
     """
 
     model: nn.Module
@@ -293,6 +309,16 @@ class ModelBundle:
     test: Split | None = None
     links: dict[str, ChannelLink] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    checkpoints: list[dict[str, torch.Tensor]] = field(default_factory=list)
+    train: tuple[torch.Tensor, torch.Tensor] | None = None
+    example_cuts: bool = False
+    held_out: Callable[[nn.Module], dict[str, float]] | None = None
+
+    def latency_example(self, batch_size: int) -> ExampleInputs:
+        """The inputs latency is timed on: the example, cut to ``batch_size`` where it may be."""
+        if not self.example_cuts:
+            return self.example
+        return ExampleInputs(batch_head(self.example.args, batch_size), batch_head(self.example.kwargs, batch_size))
 
 
 class Task(ABC):

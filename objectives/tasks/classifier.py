@@ -3,7 +3,7 @@ its accuracy and fidelity become a scorer like any task's own metrics."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -36,9 +36,21 @@ def _logits_and_labels(model: nn.Module, split: Split) -> tuple[torch.Tensor, to
 
 class ClassifierScorer(Scorer):
     """Top-1 accuracy against the split's labels, and top-1 agreement (fidelity) with the
-    uncompressed model's predictions."""
+    uncompressed model's predictions. A trial scores only the metrics asked for (accuracy
+    needs labels a task may lack).
+
+    Args:
+        labelled: whether the validation split has labels; without, only fidelity is scorable.
+    """
 
     metrics = CLASSIFIER_METRICS
+    scores_together = False
+
+    def __init__(self, labelled: bool = True) -> None:
+        self.labelled = labelled
+
+    def scorable(self) -> tuple[str, ...]:
+        return ("accuracy", "fidelity") if self.labelled else ("fidelity",)
 
     def reference(self, model: nn.Module, split: Split) -> Any:
         return _logits_and_labels(model, split)[0].argmax(dim=1)
@@ -64,16 +76,36 @@ def _split(inputs: torch.Tensor | None, labels: torch.Tensor | None, description
     return Split.of_tensors(*tensors, batch_size=EVAL_BATCH, description=description)
 
 
+def _test_accuracy(test: Split) -> Callable[[nn.Module], dict[str, float]]:
+    """Each trial's accuracy on the labelled test split, kept as an attribute."""
+
+    def held_out(model: nn.Module) -> dict[str, float]:
+        return {"test_accuracy": ClassifierScorer().score(model, test, None, ["accuracy"])["accuracy"]}
+
+    return held_out
+
+
 def classifier_bundle(bundle: TaskBundle) -> ModelBundle:
     """The general form of a classifier bundle (its validation split also calibrates)."""
     validation = _split(bundle.val_inputs, bundle.val_labels, "validation")
     assert validation is not None
+    test = _split(bundle.test_inputs, bundle.test_labels, "test")
+    inputs, labels = bundle.train_inputs, bundle.train_labels
     return ModelBundle(
         model=bundle.model,
         example=ExampleInputs((bundle.example_input,)),
         validation=validation,
-        scorer=ClassifierScorer(),
+        scorer=ClassifierScorer(labelled=bundle.val_labels is not None),
         calibration=None,
-        test=_split(bundle.test_inputs, bundle.test_labels, "test"),
+        test=test,
         info=bundle.info,
+        checkpoints=bundle.checkpoints,
+        train=(inputs, labels) if inputs is not None and labels is not None else None,
+        example_cuts=True,
+        held_out=_test_accuracy(test) if test is not None and bundle.test_labels is not None else None,
     )
+
+
+def as_model_bundle(loaded: TaskBundle | ModelBundle) -> ModelBundle:
+    """What a task's ``load`` returned, in the one form the evaluator sees."""
+    return classifier_bundle(loaded) if isinstance(loaded, TaskBundle) else loaded

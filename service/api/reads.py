@@ -19,7 +19,6 @@ from optuna.trial import FrozenTrial, TrialState
 from paretoml.search_space.trial_attrs import (
     BASELINE_ATTR,
     CONFIG_ATTR,
-    CONSTRAINTS_ATTR,
     ERROR_ATTR,
     LAYERS_ATTR,
     OPTUNA_RETRY_ATTR,
@@ -34,7 +33,7 @@ from paretoml.search_space.trial_attrs import (
 from paretoml.service.api import schemas
 from paretoml.service.api.importances import Importances, study_importances
 from paretoml.service.db.models import Job
-from paretoml.service.frontier import is_feasible, reference_point, stored_front, stored_history
+from paretoml.service.frontier import is_feasible, reference_point, stored_constraints, stored_front, stored_history
 from paretoml.service.jobs import PYTHON_SOURCE, JobRepository, JobStatus
 from paretoml.service.storage import open_storage
 
@@ -172,7 +171,7 @@ class StudyReads:
             note = f"retry of a stale trial (id {trial.system_attrs[OPTUNA_RETRY_ATTR]})"
         return schemas.Trial(
             number=trial.number, state=STATE_NAMES[trial.state], values=self._values(names, trial),
-            feasible=is_feasible(trial), constraints=list(attrs.get(CONSTRAINTS_ATTR, [])),
+            feasible=is_feasible(trial), constraints=stored_constraints(trial),
             params=dict(trial.params), config=attrs.get(CONFIG_ATTR),
             objectives_how={k: schemas.Provenance(**v) for k, v in attrs.get(PROVENANCE_ATTR, {}).items()},
             note=note, worker=attrs.get(WORKER_ATTR), error=attrs.get(ERROR_ATTR),

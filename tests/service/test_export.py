@@ -20,7 +20,6 @@ from paretoml.objectives import measure
 from paretoml.objectives.deploy import load_deployment, read_manifest
 from paretoml.objectives.deploy.export import weights_file_bytes
 from paretoml.objectives.tasks.registry import create_task
-from paretoml.search_space.trial_attrs import CONSTRAINTS_ATTR
 from paretoml.service.api import create_app
 from paretoml.service.settings import Settings
 
@@ -59,7 +58,7 @@ def test_cli_export_reloads_to_the_trials_values(study):
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     assert trials[2].state == TrialState.FAIL and len(done) == 5
     # the latency budget was computed from the measured latency, after the trial ran
-    assert all(t.user_attrs[CONSTRAINTS_ATTR] == [t.values[2] - 1000] for t in done)
+    assert all(t.constraints == {"latency_ms": t.values[2] - 1000} for t in done)
     trial = done[-1]
     out = tmp / "out"
     result = paretoml("export", "ex", str(trial.number), "-o", str(out), "--storage", url, cwd=tmp)

@@ -1,7 +1,7 @@
 import optuna
 import pytest
 
-from paretoml.search_space.trial_attrs import CONSTRAINTS_ATTR
+from paretoml.search_space.trial_attrs import LEGACY_CONSTRAINTS_ATTR
 from paretoml.service.frontier import FrontierRecorder, reference_point, stored_front, stored_history
 
 
@@ -11,9 +11,12 @@ def test_front_matches_optuna_with_ties_and_constraints(tmp_path):
     recorder = FrontierRecorder(url, study, ["accuracy", "model_bytes"], {"model_bytes": 100.0})
     points = [(0.5, 50), (0.9, 80), (0.5, 50), (0.4, 60), (0.95, 120), (0.99, 10)]
     for i, (acc, size) in enumerate(points):
-        attrs = {CONSTRAINTS_ATTR: [1.0]} if i == 5 else {CONSTRAINTS_ATTR: [-1.0]}  # the last one is infeasible
-        trial = study.add_trial(optuna.create_trial(values=[acc, size], user_attrs=attrs,
-                                                    params={}, distributions={}))
+        violation = 1.0 if i == 5 else -1.0  # the last one is infeasible
+        if i % 2:  # as the runner stores them now (Trial.set_constraint) ...
+            trial = optuna.create_trial(values=[acc, size], constraints={"model_bytes": violation})
+        else:  # ... and as studies stored before did: a user attribute list
+            trial = optuna.create_trial(values=[acc, size], user_attrs={LEGACY_CONSTRAINTS_ATTR: [violation]})
+        study.add_trial(trial)
         recorder(study, study.trials[-1])
     front = stored_front(url, study.study_name)
     # (0.4, 60) is dominated, (0.99, 10) is infeasible, the tie (0.5, 50) is kept twice

@@ -12,7 +12,6 @@ from rich.console import Console
 from torch import nn
 
 import paretoml
-from paretoml.search_space.trial_attrs import CONSTRAINTS_ATTR
 from paretoml.service.progress import StudyProgress
 
 INPUTS = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
@@ -44,7 +43,7 @@ def test_bar_shows_trials_done_of_the_budget_and_best_values():
     piped = Console(file=io.StringIO(), width=160)
     with StudyProgress(study, ["fidelity", "model_bytes"], piped) as bar:  # resumed: seeded from the study
         assert bar.best.best == [0.95, 300.0]
-        bar(3, 4, optuna.trial.create_trial(values=[1.0, 1.0], user_attrs={CONSTRAINTS_ATTR: [5.0]}))
+        bar(3, 4, optuna.trial.create_trial(values=[1.0, 1.0], constraints={"model_bytes": 5.0}))
         assert bar.best.best == [0.95, 300.0]
     assert piped.file.getvalue() == ""  # not a terminal: no bar
 

@@ -60,16 +60,12 @@ def test_a_resumed_study_continues_as_if_never_stopped(tmp_path):
 
 
 def test_prefers_feasible_candidates():
-    def constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
-        return [trial.params["x"] - 0.0]  # feasible only for x <= 0
-
     def objective(trial: optuna.Trial) -> tuple[float, float]:
         x = trial.suggest_float("x", -2, 2)
-        trial.set_user_attr("c", x)
+        trial.set_constraint("x", x)  # feasible only for x <= 0
         return -x, x**2  # both objectives pull towards infeasible x > 0
 
-    sampler = XGBoostSampler(seed=0, n_startup_trials=8, n_candidates=400, n_estimators=20,
-                             constraints_func=constraints)
+    sampler = XGBoostSampler(seed=0, n_startup_trials=8, n_candidates=400, n_estimators=20)
     study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
     study.optimize(objective, n_trials=30)
     late = [t.params["x"] for t in study.trials[8:]]

@@ -190,7 +190,7 @@ def test_a_submitted_study_runs_to_its_budget_and_every_read_agrees(running_clie
     first = trials["items"][0]
     assert first["note"] == "uniform 8-bit" and first["config"]["bits"] == {"0": 8, "2": 8}
     assert first["objectives_how"]["fidelity"]["how"] == "measured"
-    assert first["objectives_how"]["model_bytes"]["how"] == "estimated"
+    assert first["objectives_how"]["model_bytes"]["how"] == "measured"
     assert first["values"] == dict(zip(["fidelity", "model_bytes"], optuna_study.trials[0].values))
     done = client.get(f"{API}/studies/{study}/trials", params={"state": "complete", "limit": 100}).json()
     assert done["total"] == len(complete) == 12
