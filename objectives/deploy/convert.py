@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from paretoml.objectives.deploy import kernels as K
 from paretoml.objectives.deploy.deployed_model import DeployedModel
 from paretoml.objectives.deploy.formats import LayerFormat, float_kernel, kernels_on, own_kernels, stand_in_kernels
 from paretoml.objectives.deploy.kernel_table import KernelTable
