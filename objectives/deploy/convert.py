@@ -23,6 +23,7 @@ from paretoml.objectives.deploy.formats import (
     stand_in_kernels,
 )
 from paretoml.objectives.deploy.pack import to_int_weight
+from paretoml.objectives.deploy.torchao_kernels import TORCHAO_KERNELS, build_torchao, our_kernel
 from paretoml.objectives.tasks.base import ExampleInputs
 from paretoml.search_space.introspect import RECURRENT, layer_weight
 from paretoml.search_space.space import TrialConfig
@@ -57,7 +58,7 @@ class LayerPlan:
     @property
     def native(self) -> bool:
         """The layer runs its format's own kernel: its time is that format's, measured."""
-        return self.own_kernel is not None and self.kernel == self.own_kernel
+        return self.own_kernel is not None and our_kernel(self.kernel) == our_kernel(self.own_kernel)
 
 
 @dataclass
@@ -193,6 +194,8 @@ def _graph_key(spec: pytree.TreeSpec, leaves: list[object]) -> object:
 def build_kernel(kernel: str, weight: torch.Tensor, bias: torch.Tensor | None, bits: int,
                  device: torch.device) -> nn.Module:
     """A Linear running ``kernel`` on ``weight`` (fp32, values on the trial's grid)."""
+    if kernel in TORCHAO_KERNELS:
+        return build_torchao(kernel, weight, bias, bits, device, compute_dtype(device))
     weight = weight.detach().to(device=device, dtype=torch.float32)
     bias = None if bias is None else bias.detach().to(device=device, dtype=compute_dtype(device))
     if kernel in ("int8-dynamic", "int8-weight-only", "int4-weight-only"):
@@ -236,6 +239,7 @@ def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
 
 def _shape_fits(kernel: str, shape: tuple[int, ...], device: torch.device) -> bool:
     """Alignment the GPU kernels need (the CPU ones take any shape)."""
+    kernel = our_kernel(kernel)  # torchao's: as ours of the same format
     n, k = shape[0], shape[1]
     if kernel == "int4-weight-only":
         return K.int4_layout(k, n) is not None

@@ -33,6 +33,8 @@ from typing import Literal
 
 import torch
 
+from paretoml.objectives.deploy.torchao_kernels import available as torchao_available, preferred
+
 Pattern = Literal["dense", "2:4"]
 FLOAT_BITS = (16, 32)
 
@@ -80,7 +82,7 @@ def own_kernel(fmt: LayerFormat, device: torch.device, available: frozenset[str]
         candidates = ["int8-weight-only"]
     elif w == 4 and cuda:
         candidates = ["int4-weight-only"]
-    return next((k for k in candidates if k in available), None)
+    return next((k for k in preferred(candidates, device) if k in available), None)
 
 
 def stand_in_kernels(fmt: LayerFormat, device: torch.device, available: frozenset[str]) -> list[str]:
@@ -90,14 +92,14 @@ def stand_in_kernels(fmt: LayerFormat, device: torch.device, available: frozense
         return [float_kernel(device)]
     w, a = fmt.weight_bits, fmt.act_bits
     if a == 8:  # only kernels that quantize activations hold an A8 format
-        return [k for k in ("int8-dynamic",) if k in available] + ["emulated-a8"]
+        return [k for k in preferred(("int8-dynamic",), device) if k in available] + ["emulated-a8"]
     candidates: list[str] = []
     if device.type == "cuda" and w <= 4:
         candidates.append("int4-weight-only")
     candidates.append(float_kernel(device))
     if w <= 8:
         candidates.append("int8-weight-only")
-    return [k for k in candidates if k in available]
+    return [k for k in preferred(candidates, device) if k in available]
 
 
 @functools.cache
@@ -129,7 +131,7 @@ def _probe(device_key: str) -> frozenset[str]:
         except Exception:  # no such op, not built for this GPU, or unsupported here
             continue
         found.add(kernel)
-    return frozenset(found)
+    return frozenset(found | torchao_available(device, compute_dtype(device)))
 
 
 def kernels_on(device: torch.device) -> frozenset[str]:
