@@ -14,5 +14,6 @@ cp -r python_api/. "$site/paretoml/"
 for d in search_space objectives surrogates service dashboard studies; do ln -s "$PWD/$d" "$site/paretoml/$d"; done
 export PYTHONPATH="$site" PARETOML_CACHE_DIR=/tmp/paretoml-cache
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -W ignore benchmarks/torchao_kernels.py --device cuda --rows 1 16 256 4096 --compiled \
-  --budget-s "${1:-100}" --out "$OUT/torchao-kernels-h200" 2>&1 | grep -v '^fp8\|^w' | tail -60
+timeout "${2:-140}" python3 -W ignore benchmarks/torchao_kernels.py --device cuda --rows 1 16 256 4096 --compiled \
+  --budget-s "${1:-95}" --out "$OUT/torchao-kernels-h200" > "$OUT/log.txt" 2>&1
+echo "exit $?"; grep -v "^w\|^fp8" "$OUT/log.txt" | grep -iv warn | tail -20; cat "$OUT/torchao-kernels-h200.md"

@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         for fmt, (ours, theirs, bits) in FORMATS.items():
             kernels = [theirs] if compiled else [ours, theirs]
             for kernel in kernels:
-                if kernel not in found:
+                if kernel not in found and kernel not in T.TORCHAO_KERNELS:  # torchao's: timed even if refused
                     continue
                 for shape in args.shapes:
                     n, k = (int(v) for v in shape.split("x"))
@@ -165,6 +165,12 @@ def main(argv: list[str] | None = None) -> int:
                         e["format"] = fmt
                         entries.append(e)
                         print(fmt, e, flush=True)
+                        _write(args, device, entries, probes, found)  # so far: a run cut short keeps it
+    sys.stdout.write(_write(args, device, entries, probes, found))
+    return 0
+
+
+def _write(args: argparse.Namespace, device: torch.device, entries: list[dict], probes: dict, found) -> str:
     text = report(args, device, entries, probes, found)
     if args.out:
         with open(args.out + ".md", "w") as handle:
@@ -172,8 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.out + ".json", "w") as handle:
             json.dump({"device": _device_name(device), "torch": torch.__version__, "torchao": T.version(),
                        "threads": args.threads, "probes": probes, "entries": entries}, handle, indent=1)
-    sys.stdout.write(text)
-    return 0
+    return text
 
 
 def _device_name(device: torch.device) -> str:
