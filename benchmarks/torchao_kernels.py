@@ -80,6 +80,7 @@ def _time(fn, x: torch.Tensor, budget_s: float) -> tuple[float, float | None]:
         with torch.cuda.graph(graph):
             fn(x)
     except Exception:  # not capturable: its eager time stands alone
+        T.absorb_capture_error(x.device)
         return float("nan"), eager
     return per_call(graph.replay), eager
 
@@ -119,6 +120,8 @@ def measure(kernel: str, n: int, k: int, rows: int, bits: int, device: torch.dev
 
 
 def _cell(entry: dict, base: dict) -> str:
+    if "error" in base:
+        return f"no float baseline ({base['error'][:70]})"
     if "error" in entry:
         return f"fails ({entry['error'][:70]})"
     if entry["time_us"] != entry["time_us"]:  # NaN: no graph
@@ -161,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                         if (shape, rows) not in table:
                             table[(shape, rows)] = measure(base_kernel, n, k, rows, 16, device)
                             entries.append(table[(shape, rows)])
+                            print("float", table[(shape, rows)], flush=True)
                         e = measure(kernel, n, k, rows, bits, device, compiled)
                         e["format"] = fmt
                         entries.append(e)
@@ -215,7 +219,8 @@ def report(args: argparse.Namespace, device: torch.device, entries: list[dict], 
                            base) if any(e["kernel"] == kern and e["shape"] == shape and e["rows"] == rows
                                         for e in rows_of) else "not run" for kern in kernels]
             eager = f" [{base['eager_us']:.1f}]" if base.get("eager_us") is not None else ""
-            lines.append(f"| {shape} | {rows} | {base['time_us']:.1f}{eager} | " + " | ".join(cells) + " |")
+            ref = f"{base['time_us']:.1f}{eager}" if "error" not in base else "fails"
+            lines.append(f"| {shape} | {rows} | {ref} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines) + "\n"
 

@@ -237,10 +237,26 @@ def _capture(layer: nn.Module, x: torch.Tensor) -> None:
         layer(x)
     torch.cuda.current_stream(x.device).wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        layer(x)
+    try:
+        with torch.cuda.graph(graph):
+            layer(x)
+    except Exception:
+        absorb_capture_error(x.device)
+        raise
     graph.replay()
     torch.cuda.synchronize(x.device)
+
+
+def absorb_capture_error(device: torch.device) -> None:
+    """After a failed capture the error can surface at the next CUDA call, which is not
+    ours to fail: take it here."""
+    for _ in range(2):
+        try:
+            torch.cuda.synchronize(device)
+            torch.zeros(1, device=device).add_(1).item()
+            return
+        except Exception:  # the capture's error, reported late
+            continue
 
 
 def available(device: torch.device, dtype: torch.dtype) -> frozenset[str]:
