@@ -88,7 +88,8 @@ def _time(fn, x: torch.Tensor, budget_s: float) -> tuple[float, float | None]:
 def _layer(kernel: str, weight: torch.Tensor, bias: torch.Tensor, bits: int, device: torch.device,
            compiled: bool) -> nn.Module:
     if kernel in ("fp32", "bf16"):
-        layer = nn.Linear(weight.shape[1], weight.shape[0], device=device, dtype=compute_dtype(device))
+        layer = nn.utils.skip_init(nn.Linear, weight.shape[1], weight.shape[0], device=device,
+                                   dtype=compute_dtype(device))
         with torch.no_grad():
             layer.weight.copy_(weight)
             layer.bias.copy_(bias)

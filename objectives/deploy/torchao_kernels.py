@@ -79,13 +79,25 @@ PREFERENCE: dict[str, dict[str, tuple[str, ...]]] = {
         # ours (torch._int_mm) 1-4x faster than int_scaled_matmul's CPU path
         K.Int8DynamicLinear.kernel: (K.Int8DynamicLinear.kernel, TORCHAO_INT8_DYNAMIC),
     },
-    "cuda": {
+    "cuda": {  # H200, CUDA-graph replay, rows 1..4096
+        # torchao eager 10.6-46 µs against ours 18.5-5382 (bf16: 3.7-11.8)
         K.Int8WeightOnlyLinear.kernel: (TORCHAO_INT8_WEIGHT_ONLY, K.Int8WeightOnlyLinear.kernel),
+        # ours 31-137 µs; torchao's eager cannot be captured in a CUDA graph (1-7.6 ms eager),
+        # compiled it needs more than 16 rows
         K.Int8DynamicLinear.kernel: (K.Int8DynamicLinear.kernel, TORCHAO_INT8_DYNAMIC),
+        # ours (tinygemm on the trial's own grid) 4.2-222 µs, torchao's 6.6-503 with 1e-1 error
         K.Int4WeightOnlyLinear.kernel: (K.Int4WeightOnlyLinear.kernel, TORCHAO_INT4_WEIGHT_ONLY),
-        K.Fp8Linear.kernel: (K.Fp8Linear.kernel, TORCHAO_FP8_ROWWISE),
+        # torchao compiled 7.9-31 µs against ours 19.6-86 (the same torch._scaled_mm GEMM)
+        K.Fp8Linear.kernel: (TORCHAO_FP8_ROWWISE, K.Fp8Linear.kernel),
     },
 }
+
+
+#: Per device type, the torchao kernels run under ``torch.compile``: there fp8's activation
+#: quantization fuses into 1-2 kernels (H200, graph replay: 7.9-31 µs against 19-87 eager).
+#: Not int8 weight-only: inductor rewrites its cast + GEMM into ``_weight_int8pack_mm``, our
+#: slow op (H200: 19.6-5383 µs compiled against 10.6-46 eager; CPU: 2-4x slower than eager).
+COMPILED: dict[str, frozenset[str]] = {"cuda": frozenset({TORCHAO_FP8_ROWWISE})}
 
 
 def preferred(kernels: Iterable[str], device: torch.device) -> list[str]:
@@ -157,7 +169,10 @@ def _compiled_linear():
 
 def _quantized(config: object, weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``weight`` after torchao's ``quantize_`` with ``config`` on a Linear holding it."""
-    holder = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device=weight.device, dtype=dtype)
+    # uninitialised: no draw from the device's generator (after a failed CUDA-graph capture
+    # elsewhere, the next draw on CUDA raises)
+    holder = nn.utils.skip_init(nn.Linear, weight.shape[1], weight.shape[0], bias=False, device=weight.device,
+                                dtype=dtype)
     with torch.no_grad():
         holder.weight.copy_(weight)
     _torchao().quantize_(holder, config)
@@ -188,8 +203,10 @@ def torchao_weight(kernel: str, weight: torch.Tensor, bits: int, dtype: torch.dt
 
 
 def build_torchao(kernel: str, weight: torch.Tensor, bias: torch.Tensor | None, bits: int,
-                  device: torch.device, dtype: torch.dtype, compiled: bool = False) -> TorchaoLinear:
-    """A deployed Linear running torchao's ``kernel`` on ``weight`` (values on the trial's grid)."""
+                  device: torch.device, dtype: torch.dtype, compiled: bool | None = None) -> TorchaoLinear:
+    """A deployed Linear running torchao's ``kernel`` on ``weight`` (values on the trial's grid);
+    ``compiled``: under ``torch.compile``, by default where :data:`COMPILED` says it pays."""
+    compiled = kernel in COMPILED.get(device.type, ()) if compiled is None else compiled
     weight = weight.detach().to(device=device, dtype=torch.float32)
     dtype = torch.bfloat16 if kernel == TORCHAO_INT4_WEIGHT_ONLY else dtype  # tinygemm: bf16 only
     bias = None if bias is None else bias.detach().to(device=device, dtype=dtype)
@@ -250,13 +267,14 @@ def _capture(layer: nn.Module, x: torch.Tensor) -> None:
 def absorb_capture_error(device: torch.device) -> None:
     """After a failed capture the error can surface at the next CUDA call, which is not
     ours to fail: take it here."""
-    for _ in range(2):
-        try:
-            torch.cuda.synchronize(device)
-            torch.zeros(1, device=device).add_(1).item()
-            return
-        except Exception:  # the capture's error, reported late
-            continue
+    for step in (lambda: torch.cuda.synchronize(device), lambda: torch.zeros(1, device=device).add_(1).item(),
+                 lambda: torch.empty(1, device=device).uniform_().item()):  # the generator's capture state
+        for _ in range(2):
+            try:
+                step()
+                break
+            except Exception:  # the capture's error, reported late
+                continue
 
 
 def available(device: torch.device, dtype: torch.dtype) -> frozenset[str]:
