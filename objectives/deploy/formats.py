@@ -9,7 +9,9 @@ deployment with stand-ins, and a native kernel for the format could be faster. A
 only run in kernels that quantize activations (``emulated-a8``, float GEMM on int8-rounded
 activations, is the last resort where no integer kernel takes the layer's shape).
 
-Own kernels, by device (availability is probed once per process, see :func:`kernels_on`):
+Own kernels, by device (availability is probed once per process, see :func:`kernels_on`;
+where torchao runs a format faster, its kernel of the same format comes first, see
+:mod:`.torchao_kernels`):
 
 * cpu: W8A8 -> ``int8-dynamic``; W8 -> ``int8-weight-only``; 16 and 32 bits -> ``fp32``
   (CPUs gain nothing from fp16 GEMMs; 16-bit weights are fp16 values run in fp32).

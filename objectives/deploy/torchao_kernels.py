@@ -73,21 +73,25 @@ TORCHAO_KERNEL_BITS = {TORCHAO_INT8_WEIGHT_ONLY: 8, TORCHAO_INT8_DYNAMIC: 8, TOR
 #: keeps its place alone). From the per-layer timings at minilm's shapes (rows 1..4096):
 #: benchmarks/results/torchao-kernels-dev-2cores.md and torchao-kernels-h200.md.
 PREFERENCE: dict[str, dict[str, tuple[str, ...]]] = {
-    "cpu": {
-        # torchao's cast + fp32 GEMM: 1.1-3x fp32's time, against 3-130x for _weight_int8pack_mm
+    "cpu": {  # 2-core x86 (AVX2), 1 thread, rows 1..128
+        # torchao's int8 cast + fp32 GEMM 162-12952 µs against _weight_int8pack_mm's 176-434511
+        # (1.1-132x faster; fp32 30-12249)
         K.Int8WeightOnlyLinear.kernel: (TORCHAO_INT8_WEIGHT_ONLY, K.Int8WeightOnlyLinear.kernel),
-        # ours (torch._int_mm) 1-4x faster than int_scaled_matmul's CPU path
+        # ours 1.4-2.7x faster at 1 row (363-976 µs against 976-1959), within noise (0.4-1.3x) at
+        # 32-128 rows; both are torch._int_mm, 10-100x slower than fp32 on this AVX2 machine
         K.Int8DynamicLinear.kernel: (K.Int8DynamicLinear.kernel, TORCHAO_INT8_DYNAMIC),
     },
     "cuda": {  # H200, CUDA-graph replay, rows 1..4096
-        # torchao eager 10.6-46 µs against ours 18.5-5382 (bf16: 3.7-11.8)
+        # torchao eager 10.6-46 µs against ours 18.5-5382 (1.7-218x faster; bf16: 3.7-11.8)
         K.Int8WeightOnlyLinear.kernel: (TORCHAO_INT8_WEIGHT_ONLY, K.Int8WeightOnlyLinear.kernel),
         # ours 31-137 µs; torchao's eager cannot be captured in a CUDA graph (1-7.6 ms eager),
         # compiled it needs more than 16 rows
         K.Int8DynamicLinear.kernel: (K.Int8DynamicLinear.kernel, TORCHAO_INT8_DYNAMIC),
-        # ours (tinygemm on the trial's own grid) 4.2-222 µs, torchao's 6.6-503 with 1e-1 error
+        # ours (tinygemm on the trial's own grid) 4.2-222 µs, torchao's 6.6-503 (ours 1.4-2.4x
+        # faster) with 1e-1 error: its re-derived asymmetric group grid, refused by the probe
         K.Int4WeightOnlyLinear.kernel: (K.Int4WeightOnlyLinear.kernel, TORCHAO_INT4_WEIGHT_ONLY),
-        # torchao compiled 7.9-31 µs against ours 19.6-86 (the same torch._scaled_mm GEMM)
+        # torchao compiled 7.9-31 µs against ours 19.6-86 (1.8-3.2x; eager: 19-87, as ours),
+        # the same torch._scaled_mm GEMM with the activation quantization fused
         K.Fp8Linear.kernel: (TORCHAO_FP8_ROWWISE, K.Fp8Linear.kernel),
     },
 }
@@ -96,7 +100,7 @@ PREFERENCE: dict[str, dict[str, tuple[str, ...]]] = {
 #: Per device type, the torchao kernels run under ``torch.compile``: there fp8's activation
 #: quantization fuses into 1-2 kernels (H200, graph replay: 7.9-31 µs against 19-87 eager).
 #: Not int8 weight-only: inductor rewrites its cast + GEMM into ``_weight_int8pack_mm``, our
-#: slow op (H200: 19.6-5383 µs compiled against 10.6-46 eager; CPU: 2-4x slower than eager).
+#: slow op (H200: 19.6-5383 µs compiled against 10.6-46 eager; CPU: 1.6-15x slower than eager).
 COMPILED: dict[str, frozenset[str]] = {"cuda": frozenset({TORCHAO_FP8_ROWWISE})}
 
 
