@@ -261,9 +261,9 @@ def _capture(layer: nn.Module, x: torch.Tensor) -> None:
     try:
         with torch.cuda.graph(graph):
             layer(x)
-    except Exception:
+    except Exception as exc:
         absorb_capture_error(x.device)
-        raise
+        raise RuntimeError(f"cannot be captured in a CUDA graph ({exc})".replace("\n", " ")) from exc
     graph.replay()
     torch.cuda.synchronize(x.device)
 
