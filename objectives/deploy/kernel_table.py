@@ -26,12 +26,13 @@ from torch import nn
 from paretoml.objectives.compress.quantize import quantize_tensor
 from paretoml.objectives.deploy.kernels import build_kernel, compute_dtype
 from paretoml.objectives.deploy.sparse import semi_structured_mask
+from paretoml.objectives.deploy.torchao_kernels import TORCHAO_KERNEL_BITS
 from paretoml.objectives.device_lock import exclusive_timing
 
 FLOAT_KERNELS = ("fp32", "bf16", "fp16")
 #: the weight grid each kernel is timed with
 KERNEL_BITS = {"int8-dynamic": 8, "int8-weight-only": 8, "int4-weight-only": 4, "fp8-rowwise": 8,
-               "sparse-2:4": 16, "emulated-a8": 8, "fp32": 16, "bf16": 16, "fp16": 16}
+               "sparse-2:4": 16, "emulated-a8": 8, "fp32": 16, "bf16": 16, "fp16": 16, **TORCHAO_KERNEL_BITS}
 
 
 @dataclass(frozen=True)
