@@ -15,10 +15,17 @@ they lingered 1-5 minutes after the server had exited. So the processes a local 
 spawned are noted (at the start, and again at the stop), and whatever is left of them after
 the shutdown is ended, with the start's orphans (its processes whose raylet died first, e.g.
 when the thread that started Ray ended: Ray's parent-death signal).
+
+None of that runs if the process is ended at once, and Ray's driver used to do just that:
+its core worker installs a C++ failure-signal handler for SIGTERM too (a stack trace, then
+the default action), over the handler the process had. A server sent SIGTERM while, or just
+after, Ray started died on the spot and left the agents running. :func:`start_ray` keeps the
+process's own SIGTERM handling (:func:`_keep_signal_handlers`).
 """
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import threading
@@ -85,6 +92,7 @@ def start_ray(options: RayOptions) -> bool:
         if ray.is_initialized():
             return False
         _ensure_working_directory()
+        _keep_signal_handlers()
         before = _descendant_keys()
         attempt = _Attempt(since=time.time() - 1.0, cwd=os.getcwd())
         try:
@@ -167,6 +175,25 @@ def _ensure_working_directory() -> None:
     except FileNotFoundError:
         log.warning("the working directory was removed; Ray starts from / instead")
         os.chdir(os.sep)
+
+
+def _keep_signal_handlers() -> None:
+    """Stop Ray's driver from taking SIGTERM (and the crash signals) from this process.
+
+    Ray reads this flag when the driver's core worker starts, so it changes this process
+    only (Ray's workers read their own environment). Python's faulthandler still prints a
+    stack on a crash, as Ray's handler did."""
+    from ray._private import ray_constants
+
+    if hasattr(ray_constants, "RAY_DISABLE_FAILURE_SIGNAL_HANDLER"):
+        ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
+    else:  # a Ray without the flag: SIGTERM may end this process at once again
+        log.warning("cannot keep Ray from handling SIGTERM: its agents may outlive this process")
+    if not faulthandler.is_enabled():
+        try:
+            faulthandler.enable()
+        except (AttributeError, OSError, RuntimeError, ValueError):  # a stderr without a file (captured)
+            pass
 
 
 def note_local_processes() -> None:

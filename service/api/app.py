@@ -53,8 +53,10 @@ def _server_signal_handlers() -> dict[signal.Signals, object]:
 async def _restore_signals_after_ray(scheduler: JobScheduler, saved: dict[signal.Signals, object]) -> None:
     """Once the scheduler has started Ray, give SIGTERM/SIGINT back to the server.
 
-    Ray's core worker installs its own handlers for them, which would end the process at
-    once, skipping the graceful shutdown that hands running studies back to the queue.
+    A Ray that sets its own handlers for them would end the process at once, skipping the
+    graceful shutdown that hands running studies back to the queue and ends Ray's agents.
+    ``start_ray`` keeps Ray's core worker from taking SIGTERM; this covers a Ray that still
+    does (it warns then), and ``ray.init``'s Python handler, set when it runs on the main thread.
     """
     if not saved:
         return

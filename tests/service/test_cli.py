@@ -139,7 +139,7 @@ def test_unknown_study_and_bad_storage_are_clear_errors(tmp_path):
 
 @pytest.mark.parametrize("workers", ["1", "2"], ids=["inprocess", "ray-2-workers"])
 def test_sigkill_mid_study_then_resume_loses_nothing(tmp_path, workers):
-    budget = 24
+    budget = 14  # killed at 6 complete or more: the resume runs the rest and the retry
     # fine-tuning makes each trial long enough to be killed in the middle of one
     spec = write_spec(tmp_path / "s.yaml", n_trials=budget, finetune={"steps": 150})
     db = tmp_path / "study.db"

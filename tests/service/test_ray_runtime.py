@@ -3,7 +3,10 @@ process, made to fail after it has spawned its cluster; only this process's chil
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from typing import Any
 
@@ -66,3 +69,35 @@ def test_a_start_that_fails_after_spawning_ends_every_process_it_started(fault, 
     assert not (_ray_children() - before)  # every one has been ended
     if fault == "node":
         assert failed.value.cleaned >= 3  # ray.shutdown() could not reach these: our clean-up did
+
+
+KEEPS_SIGTERM = """
+import os, signal, sys, threading, time
+from paretoml.service.ray_runtime import RayOptions, start_ray, stop_ray
+
+received = []
+signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+started = threading.Thread(target=start_ray, args=(RayOptions(temp_dir=sys.argv[1]),))  # as the server does
+started.start()
+started.join()
+os.kill(os.getpid(), signal.SIGTERM)
+deadline = time.monotonic() + 10
+while not received and time.monotonic() < deadline:
+    time.sleep(0.05)
+print("handled" if received else "not handled", flush=True)
+stop_ray()
+"""
+
+
+def test_a_process_that_started_ray_keeps_its_own_sigterm_handler(tmp_path):
+    """Ray's driver used to take SIGTERM (a C++ failure handler: a stack trace, then death),
+    so a server ended while Ray started died at once and left Ray's agents running."""
+    script = tmp_path / "keeps_sigterm.py"
+    script.write_text(KEEPS_SIGTERM)
+    temp_dir = tempfile.mkdtemp(prefix="pks-")  # short: Ray's socket paths must stay < 108 bytes
+    try:
+        done = subprocess.run([sys.executable, str(script), temp_dir], capture_output=True, text=True, timeout=300,
+                              cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert done.returncode == 0 and done.stdout.strip() == "handled", (done.returncode, done.stdout, done.stderr[-2000:])

@@ -148,9 +148,11 @@ def is_gcs(process: psutil.Process) -> bool:
 
 
 @pytest.mark.slow
-def test_a_start_that_fails_after_spawning_leaves_at_most_one_cluster_across_ten_retries(scratch):
+def test_a_start_that_fails_after_spawning_leaves_at_most_one_cluster_across_retries(scratch):
     # the "node" fault: a whole local cluster is up, but ray.init never held it, so
     # ray.shutdown() alone cannot end it (tests/service/test_ray_runtime.py has both faults)
+    # four retries prove what ten did: a leak shows as a second cluster from the second attempt on
+    retries = 4
     server = start(scratch, failures="always", fault="node", retry_base_s=0.2, retry_max_s=0.4)
     try:
         created = httpx.post(server.base + "/api/v1/studies", json=synthetic_spec(n_trials=4), timeout=10)
@@ -158,7 +160,7 @@ def test_a_start_that_fails_after_spawning_leaves_at_most_one_cluster_across_ten
         study = created.json()["id"]
         peak, peak_gcs, gcs_seen = 0, 0, set()
         deadline = time.monotonic() + 150
-        while server.failures() < 10:
+        while server.failures() < retries:
             assert time.monotonic() < deadline, server.log.read_text()[-3000:]
             assert server.process.poll() is None, server.log.read_text()[-3000:]
             processes = server.ray_processes()
@@ -172,7 +174,7 @@ def test_a_start_that_fails_after_spawning_leaves_at_most_one_cluster_across_ten
         left = stop(server)
     log = server.log.read_text(errors="replace")
     # the fault came after Ray had spawned its cluster: a new GCS on (nearly) every attempt
-    assert len(gcs_seen) >= 5, (gcs_seen, log[-2000:])
+    assert len(gcs_seen) >= retries // 2, (gcs_seen, log[-2000:])  # half, as with ten
     # ... and each was ended before the next attempt: never two clusters at once
     assert peak_gcs == 1, (peak_gcs, log[-2000:])
     assert peak <= 12, peak  # one cluster: GCS, raylet, monitors, agents, a few idle workers
@@ -180,7 +182,7 @@ def test_a_start_that_fails_after_spawning_leaves_at_most_one_cluster_across_ten
     assert "injected fault" in health["ray"] and health["queued"] == 1
     assert job["status"] == "queued"  # nothing is lost: the study waits for Ray
     attempts = [line for line in log.splitlines() if FAILED in line]
-    assert len(attempts) >= 10 and "Traceback" not in log  # one line per attempt, not a traceback
+    assert len(attempts) >= retries and "Traceback" not in log  # one line per attempt, not a traceback
     assert not left, [p.pid for p in left]  # and none left once the server has stopped
 
 
