@@ -34,7 +34,7 @@ from paretoml.objectives.tasks.base import (
     first_tensor,
 )
 from paretoml.objectives.tasks.classifier import classifier_bundle
-from paretoml.objectives.train import FinetuneSettings, Finetuner
+from paretoml.objectives.train import FinetuneData, FinetuneSettings, Finetuner
 from paretoml.search_space.constraints import mean_bits
 from paretoml.search_space.introspect import LayerInfo, introspect, layer_weight
 from paretoml.search_space.knobs import SPARSE_2_4, STRUCTURED
@@ -140,8 +140,22 @@ class TrialEvaluator:
         self.other_params = sum(t.numel() for t in tensors if id(t) not in weights and t.is_floating_point())
 
     @property
+    def checkpoints(self) -> list[dict[str, torch.Tensor]]:
+        """The state dicts merge knobs blend with the base: the classifier's or the task's."""
+        return self.bundle.checkpoints if self.bundle is not None else self.data.checkpoints
+
+    @property
     def n_checkpoints(self) -> int:
-        return len(self.bundle.checkpoints) if self.bundle is not None else 0
+        return len(self.checkpoints)
+
+    def finetune_data(self) -> FinetuneData | None:
+        """What a trial's fine-tune trains on: the classifier's train split or the task's."""
+        bundle = self.bundle
+        if bundle is not None:
+            if bundle.train_inputs is None or bundle.train_labels is None:
+                return None
+            return FinetuneData(bundle.train_inputs, bundle.train_labels)
+        return self.data.finetune
 
     @property
     def primary_metric(self) -> str:
@@ -176,10 +190,10 @@ class TrialEvaluator:
         with gpu_work(self.device):  # beside other workers' GPU work, never beside a timing
             model = copy.deepcopy(self.model)
             if config.merge:
-                if self.bundle is None:
+                if not self.checkpoints:
                     raise ValueError("merge knobs need a task with checkpoints")
                 base = self.model.state_dict()
-                model.load_state_dict(merge_state_dicts(base, self.bundle.checkpoints, config.merge))
+                model.load_state_dict(merge_state_dicts(base, self.checkpoints, config.merge, self.data.merge))
             structured = {n: r for n, r in config.prune.items() if config.prune_method.get(n) == STRUCTURED}
             unstructured = {n: r for n, r in config.prune.items()
                             if config.prune_method.get(n) not in (STRUCTURED, SPARSE_2_4)}
@@ -189,13 +203,13 @@ class TrialEvaluator:
             model = self.task.compress(model, config)
         timings["compress_s"] = time.perf_counter() - t0
         steps = self.settings.finetune_steps
-        bundle = self.bundle
-        if steps > 0 and bundle is not None and bundle.train_inputs is not None and bundle.train_labels is not None:
+        train = self.finetune_data() if steps > 0 else None
+        if train is not None:
             t1 = time.perf_counter()
             tuner = Finetuner(
                 model,
-                bundle.train_inputs,
-                bundle.train_labels,
+                train.inputs,
+                train.labels,
                 FinetuneSettings(
                     steps=steps,
                     batch_size=config.batch_size or self.settings.default_batch_size,
@@ -203,6 +217,7 @@ class TrialEvaluator:
                     seed=seed,
                 ),
                 masks=masks,
+                loss=train.loss,
             )
             for step in (sorted(s for s in rungs if 0 < s < steps) if gate is not None else []):
                 with gpu_work(self.device):

@@ -22,6 +22,8 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from paretoml.objectives.compress.merge import MergeSettings
+from paretoml.objectives.train import FinetuneData
 from paretoml.search_space.introspect import ChannelLink
 from paretoml.search_space.space import TrialConfig
 
@@ -283,6 +285,10 @@ class ModelBundle:
     on ``validation``; ``test`` is held out. ``links`` are the channel links the task knows
     of (where ``torch.fx`` cannot trace the model, introspection cannot find them itself),
     so structured pruning can remove heads and neurons for real.
+
+    ``checkpoints`` are state dicts of ``model``'s architecture that merge knobs blend with
+    its own weights (the base), combined as ``merge`` says. ``finetune`` is what a trial's
+    recovery fine-tune trains on (None: the task has none).
     """
 
     model: nn.Module
@@ -293,6 +299,9 @@ class ModelBundle:
     test: Split | None = None
     links: dict[str, ChannelLink] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    checkpoints: list[dict[str, torch.Tensor]] = field(default_factory=list)
+    merge: MergeSettings = field(default_factory=MergeSettings)
+    finetune: FinetuneData | None = None
 
 
 class Task(ABC):
