@@ -182,6 +182,8 @@ def _make_checkpoints(args: argparse.Namespace, console: Console) -> int:
     """Make (or find cached) the specialists of task smollm2-merge's recipe."""
     import json
 
+    from pydantic import ValidationError
+
     from paretoml.objectives.tasks.base import MissingExtraError
     from paretoml.objectives.tasks.checkpoints import read_recipe, specialist_folders
     from paretoml.objectives.tasks.smollm2_merge import SmolLM2MergeOptions, SmolLM2MergeTask, recipes
@@ -190,8 +192,9 @@ def _make_checkpoints(args: argparse.Namespace, console: Console) -> int:
         options = SmolLM2MergeOptions(seed=args.seed, specialist_steps=args.steps, specialist_batch=args.batch,
                                       specialist_context=args.context, specialist_lr=args.lr,
                                       specialist_rank=args.rank)
-    except ValueError as exc:  # pydantic's bounds (e.g. a context over 2048)
-        raise CliError(str(exc).splitlines()[-1].strip()) from None
+    except ValidationError as exc:  # pydantic's bounds (e.g. a context under 8)
+        error = exc.errors()[0]
+        raise CliError(f"{'.'.join(map(str, error['loc']))}: {error['msg']}") from None
     try:
         base = SmolLM2MergeTask(options).base_folder()
     except (MissingExtraError, ImportError) as exc:

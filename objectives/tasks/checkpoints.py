@@ -149,7 +149,7 @@ def train_specialist(model: nn.Module, tokenizer: Any, recipe: Recipe) -> dict[s
         loss = causal_lm_loss(model, ids, ids)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     model.eval()
     detach_adapters(model)
     for p in model.parameters():

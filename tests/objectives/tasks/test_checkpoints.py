@@ -1,0 +1,53 @@
+"""Specialists made by LoRA on a tiny random Llama: cached by recipe, deterministic for a
+seed, the recipe beside the weights, only the adapted projections changed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("transformers", reason="specialists need paretoml[llm]")
+
+from paretoml.objectives.tasks import checkpoints  # noqa: E402
+from paretoml.objectives.tasks.checkpoints import RECIPE_FILE, Recipe, specialist_folder  # noqa: E402
+from tests.objectives.tasks.tiny_llama import tiny_llama_folder  # noqa: E402
+
+RECIPE = Recipe(domain="code", steps=3, batch=2, context=32, lr=1e-2, rank=4, seed=5)
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(folder).state_dict()
+
+
+def test_made_once_by_recipe_deterministic_and_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = tiny_llama_folder(tmp_path)
+    monkeypatch.setenv("PARETOML_CACHE_DIR", str(tmp_path / "cache1"))
+    first = specialist_folder(base, RECIPE)
+    record = json.loads((first / RECIPE_FILE).read_text())
+    assert record["recipe"]["steps"] == 3 and record["recipe"]["method"] == "lora-merged"
+    assert record["last_loss"] < record["first_loss"]  # it learned its domain
+    calls: list[int] = []
+    monkeypatch.setattr(checkpoints, "_make", lambda *a: calls.append(1))
+    assert specialist_folder(base, RECIPE) == first and calls == []  # cached: not made again
+    monkeypatch.undo()
+    monkeypatch.setenv("PARETOML_CACHE_DIR", str(tmp_path / "cache2"))
+    second = specialist_folder(base, RECIPE)
+    made, again, original = weights(first), weights(second), weights(base)
+    assert all(torch.equal(made[k], again[k]) for k in made)  # same seed, same weights
+    changed = {k for k in made if not torch.equal(made[k], original[k])}
+    assert changed and all(k.rsplit(".", 2)[-2] in checkpoints.LORA_TARGETS for k in changed)
+    other = specialist_folder(base, Recipe(domain="docs", steps=3, batch=2, context=32, lr=1e-2, rank=4, seed=5))
+    assert other != second
+
+
+def test_a_missing_specialist_is_not_made_when_told_not_to(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARETOML_CACHE_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="make-checkpoints"):
+        specialist_folder(tmp_path / "no-base", RECIPE, make=False)
+    with pytest.raises(ValueError, match="no train split"):
+        Recipe(domain="general")  # type: ignore[arg-type]
