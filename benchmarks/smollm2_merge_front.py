@@ -63,12 +63,16 @@ def baselines(ev: TrialEvaluator) -> dict[str, dict[str, float]]:
     return out
 
 
-def search(ev: TrialEvaluator, trials: int, seed: int) -> list[dict[str, float]]:
+def search(ev: TrialEvaluator, trials: int, seed: int, budget_s: float | None = None) -> list[dict[str, float]]:
     space = JointSpace(KNOBS, ev.layers, n_checkpoints=ev.n_checkpoints)
     study = optuna.create_study(directions=["minimize"] * len(OBJECTIVES),
                                 sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True))
-    rows = []
+    rows: list[dict[str, float]] = []
+    started = time.perf_counter()
     for number in range(trials):
+        if budget_s is not None and time.perf_counter() - started > budget_s:
+            print(f"budget of {budget_s:.0f} s spent after {number} trials", flush=True)
+            break
         trial = study.ask()
         t0 = time.perf_counter()
         values = score(ev, space.suggest(trial).merge)
@@ -90,6 +94,7 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=2, help="validation windows per domain")
     parser.add_argument("--context", type=int, default=64)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--budget-s", type=float, default=None, help="stop the search after this many seconds")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     t0 = time.perf_counter()
@@ -98,7 +103,7 @@ def main() -> None:
     ev = TrialEvaluator(SmolLM2MergeTask(options), MeasureSettings(), "cpu")
     load_s = time.perf_counter() - t0
     fixed = baselines(ev)
-    found = search(ev, args.trials, args.seed)
+    found = search(ev, args.trials, args.seed, args.budget_s)
     everything = losses(list(fixed.values()) + found)
     reference = everything.max(axis=0) * 1.05
     sets = {"specialists": ["specialist docs", "specialist code"], "uniform average": ["uniform average"],
