@@ -174,7 +174,7 @@ class TrialEvaluator:
         with gpu_work(self.device):  # beside other workers' GPU work, never beside a timing
             model, masks = self._compress(config)
         timings["compress_s"] = time.perf_counter() - t0
-        if self.settings.finetune_steps > 0 and self.data.train is not None:
+        if self.settings.finetune_steps > 0 and self.data.finetune is not None:
             t1 = time.perf_counter()
             self._finetune(model, masks, config, seed, rungs, gate, objectives)
             timings["finetune_s"] = time.perf_counter() - t1
@@ -192,7 +192,7 @@ class TrialEvaluator:
             if not self.data.checkpoints:
                 raise ValueError("merge knobs need a task with checkpoints")
             base = self.model.state_dict()
-            model.load_state_dict(merge_state_dicts(base, self.data.checkpoints, config.merge))
+            model.load_state_dict(merge_state_dicts(base, self.data.checkpoints, config.merge, self.data.merge))
         structured = {n: r for n, r in config.prune.items() if config.prune_method.get(n) == STRUCTURED}
         unstructured = {n: r for n, r in config.prune.items()
                         if config.prune_method.get(n) not in (STRUCTURED, SPARSE_2_4)}
@@ -204,14 +204,14 @@ class TrialEvaluator:
 
     def _finetune(self, model: nn.Module, masks: dict[str, torch.Tensor], config: TrialConfig, seed: int,
                   rungs: Sequence[int], gate: RungGate | None, objectives: Sequence[str]) -> None:
-        """Fine-tune ``model`` on the task's training tensors, asking ``gate`` at each rung."""
-        assert self.data.train is not None
+        """Fine-tune ``model`` on the task's training data, asking ``gate`` at each rung."""
+        train = self.data.finetune
+        assert train is not None
         steps = self.settings.finetune_steps
-        inputs, labels = self.data.train
         tuner = Finetuner(
             model,
-            inputs,
-            labels,
+            train.inputs,
+            train.labels,
             FinetuneSettings(
                 steps=steps,
                 batch_size=config.batch_size or self.settings.default_batch_size,
@@ -219,6 +219,7 @@ class TrialEvaluator:
                 seed=seed,
             ),
             masks=masks,
+            loss=train.loss,
         )
         for step in (sorted(s for s in rungs if 0 < s < steps) if gate is not None else []):
             with gpu_work(self.device):

@@ -2,11 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+
+#: ``loss(model, inputs, labels)`` of one minibatch: what a fine-tune minimises
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def classifier_loss(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(model(inputs), labels)
+
+
+def causal_lm_loss(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy of windows of token ids (``labels`` are the windows)."""
+    logits = model(input_ids=inputs).logits
+    return nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1))
+
+
+@dataclass(frozen=True)
+class FinetuneData:
+    """What a task's recovery fine-tune trains on.
+
+    Args:
+        inputs: the samples (row per sample), e.g. windows of token ids.
+        labels: their targets, row for row (for a causal LM: the windows themselves).
+        loss: the minibatch loss (:data:`LossFn`).
+    """
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    loss: LossFn = classifier_loss
 
 
 @dataclass(frozen=True)
@@ -27,7 +56,8 @@ class Finetuner:
     """
 
     def __init__(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
-                 settings: FinetuneSettings, masks: Mapping[str, torch.Tensor] | None = None) -> None:
+                 settings: FinetuneSettings, masks: Mapping[str, torch.Tensor] | None = None,
+                 loss: LossFn = classifier_loss) -> None:
         self.model = model
         self.inputs = inputs
         self.labels = labels
@@ -38,7 +68,7 @@ class Finetuner:
         self._modules = dict(model.named_modules())
         self._optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate,
                                            weight_decay=settings.weight_decay)
-        self._loss = nn.CrossEntropyLoss()
+        self._loss = loss
         self._order = torch.randperm(len(inputs), generator=self._generator)
         self._cursor = 0
 
@@ -53,7 +83,7 @@ class Finetuner:
             idx = self._order[self._cursor : self._cursor + size].to(self.inputs.device)
             self._cursor += size
             self._optimizer.zero_grad(set_to_none=True)
-            self._loss(model(self.inputs[idx]), self.labels[idx]).backward()
+            self._loss(model, self.inputs[idx], self.labels[idx]).backward()
             self._optimizer.step()
             if self.masks:
                 with torch.no_grad():

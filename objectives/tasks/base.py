@@ -23,6 +23,8 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from paretoml.objectives.compress.merge import MergeSettings
+from paretoml.objectives.train import FinetuneData
 from paretoml.search_space.introspect import ChannelLink
 from paretoml.search_space.space import TrialConfig
 
@@ -295,10 +297,11 @@ class ModelBundle:
 
     A classifier's :class:`TaskBundle` becomes one (``objectives.tasks.classifier``) with the
     rest filled in: ``checkpoints`` (the state dicts merge knobs blend with ``model``'s
-    weights), ``train`` (``(inputs, labels)`` tensors of a cross-entropy fine-tune),
-    ``example_cuts`` (the example is a pile of samples, so latency times its first
-    ``batch_size``; otherwise it is one call's inputs, timed as the task made them) and
-    ``held_out`` (attributes each trial records from the test split, e.g. test accuracy).
+    weights, combined as ``merge`` says), ``finetune`` (what a trial's recovery fine-tune
+    trains on: inputs, labels and the loss; None: the task has none), ``example_cuts`` (the
+    example is a pile of samples, so latency times its first ``batch_size``; otherwise it is
+    one call's inputs, timed as the task made them) and ``held_out`` (attributes each trial
+    records from the test split, e.g. test accuracy).
     """
 
     model: nn.Module
@@ -310,7 +313,8 @@ class ModelBundle:
     links: dict[str, ChannelLink] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     checkpoints: list[dict[str, torch.Tensor]] = field(default_factory=list)
-    train: tuple[torch.Tensor, torch.Tensor] | None = None
+    merge: MergeSettings = field(default_factory=MergeSettings)
+    finetune: FinetuneData | None = None
     example_cuts: bool = False
     held_out: Callable[[nn.Module], dict[str, float]] | None = None
 

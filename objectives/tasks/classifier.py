@@ -17,6 +17,7 @@ from paretoml.objectives.tasks.base import (
     Split,
     TaskBundle,
 )
+from paretoml.objectives.train import FinetuneData
 
 #: Batch size of the evaluation passes (as :func:`paretoml.objectives.measure.predict`).
 EVAL_BATCH = 512
@@ -100,7 +101,7 @@ def classifier_bundle(bundle: TaskBundle) -> ModelBundle:
         test=test,
         info=bundle.info,
         checkpoints=bundle.checkpoints,
-        train=(inputs, labels) if inputs is not None and labels is not None else None,
+        finetune=FinetuneData(inputs, labels) if inputs is not None and labels is not None else None,
         example_cuts=True,
         held_out=_test_accuracy(test) if test is not None and bundle.test_labels is not None else None,
     )

@@ -15,10 +15,11 @@ from paretoml.objectives.tasks.digits_merge import DigitsMergeTask
 from paretoml.objectives.tasks.minilm import MiniLMTask
 from paretoml.objectives.tasks.mpnet import MPNetTask
 from paretoml.objectives.tasks.smollm2 import SmolLM2Task
+from paretoml.objectives.tasks.smollm2_merge import SmolLM2MergeTask
 from paretoml.objectives.tasks.synthetic import SyntheticTask
 
 ENTRY_POINT_GROUP = "paretoml.tasks"
-_BUILTIN: dict[str, type[Task]] = {cls.name: cls for cls in (CausalLMTask, DigitsCNNTask, DigitsMergeTask, MiniLMTask, MPNetTask, SmolLM2Task, SyntheticTask)}
+_BUILTIN: dict[str, type[Task]] = {cls.name: cls for cls in (CausalLMTask, DigitsCNNTask, DigitsMergeTask, MiniLMTask, MPNetTask, SmolLM2Task, SmolLM2MergeTask, SyntheticTask)}
 _REGISTERED: dict[str, type[Task]] = {}
 
 
