@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,16 +28,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from filelock import FileLock
 from torch import nn
 
 from paretoml.objectives.tasks.cache import cache_dir
 from paretoml.objectives.tasks.lm_domains import SPECIALIST_DOMAINS, Domain, domain_texts
 from paretoml.objectives.tasks.lm_text import token_windows
-from paretoml.objectives.tasks.model_parts import MANIFEST, folder_is_complete, lock_path
+from paretoml.objectives.tasks.model_parts import MANIFEST, built_once, folder_is_complete
 from paretoml.objectives.train import causal_lm_loss
 
-log = logging.getLogger(__name__)
 RECIPE_FILE = "recipe.json"
 METHOD = "lora-merged"
 #: bump when the training code changes what a recipe makes
@@ -173,18 +168,12 @@ def specialist_folder(base: Path, recipe: Recipe, make: bool = True) -> Path:
     if not make:
         raise FileNotFoundError(f"no {recipe.domain} specialist of {base.name} for this recipe at {final}: "
                                 "run `paretoml make-checkpoints` or set make_checkpoints: true")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(lock_path(final), timeout=LOCK_TIMEOUT_S):
-        if folder_is_complete(final):  # another process made it while this one waited
-            return final
-        if final.exists():
-            shutil.rmtree(final)
-        log.info("making the %s specialist of %s into %s (once per machine)", recipe.domain, base.name, final)
-        with tempfile.TemporaryDirectory(dir=final.parent, prefix=f".{final.name}-") as tmp:
-            built = Path(tmp) / "folder"
-            _make(base, recipe, built)
-            built.rename(final)
-    return final
+
+    def build(tmp: Path) -> Path:
+        _make(base, recipe, tmp / "folder")
+        return tmp / "folder"
+
+    return built_once(final, build, LOCK_TIMEOUT_S, f"making the {recipe.domain} specialist of {base.name}")
 
 
 def _make(base: Path, recipe: Recipe, into: Path) -> None:

@@ -13,17 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import shutil
-import tempfile
 from pathlib import Path
 
-from filelock import FileLock
-
 from paretoml.objectives.tasks.cache import cache_dir
-from paretoml.objectives.tasks.model_parts import MANIFEST, folder_is_complete, lock_path
+from paretoml.objectives.tasks.model_parts import MANIFEST, built_once
 
-log = logging.getLogger(__name__)
 LOCK_TIMEOUT_S = 900.0
 
 
@@ -65,19 +59,11 @@ def dequantised_folder(gguf: Path) -> Path:
     gguf = Path(gguf)
     if not gguf.is_file():
         raise FileNotFoundError(f"no GGUF file at {gguf}")
-    final = gguf_cache_folder(gguf)
-    if folder_is_complete(final):
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(lock_path(final), timeout=LOCK_TIMEOUT_S):
-        if folder_is_complete(final):  # another process built it while this one waited
-            return final
-        if final.exists():
-            shutil.rmtree(final)
-        log.info("dequantising %s into %s (once per machine)", gguf.name, final)
-        with tempfile.TemporaryDirectory(dir=final.parent, prefix=f".{gguf.stem}-") as tmp:
-            built = Path(tmp) / "folder"
-            _dequantise(gguf, built)
-            _write_manifest(built)
-            built.rename(final)
-    return final
+
+    def build(tmp: Path) -> Path:
+        built = tmp / "folder"
+        _dequantise(gguf, built)
+        _write_manifest(built)
+        return built
+
+    return built_once(gguf_cache_folder(gguf), build, LOCK_TIMEOUT_S, f"dequantising {gguf.name}")

