@@ -20,6 +20,7 @@ PRUNED_STUDY = {
     **SEED_STUDY,
     "name": "e2e-pruned",
     "knobs": [{"kind": "bitwidth", "choices": [2, 8]}],
+    "deploy": {"mode": "runtime", "emulate": True},  # 2-bit has no CPU kernel: emulated, not dropped
     "objectives": [{"name": "fidelity"}, {"name": "model_bytes"}],
     "constraints": [],
     "baselines": [],

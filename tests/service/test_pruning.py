@@ -41,6 +41,8 @@ def digits_spec(pruner: dict, objectives: list[str], n_trials: int = 10) -> dict
         "sampler": {"name": "random"},
         "finetune": {"steps": STEPS},
         "pruner": pruner,
+        # every bitwidth on every layer (runtime mode would drop the CPU convs' 4/8-bit choices)
+        "deploy": {"mode": "runtime", "emulate": True},
         "measure": {"latency_repeats": 1, "latency_warmup": 0},
         "n_trials": n_trials,
         "seed": 4,
