@@ -129,12 +129,18 @@ def test_structured_pruning_keeps_rows_the_int4_kernel_can_take(digits):
     assert channels_to_remove(64, 0.375) == 24
 
 
-def test_a_version_1_export_still_loads(evaluator, tmp_path):
-    space = JointSpace([BitwidthKnob(choices=[3])], evaluator.layers)
-    config = space.config_from_params(space.uniform_params(bits=3))
+def _export_uniform(evaluator, bits: int, out) -> torch.nn.Module:
+    """The evaluator's model at uniform ``bits``, exported packed (dequantize-at-load) into ``out``."""
+    space = JointSpace([BitwidthKnob(choices=[bits])], evaluator.layers)
+    config = space.config_from_params(space.uniform_params(bits=bits))
     model, _ = evaluator.build(config)
-    export_compressed(model, config, tmp_path, task="synthetic", task_options=OPTIONS,
+    export_compressed(model, config, out, task="synthetic", task_options=OPTIONS,
                       deploy=DeployMode(DEQUANTIZE_AT_LOAD))
+    return model
+
+
+def test_a_version_1_export_still_loads(evaluator, tmp_path):
+    model = _export_uniform(evaluator, 3, tmp_path)
     data = json.loads((tmp_path / "manifest.json").read_text())
     for key in ("deploy_mode", "emulate"):
         data.pop(key)
@@ -148,11 +154,7 @@ def test_a_version_1_export_still_loads(evaluator, tmp_path):
 
 
 def test_manifest_validates_and_rejects_a_damaged_one(evaluator, tmp_path):
-    space = JointSpace([BitwidthKnob(choices=[4])], evaluator.layers)
-    config = space.config_from_params(space.uniform_params(bits=4))
-    model, _ = evaluator.build(config)
-    export_compressed(model, config, tmp_path, task="synthetic", task_options=OPTIONS,
-                      deploy=DeployMode(DEQUANTIZE_AT_LOAD))
+    _export_uniform(evaluator, 4, tmp_path)
     manifest = read_manifest(tmp_path)
     assert manifest.task == "synthetic" and manifest.config["bits"] == {"0": 4, "2": 4}
     assert [(l.name, l.weight_bits, l.storage) for l in manifest.layers] == [("0", 4, "packed"), ("2", 4, "packed")]
