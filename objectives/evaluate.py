@@ -230,6 +230,17 @@ class TrialEvaluator:
         with gpu_work(self.device):
             tuner.run(steps - tuner.done)
 
+    def layer_bytes(self, config: TrialConfig, layers: Sequence[str]) -> dict[str, int]:
+        """Each of ``layers``' bytes in ``model_bytes`` for ``config``, deployed as the trial
+        would be (its mode's kernels or packed file). Counted without fine-tuning, which keeps
+        every shape and format (in dequantize-at-load mode the zeros it moves may shift a
+        bitmap-stored layer by a few bytes)."""
+        with gpu_work(self.device):
+            model, _ = self._compress(config)
+            quantize_model(model, config.bits)
+            deployment = deploy.deployable(model, config, self.device, deploy=self.settings.deploy)
+            return deploy.trial_layer_bytes(deployment, model, config, layers)
+
     def rung_values(self, model: nn.Module, config: TrialConfig, objectives: Sequence[str]) -> dict[str, float]:
         """The objectives measurable mid-fine-tuning: the task metrics of a quantized copy on
         the validation split, and those known before evaluation."""

@@ -294,7 +294,8 @@ class StudyRunner:
                     for i in range(max(len(weights), len(caches)))]
             if not warm:
                 raise SpecError(f"warm_start.fractions: no budget of {fractions} (fractions of the layers' "
-                                "8-bit weight bytes) can be met by the knobs' choices; add larger fractions")
+                                "bytes at uniform 8 bits, as deployed) can be met by the choices the device offers; "
+                                "add larger fractions")
         study = optuna.create_study(
             storage=storage, study_name=study_name, directions=spec.directions, sampler=make_sampler(spec),
             pruner=make_pruner(spec, model.validation_samples),

@@ -197,8 +197,9 @@ class WarmStartSpec(_Strict):
         # up to the 8-bit bytes: the front's high-fidelity end (where a transformer keeps
         # >= 99% fidelity) is seeded too, not only its small-model end
         default_factory=lambda: [0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.75, 1.0],
-        description="budgets as fractions of the bit-knobbed layers' uniform 8-bit weight bytes; "
-                    "those below what the knobs can reach are skipped",
+        description="budgets as fractions of the bit-knobbed layers' bytes at uniform 8 bits as the study "
+                    "deploys them (a layer with no 8-bit kernel: the choice that trial runs it in); "
+                    "those below what the offered choices can reach are skipped",
     )
 
     @field_validator("fractions")

@@ -10,9 +10,12 @@ by a worker.
 Treating the errors as additive over layers, and within a layer over its quantization and
 its pruning (Hubara et al.; HAWQ-V3), the best (bits, ratio) per layer under a byte budget
 is a multiple-choice knapsack, solved exactly as an integer program with SciPy's HiGHS
-(``scipy.optimize.milp``). Bytes need no such assumption: a layer's packed size depends on
-its own weight alone, and is counted on the real tensor for every (bits, ratio), so the
-zeros that rounding to few bits makes are priced as the packed format stores them. Allocations at several budgets become the study's first trials
+(``scipy.optimize.milp``). Bytes need no such assumption: a layer's bytes depend on its own
+weight alone, and are counted as the study's deployment counts them (the deployed kernel's
+resident tensors in runtime mode, the packed file's in dequantize-at-load, where the zeros
+that rounding to few bits makes are priced as the bitmap stores them), for every (bits,
+ratio) the device offers the layer. So an allocation's bytes are the bytes its trial
+measures. Allocations at several budgets become the study's first trials
 (``warm_start: {method: sensitivity}`` in a spec).
 """
 
@@ -27,10 +30,7 @@ import torch
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 from paretoml.objectives.evaluate import TrialEvaluator
-from paretoml.objectives.compress.prune import unstructured_mask
-from paretoml.objectives.compress.quantize import quantize_tensor
-from paretoml.objectives.measure import packed_tensor_bytes
-from paretoml.search_space.introspect import LayerInfo, layer_weight
+from paretoml.search_space.introspect import LayerInfo
 from paretoml.search_space.model_bytes import packed_weight_bytes
 from paretoml.search_space.space import TrialConfig
 
@@ -46,8 +46,7 @@ class LayerSensitivity:
     prune_drop: dict[float, float] = field(default_factory=dict)
     #: pruning ratio -> MSE of the logits against the uncompressed model
     prune_proxy_mse: dict[float, float] = field(default_factory=dict)
-    #: (bits, ratio) -> packed bytes of this layer's weight, counted on the real tensor: the
-    #: zeros that rounding to few bits makes are stored as cheaply as pruned ones
+    #: (bits, ratio) -> this layer's bytes (weight, scales, bias) as the study deploys it
     weight_bytes: dict[tuple[int, float], int] = field(default_factory=dict)
     #: the task metric whose drop is measured
     metric: str = ""
@@ -81,12 +80,16 @@ class LayerChoice(NamedTuple):
 def measure_sensitivity(
     evaluator: TrialEvaluator,
     layers: Sequence[str],
-    choices: Sequence[int],
+    choices: Sequence[int] | Mapping[str, Sequence[int]],
     prune_ratios: Sequence[float] = (),
     prune_layers: Sequence[str] | None = None,
 ) -> list[LayerSensitivity]:
-    """Single-layer degradations: every bit choice of ``layers``, and every ratio of
-    ``prune_ratios`` of the ``prune_layers`` among them (default: all of them)."""
+    """Single-layer degradations: every bit choice of ``layers`` (one list for all, or per
+    layer: the choices the study's device offers it), and every ratio of ``prune_ratios`` of
+    the ``prune_layers`` among them (default: all of them). Bytes are the evaluator's own
+    count for its deployment mode, all layers at once per (bits, ratio): layers own their
+    tensors, so a layer's bytes do not depend on the others'."""
+    offered = {layer: list(choices[layer] if isinstance(choices, Mapping) else choices) for layer in layers}
     metric = evaluator.primary_metric
     # a drop is a worsening: a metric to minimise (a perplexity ratio) worsens upwards
     sign = -1.0 if evaluator.catalog[metric].direction == "minimize" else 1.0
@@ -104,24 +107,33 @@ def measure_sensitivity(
     for layer in layers:
         drop: dict[int, float] = {}
         mse: dict[int, float] = {}
-        for bits in choices:
+        for bits in offered[layer]:
             drop[bits], mse[bits] = degradation(TrialConfig(bits={layer: bits}))
         prune_drop: dict[float, float] = {}
         prune_mse: dict[float, float] = {}
         for ratio in prune_ratios if layer in prunable else ():
             if ratio > 0:
                 prune_drop[ratio], prune_mse[ratio] = degradation(TrialConfig(prune={layer: ratio}))
-        weight = layer_weight(evaluator.model, layer).detach()
-        sizes = {(b, r): _packed_bytes(weight, b, r) for b in choices for r in (0.0, *prune_drop)}
-        result.append(LayerSensitivity(layer, drop, mse, prune_drop, prune_mse, sizes, metric))
+        result.append(LayerSensitivity(layer, drop, mse, prune_drop, prune_mse, {}, metric))
+    for (bits, ratio), sizes in _deployed_bytes(evaluator, offered, prunable, prune_ratios).items():
+        for s in result:
+            if s.layer in sizes:
+                s.weight_bytes[bits, ratio] = sizes[s.layer]
     return result
 
 
-@torch.no_grad()
-def _packed_bytes(weight: torch.Tensor, bits: int, ratio: float) -> int:
-    """Packed bytes of ``weight`` pruned to ``ratio`` and rounded to ``bits``."""
-    pruned = weight * unstructured_mask(weight, ratio) if ratio else weight
-    return packed_tensor_bytes(quantize_tensor(pruned, bits), bits)
+def _deployed_bytes(evaluator: TrialEvaluator, offered: Mapping[str, Sequence[int]], prunable: set[str],
+                    ratios: Sequence[float]) -> dict[tuple[int, float], dict[str, int]]:
+    """(bits, ratio) -> layer -> its bytes with every layer that offers ``bits`` at them."""
+    sizes: dict[tuple[int, float], dict[str, int]] = {}
+    for bits in sorted({b for values in offered.values() for b in values}):
+        for ratio in (0.0, *(r for r in ratios if r > 0)):
+            at = [layer for layer, values in offered.items() if bits in values and (not ratio or layer in prunable)]
+            if at:
+                config = TrialConfig(bits={layer: bits for layer in at},
+                                     prune={layer: ratio for layer in at} if ratio else {})
+                sizes[bits, ratio] = evaluator.layer_bytes(config, at)
+    return sizes
 
 
 def prune_grid(low: float, high: float, step: float | None = None) -> list[float]:
@@ -188,11 +200,21 @@ def warm_start_allocations(
     layers: Sequence[LayerInfo],
     fractions: Sequence[float],
 ) -> list[dict[str, LayerChoice]]:
-    """Allocations at budgets given as fractions of the layers' uniform 8-bit weight bytes
-    (distinct ones, infeasible budgets skipped)."""
+    """Allocations at budgets given as fractions of the layers' bytes in a uniform 8-bit
+    trial as deployed (a layer without an 8-bit kernel counts the choice that trial runs it
+    in), distinct ones, infeasible budgets skipped."""
     info = {layer.name: layer for layer in layers}
-    full = sum(packed_weight_bytes(int(np.prod(info[s.layer].weight_shape)), int(np.prod(info[s.layer].weight_shape)),
-                                   info[s.layer].weight_shape[0], 8) for s in sensitivities)
+
+    def at_8_bits(s: LayerSensitivity) -> float:
+        # as deployed: 8 bits, or what a uniform 8-bit baseline runs where the device has no
+        # 8-bit kernel for the layer (its narrowest offered choice above)
+        wider = sorted(b for b, r in s.weight_bytes if b >= 8 and r == 0.0)
+        if wider:
+            return s.weight_bytes[wider[0], 0.0]
+        numel = int(np.prod(info[s.layer].weight_shape))
+        return packed_weight_bytes(numel, numel, info[s.layer].weight_shape[0], 8)
+
+    full = sum(at_8_bits(s) for s in sensitivities)
     allocations: list[dict[str, LayerChoice]] = []
     for fraction in fractions:
         allocation = allocate(sensitivities, layers, fraction * full)

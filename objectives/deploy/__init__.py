@@ -23,6 +23,7 @@ from paretoml.objectives.deploy.export import (
     file_weight_bytes,
     load_deployment,
     read_manifest,
+    trial_layer_bytes,
     trial_model_bytes,
 )
 from paretoml.objectives.deploy.formats import LayerFormat, kernels_on
@@ -31,4 +32,4 @@ from paretoml.objectives.deploy.sparse import prune_semi_structured, semi_struct
 __all__ = ["Deployment", "LayerFormat", "LayerPlan", "Manifest", "NoKernelError", "deployable", "export_compressed",
            "file_weight_bytes", "kernel_choices", "kernel_summary", "kernels_on", "load_compressed",
            "load_deployment", "plan_layers", "prune_multiples", "prune_semi_structured", "read_manifest",
-           "resident_bytes", "semi_structured_layers", "trial_model_bytes"]
+           "resident_bytes", "semi_structured_layers", "trial_layer_bytes", "trial_model_bytes"]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -198,21 +198,42 @@ def deployed_tensors(deployment: Deployment) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in _unwrapped(deployment.model).state_dict().items()}
 
 
+def _nbytes(tensors: dict[str, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def _file_tensors(model: nn.Module, config: TrialConfig, device: torch.device) -> dict[str, torch.Tensor]:
+    plans = plan_layers(model, config, device, deploy=DeployMode(DEQUANTIZE_AT_LOAD))
+    return _packed_tensors(model, config, plans)[0]
+
+
 def file_weight_bytes(model: nn.Module, config: TrialConfig, device: torch.device | str = "cpu") -> int:
     """Bytes of the tensors a dequantize-at-load export of ``model`` writes (its file less
     the header): that mode's ``model_bytes``."""
-    plans = plan_layers(model, config, torch.device(device), deploy=DeployMode(DEQUANTIZE_AT_LOAD))
-    tensors, _ = _packed_tensors(model, config, plans)
-    return sum(t.numel() * t.element_size() for t in tensors.values())
+    return _nbytes(_file_tensors(model, config, torch.device(device)))
+
+
+def _trial_tensors(deployment: Deployment, model: nn.Module, config: TrialConfig) -> dict[str, torch.Tensor]:
+    if deployment.deploy.mode == DEQUANTIZE_AT_LOAD:
+        return _file_tensors(model, config, deployment.device)
+    return deployed_tensors(deployment)
 
 
 def trial_model_bytes(deployment: Deployment, model: nn.Module, config: TrialConfig) -> int:
     """A trial's ``model_bytes`` under its deployment: the deployed model's resident bytes
     (runtime, emulated or not), or the packed file's weight bytes (dequantize-at-load).
     Either way, what its export's file holds."""
-    if deployment.deploy.mode == DEQUANTIZE_AT_LOAD:
-        return file_weight_bytes(model, config, deployment.device)
-    return sum(t.numel() * t.element_size() for t in deployed_tensors(deployment).values())
+    return _nbytes(_trial_tensors(deployment, model, config))
+
+
+def trial_layer_bytes(deployment: Deployment, model: nn.Module, config: TrialConfig,
+                      layers: Iterable[str]) -> dict[str, int]:
+    """Each of ``layers``' share of :func:`trial_model_bytes`: the tensors under its name (its
+    kernel's packed weight, scales and bias). Layers own their tensors, so the shares add up:
+    what lets the sensitivity allocator price a whole model from single layers exactly."""
+    tensors = _trial_tensors(deployment, model, config)
+    return {layer: sum(t.numel() * t.element_size() for k, t in tensors.items()
+                       if k == layer or k.startswith(f"{layer}.")) for layer in layers}
 
 
 @torch.no_grad()

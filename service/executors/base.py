@@ -108,9 +108,10 @@ def describe(evaluator: TrialEvaluator, spec: StudySpec, sensitivity: bool = Tru
     bits_knob = next((k for k in spec.knobs if isinstance(k, BitwidthKnob)), None)
     kv_knob = next((k for k in spec.knobs if isinstance(k, KVBitsKnob)), None)
     space: JointSpace | None = None
+    allowed = _kernel_choices(evaluator, spec)
     if sensitivity and spec.warm_start is not None and (bits_knob is not None or kv_knob is not None):
-        try:
-            space = JointSpace(spec.knobs, evaluator.layers, n_checkpoints=evaluator.n_checkpoints)
+        try:  # the space as the driver offers it: choices without a kernel here are not measured
+            space = JointSpace(spec.knobs, evaluator.layers, n_checkpoints=evaluator.n_checkpoints, allowed=allowed)
         except ValueError:
             space = None  # the driver reports the spec error
         if space is not None and kv_knob is not None and space.kv_layers:
@@ -118,10 +119,10 @@ def describe(evaluator: TrialEvaluator, spec: StudySpec, sensitivity: bool = Tru
         if space is not None and bits_knob is not None:
             prune_knob = next((k for k in spec.knobs if isinstance(k, PruneKnob) and k.method == UNSTRUCTURED), None)
             ratios = prune_grid(prune_knob.low, prune_knob.high, prune_knob.step) if prune_knob else []
-            measured = measure_sensitivity(evaluator, space.bits_layers, bits_knob.choices,
+            measured = measure_sensitivity(evaluator, space.bits_layers, space.layer_choices().get("bits", {}),
                                            ratios, space.unstructured_prune_layers)
     return ModelDescription(
-        kernel_choices=_kernel_choices(evaluator, spec),
+        kernel_choices=allowed,
         device=str(evaluator.device),
         layers=evaluator.layers,
         other_params=evaluator.other_params,

@@ -7,8 +7,14 @@ import itertools
 import numpy as np
 import optuna
 import pytest
+import torch
 from scipy.stats import spearmanr
 
+from paretoml.objectives.deploy import kernel_choices
+from paretoml.objectives.evaluate import MeasureSettings, TrialEvaluator
+from paretoml.objectives.measure import LatencySettings
+from paretoml.objectives.tasks.registry import create_task
+from paretoml.search_space.deploy_mode import DEQUANTIZE_AT_LOAD, RUNTIME, DeployMode
 from paretoml.search_space.model_bytes import packed_weight_bytes
 from paretoml.search_space.trial_attrs import BASELINE_ATTR
 from paretoml.service.executors import create_executor
@@ -28,9 +34,28 @@ CHOICES = [2, 3, 4, 6, 8, 16]
 RATIOS = prune_grid(0.0, 0.9)
 
 
+def _evaluator(deploy: DeployMode) -> TrialEvaluator:
+    torch.manual_seed(0)
+    settings = MeasureSettings(latency=LatencySettings(warmup=2, repeats=5), deploy=deploy)
+    return TrialEvaluator(create_task("digits-cnn"), settings)
+
+
+@pytest.fixture(scope="module")
+def digits_evaluator():
+    """Dequantize-at-load: every choice on every layer, and pruned zeros cost no bytes (the
+    packed file's bitmap), so the allocator trades bits against pruning."""
+    return _evaluator(DeployMode(DEQUANTIZE_AT_LOAD))
+
+
 @pytest.fixture(scope="module")
 def sensitivities(digits_evaluator):
     return measure_sensitivity(digits_evaluator, [l.name for l in digits_evaluator.layers], CHOICES, RATIOS)
+
+
+def _offered(evaluator: TrialEvaluator) -> dict[str, list[int]]:
+    """Each layer's bit choices with a kernel of their own format on the evaluator's device."""
+    choices = {"bits": {l.name: list(CHOICES) for l in evaluator.layers}}
+    return kernel_choices(evaluator.model, choices, evaluator.device, evaluator.settings.deploy)["bits"]
 
 
 def test_prune_grid_covers_the_knob_range_on_its_step():
@@ -83,7 +108,9 @@ def test_joint_ilp_is_the_exact_optimum_over_bits_and_ratios(sensitivities, digi
                    for s in subset)
 
     options = [LayerChoice(b, r) for b in bits for r in (0.0, *ratios)]
-    budget = min(sum(s.weight_bytes[(2, 0.0)] for s in subset) - 1, 6000)  # below uniform 2-bit: pruning needed
+    two_bits = sum(s.weight_bytes[(2, 0.0)] for s in subset)
+    smallest = sum(min(s.weight_bytes[c] for c in options) for s in subset)
+    budget = (smallest + two_bits) // 2  # below uniform 2-bit: pruning needed
     assert allocate_bits(subset, digits_evaluator.layers, budget) is None
     allocation = allocate(subset, digits_evaluator.layers, budget)
     assert allocation is not None and set(allocation) == set(layers)
@@ -117,20 +144,33 @@ def test_ilp_is_the_exact_optimum_of_the_additive_model(sensitivities, digits_ev
     assert allocate_bits(sensitivities, digits_evaluator.layers, 10) is None  # infeasible budget
 
 
-def test_allocated_bytes_are_the_bytes_the_trial_measures(sensitivities, digits_evaluator):
-    # sizes are counted per layer on the real tensors, so the allocator's total is exact
+@pytest.mark.parametrize("deploy", [DeployMode(DEQUANTIZE_AT_LOAD), DeployMode(RUNTIME)], ids=lambda d: d.label)
+def test_allocated_bytes_are_the_bytes_the_trial_measures(deploy):
+    # sizes are counted per layer as the deployment counts them, so the allocator's total is
+    # exact: the packed file's bytes, or the deployed kernels' resident bytes (runtime mode,
+    # over the choices the CPU offers each layer: conv1 gets no 2-bit kernel there)
     from paretoml.search_space.space import TrialConfig
 
-    fp32 = digits_evaluator.reference(["model_bytes"]).values["model_bytes"]
-    other = fp32 - sum(4 * int(np.prod(l.weight_shape)) for l in digits_evaluator.layers)
-    for budget in (7000, 12000, 20000):
-        allocation = allocate(sensitivities, digits_evaluator.layers, budget)
+    evaluator = _evaluator(deploy)
+    offered = _offered(evaluator) if deploy.strict else {l.name: CHOICES for l in evaluator.layers}
+    measured_sens = measure_sensitivity(evaluator, list(offered), offered, RATIOS)
+    assert all(set(s.drop) == set(offered[s.layer]) for s in measured_sens)
+    modules = dict(evaluator.model.named_modules())
+    float_bytes = sum(p.numel() * p.element_size() for name in offered for p in modules[name].parameters())
+    other = evaluator.reference(["model_bytes"]).values["model_bytes"] - float_bytes
+    smallest = sum(min(s.weight_bytes.values()) for s in measured_sens)
+    largest = sum(max(s.weight_bytes.values()) for s in measured_sens)
+    for fraction in (0.02, 0.1, 0.3):
+        budget = smallest + fraction * (largest - smallest)
+        allocation = allocate(measured_sens, evaluator.layers, budget)
         config = TrialConfig(bits={n: c.bits for n, c in allocation.items()},
                              prune={n: c.prune for n, c in allocation.items() if c.prune})
-        measured = digits_evaluator.evaluate(config, ["model_bytes"]).values["model_bytes"]
-        predicted = sum(s.weight_bytes[allocation[s.layer]] for s in sensitivities)
+        measured = evaluator.evaluate(config, ["model_bytes"]).values["model_bytes"]
+        predicted = sum(s.weight_bytes[allocation[s.layer]] for s in measured_sens)
         assert measured == other + predicted and predicted <= budget
-    # rounding to 2 bits zeroes many weights: fewer bytes than the dense formula says
+
+
+def test_rounding_to_few_bits_makes_zeros_the_packed_file_stores_cheaply(sensitivities, digits_evaluator):
     dense = sum(packed_weight_bytes(int(np.prod(l.weight_shape)), int(np.prod(l.weight_shape)), l.weight_shape[0], 2)
                 for l in digits_evaluator.layers)
     assert sum(s.weight_bytes[(2, 0.0)] for s in sensitivities) < dense
@@ -153,7 +193,9 @@ def test_a_spec_with_warm_start_enqueues_the_allocations_first():
         "knobs": [{"kind": "bitwidth", "choices": CHOICES}],
         "objectives": [{"name": "accuracy"}, {"name": "model_bytes"}],
         "measure": {"latency_repeats": 1, "latency_warmup": 0},
-        "warm_start": {"fractions": [0.3, 0.6]},
+        # runtime mode on the CPU: the convs run fp32 (no low-bit conv kernel), fc2 has no
+        # 4-bit kernel for its 10 rows, so the smallest deployment is 0.73 of uniform 8-bit's
+        "warm_start": {"fractions": [0.8, 1.0]},
         "n_trials": 4,
     })
     with create_executor("inprocess", spec) as executor:
@@ -173,6 +215,7 @@ def test_a_spec_with_a_prune_knob_warm_starts_with_pruned_allocations():
         "measure": {"latency_repeats": 1, "latency_warmup": 0},
         "baselines": [2],
         "warm_start": {"fractions": [0.2, 0.4]},
+        "deploy": {"mode": DEQUANTIZE_AT_LOAD},  # where pruned zeros cost no bytes
         "n_trials": 3,
     })
     with create_executor("inprocess", spec) as executor:
