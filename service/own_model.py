@@ -60,9 +60,8 @@ def search(
     """Search compressions of ``model``; returns the Optuna study (its Pareto front is
     ``study.best_trials``, each trial's per-layer config is ``trial.user_attrs["paretoml:config"]``).
 
-    ``evaluate(model) -> {metric: value}`` scores the trial's deployed model, the one its
-    bytes and latency are measured on (a float will do for a single metric): call it, do
-    not read its layers' weights, since a knob layer is its kernel there (packed weights); ``metrics`` gives each metric's direction (default: ``{"score":
+    ``evaluate(model) -> {metric: value}`` scores the trial's deployed model (a float will
+    do for one metric): call it, never read weights, as a knob layer is its packed kernel; ``metrics`` gives each metric's direction (default: ``{"score":
     "maximize"}``). ``objectives`` names metrics and system objectives (``latency_ms``,
     ``model_bytes``, ``peak_memory_bytes``, ``mean_bits``). ``example_inputs`` (a tensor, a
     tuple of args or a dict of kwargs) is what introspection, latency and memory run the
