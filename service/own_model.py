@@ -60,11 +60,11 @@ def search(
     """Search compressions of ``model``; returns the Optuna study (its Pareto front is
     ``study.best_trials``, each trial's per-layer config is ``trial.user_attrs["paretoml:config"]``).
 
-    ``evaluate(model) -> {metric: value}`` scores the trial's deployed model (a float will
-    do for one metric): call it, never read weights, as a knob layer is its packed kernel; ``metrics`` gives each metric's direction (default: ``{"score":
-    "maximize"}``). ``objectives`` names metrics and system objectives (``latency_ms``,
-    ``model_bytes``, ``peak_memory_bytes``, ``mean_bits``). ``example_inputs`` (a tensor, a
-    tuple of args or a dict of kwargs) is what introspection, latency and memory run the
+    ``evaluate(model) -> {metric: value}`` scores the trial's deployed model (a float will do for one
+    metric): call it, never read weights, as a knob layer is its packed kernel. ``metrics`` gives each
+    metric's direction (default: ``{"score": "maximize"}``). ``objectives`` names metrics and system
+    objectives (``latency_ms``, ``model_bytes``, ``peak_memory_bytes``, ``mean_bits``). ``example_inputs``
+    (a tensor, a tuple of args or a dict of kwargs) is what introspection, latency and memory run the
     model on. ``knobs``, ``sampler``, ``baselines``, ``measure`` and ``deploy`` are as in a study spec.
     ``workers > 1`` runs trials on a Ray pool, each worker holding its own copy of the model.
     ``threads`` is the thread budget of this process while it searches and of each worker

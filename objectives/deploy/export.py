@@ -232,8 +232,8 @@ def trial_layer_bytes(deployment: Deployment, model: nn.Module, config: TrialCon
     kernel's packed weight, scales and bias). Layers own their tensors, so the shares add up:
     what lets the sensitivity allocator price a whole model from single layers exactly."""
     tensors = _trial_tensors(deployment, model, config)
-    return {layer: sum(t.numel() * t.element_size() for k, t in tensors.items()
-                       if k == layer or k.startswith(f"{layer}.")) for layer in layers}
+    return {layer: _nbytes({k: t for k, t in tensors.items() if k == layer or k.startswith(f"{layer}.")})
+            for layer in layers}
 
 
 @torch.no_grad()
