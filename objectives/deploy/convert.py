@@ -22,7 +22,8 @@ from torch import nn
 from paretoml.objectives.deploy.deployed_model import DeployedModel
 from paretoml.objectives.deploy.formats import LayerFormat, float_kernel, kernels_on, own_kernels, stand_in_kernels
 from paretoml.objectives.deploy.kernel_table import KernelTable
-from paretoml.objectives.deploy.kernels import build_kernel, compute_dtype, shape_fits, tiles
+from paretoml.objectives.deploy.kernels import compute_dtype, shape_fits, tiles
+from paretoml.objectives.deploy.layer_kernels import build_layer
 from paretoml.objectives.tasks.base import ExampleInputs
 from paretoml.search_space.deploy_mode import DEFAULT_DEPLOY, DEQUANTIZE_AT_LOAD, DeployMode
 from paretoml.search_space.introspect import RECURRENT, ChannelLink, layer_weight
@@ -318,7 +319,7 @@ def deployable(model: nn.Module, config: TrialConfig, device: torch.device | str
             continue  # the module as it is, in the device's float type (recurrent layers: always)
         weight, bias = weights[plan.name]
         bias = None if bias is None else bias.detach().float()
-        set_module(model, plan.name, build_kernel(plan.kernel, weight, bias, plan.format.weight_bits, device))
+        set_module(model, plan.name, build_layer(plan.kernel, weight, bias, plan.format.weight_bits, device))
     wrapped = DeployedModel(model.eval(), dtype, graphs=device.type == "cuda") if device.type == "cuda" \
         else model.eval()
     return Deployment(wrapped, device, plans, deploy)

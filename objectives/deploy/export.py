@@ -45,7 +45,8 @@ from paretoml.objectives.deploy.convert import (
 )
 from paretoml.objectives.deploy.deployed_model import DeployedModel
 from paretoml.objectives.deploy.formats import LayerFormat
-from paretoml.objectives.deploy.kernels import compute_dtype, restore_kernel
+from paretoml.objectives.deploy.kernels import compute_dtype
+from paretoml.objectives.deploy.layer_kernels import restore_layer
 from paretoml.objectives.deploy.pack import pack_bits, pack_mask, to_int_weight, unpack_bits, unpack_mask
 from paretoml.search_space.deploy_mode import DEFAULT_DEPLOY, DEQUANTIZE_AT_LOAD, RUNTIME, DeployMode, DeployModeName
 from paretoml.search_space.introspect import layer_weight, weight_key
@@ -333,10 +334,16 @@ def _resized(module: nn.Module, state: dict[str, torch.Tensor], prefix: str) -> 
 def rebuild(skeleton: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
     """``skeleton`` (the task's architecture) with its layers resized to and loaded from ``state``."""
     for name, module in list(skeleton.named_modules()):
-        new = _resized(module, state, f"{name}." if name else "")
+        prefix = f"{name}." if name else ""
+        new = _resized(module, state, prefix)
         if new is not None:
             parent_name, _, child = name.rpartition(".")
             setattr(skeleton.get_submodule(parent_name) if parent_name else skeleton, child, new)
+            module = new
+        for attr, buffer in list(module._buffers.items()):  # per-unit buffers (a pruned block's head indices)
+            saved = state.get(prefix + attr)
+            if buffer is not None and saved is not None and saved.shape != buffer.shape:
+                module._buffers[attr] = torch.empty_like(saved)
     skeleton.load_state_dict(state, strict=True)
     return skeleton
 
@@ -390,7 +397,7 @@ def _load_deployed(manifest: Manifest, state: dict[str, torch.Tensor], model: nn
         if entry.storage == DEPLOYED:
             prefix = f"{entry.name}."
             buffers = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-            set_module(model, entry.name, restore_kernel(entry.kernel, buffers))
+            set_module(model, entry.name, restore_layer(entry.kernel, buffers))
     model = rebuild(model, state)
     for key, tensor in state.items():  # the exported dtypes (bf16 on CUDA), not the skeleton's
         owner_name, _, attr = key.rpartition(".")

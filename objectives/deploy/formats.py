@@ -11,14 +11,19 @@ kernel, a W4A8 layer in the int8 GEMM), and the trial's latency is ``estimated``
 
 Own kernels, by device (availability is probed once per process, see :func:`kernels_on`):
 
-* cpu: W8A8 -> ``int8-dynamic``; W8 -> ``int8-weight-only``; W4 -> ``int4-weight-only``
+* cpu: W8A8 -> ``int8-dynamic``; W8 -> ``torchao-int8-weight-only`` where torchao runs,
+  else ``int8-weight-only``; W4 -> ``int4-weight-only``
   (tinygemm's CPU variant: rows a multiple of 16); 16 and 32 bits -> ``fp32`` (CPUs gain
   nothing from fp16 GEMMs; 16-bit weights are fp16 values run in fp32).
-* cuda: W4 -> ``int4-weight-only``; W8 -> ``int8-weight-only`` where built; W8A8 ->
+* cuda: W4 -> ``int4-weight-only``; W8 -> ``torchao-int8-weight-only`` where torchao runs,
+  else ``int8-weight-only`` where built; W8A8 ->
   ``fp8-rowwise`` (sm89+) or ``int8-dynamic``; 2:4 with 16/32 bits -> ``sparse-2:4``;
   16 and 32 bits -> ``bf16``.
 
-Where one format has several own kernels (W8A8 on CUDA), the device's kernel table
+Of torchao's kernel and ours of one format, only the first that runs in
+:data:`.torchao_kernels.PREFERENCE`'s order is offered (W8: torchao's, 1.1-218x faster),
+so no trial pays to profile the slower. Where one format has several own kernels (W8A8
+on CUDA), the device's kernel table
 (:mod:`.kernel_table`, profiled once per layer shape and row count, cached on disk) picks
 the fastest at the rows the layer sees in the latency pass.
 """
@@ -34,6 +39,8 @@ import torch
 from paretoml.objectives.compress.quantize import quantize_tensor
 from paretoml.objectives.deploy.kernels import build_kernel, compute_dtype
 from paretoml.objectives.deploy.sparse import semi_structured_mask
+from paretoml.objectives.deploy.torchao_kernels import PLANNED, preferred
+from paretoml.objectives.deploy.torchao_kernels import available as torchao_available
 
 Pattern = Literal["dense", "2:4"]
 FLOAT_BITS = (16, 32)
@@ -58,6 +65,11 @@ def float_kernel(device: torch.device) -> str:
     return "bf16" if device.type == "cuda" else "fp32"
 
 
+def _int8_weight_only(device: torch.device, available: frozenset[str]) -> list[str]:
+    """The int8 weight-only kernel that runs here: the first of torchao's and ours that does."""
+    return [k for k in preferred(["int8-weight-only"], device) if k in available][:1]
+
+
 def own_kernels(fmt: LayerFormat, device: torch.device, available: frozenset[str]) -> list[str]:
     """The kernels built for exactly this format on this device (several only where one format
     has more than one kernel, e.g. W8A8 as fp8 or int8 on CUDA: the kernel table picks)."""
@@ -76,7 +88,7 @@ def own_kernels(fmt: LayerFormat, device: torch.device, available: frozenset[str
     elif w in FLOAT_BITS:
         return [float_kernel(device)]
     elif w == 8:
-        candidates = ["int8-weight-only"]
+        candidates = _int8_weight_only(device, available)
     elif w == 4:
         candidates = ["int4-weight-only"]
     return [k for k in candidates if k in available]
@@ -99,7 +111,7 @@ def stand_in_kernels(fmt: LayerFormat, device: torch.device, available: frozense
     if w <= 4:
         candidates.append("int4-weight-only")
     if w <= 8:
-        candidates.append("int8-weight-only")
+        candidates += _int8_weight_only(device, available)
     candidates.append(float_kernel(device))
     return [k for k in candidates if k in available]
 
@@ -127,7 +139,7 @@ def _probe(device_key: str) -> frozenset[str]:
         except Exception:  # no such op, not built for this GPU, or unsupported here
             continue
         found.add(kernel)
-    return frozenset(found)
+    return frozenset(found | (PLANNED & torchao_available(device, compute_dtype(device))))
 
 
 def kernels_on(device: torch.device) -> frozenset[str]:

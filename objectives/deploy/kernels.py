@@ -275,13 +275,6 @@ KERNEL_CLASSES: dict[str, type[_DeployedLinear]] = {
 }
 
 
-def restore_kernel(kernel: str, buffers: dict[str, torch.Tensor]) -> nn.Module:
-    """A deployed layer rebuilt from the buffers it was exported with (see ``from_buffers``)."""
-    if kernel not in KERNEL_CLASSES:
-        raise ValueError(f"kernel {kernel!r} cannot be restored from an export (it has no plain buffers)")
-    return KERNEL_CLASSES[kernel].from_buffers(buffers)
-
-
 def tiles(kernel: str, device: torch.device) -> tuple[int, int]:
     """(output rows, input features) multiples the kernel needs of a weight: structured
     pruning keeps row counts on these, so a pruned layer still fits its kernel."""

@@ -32,11 +32,14 @@ Which kernel of a format runs on a device is :data:`PREFERENCE` (faster first, m
 benchmarks/results/torchao-kernels-*.md); :func:`probe` says, once per device, whether each
 runs there, and why not.
 
-Not yet offered by the planner (:mod:`.convert`, :mod:`.formats`): a ``runtime`` export
-stores each layer's deployed tensors and reloads them without re-packing
-(:func:`.kernels.restore_kernel`), and torchao's tensor subclasses have no such path here
-yet. Until they do, ours of the same format runs, and these kernels are measured only
-(benchmarks/torchao_kernels.py).
+The planner (:mod:`.formats`) offers the kernels of :data:`PLANNED`: those a ``runtime``
+export can store as plain tensors and rebuild without re-packing. ``torchao-int8-weight-only``
+is one: :class:`TorchaoInt8WeightOnlyLinear` keeps our int8 weights and row scales as its
+buffers (the same bytes, the same file) and hands them to torchao's ``Int8Tensor`` as they
+are. The others stay measured only (benchmarks/torchao_kernels.py), for the reasons in
+:data:`PREFERENCE`: on the H200 ours is faster for int4 (and exact), torchao's W8A8 int8
+cannot be captured in a CUDA graph, and its fp8 is faster only under ``torch.compile``,
+which a trial would pay for in every worker and every new shape.
 """
 
 from __future__ import annotations
@@ -65,6 +68,8 @@ SAME_FORMAT: dict[str, str] = {
     TORCHAO_FP8_ROWWISE: K.Fp8Linear.kernel,
 }
 TORCHAO_KERNELS = tuple(SAME_FORMAT)
+#: the torchao kernels the planner runs trials in (a runtime export stores and restores them)
+PLANNED = frozenset({TORCHAO_INT8_WEIGHT_ONLY})
 
 
 def our_kernel(kernel: str) -> str:
@@ -167,6 +172,44 @@ class TorchaoLinear(K._DeployedLinear):
         return self._finish(self._linear(K._rows(x).to(self.dtype), self.weight), x)
 
 
+class TorchaoInt8WeightOnlyLinear(K.Int8WeightOnlyLinear):
+    """W8A16/W8A32 in torchao's kernel: our int8 weights and row scales (the buffers, hence
+    the bytes and the export, of :class:`.kernels.Int8WeightOnlyLinear`) viewed as torchao's
+    ``Int8Tensor``, whose linear casts the int8 weight into a float GEMM and scales the rows:
+    on the H200 1.7-218x faster than ``torch._weight_int8pack_mm``, on the CPU 1.1-132x.
+
+    Args:
+        weight: the trial's integers and row scales.
+        bias: in the compute dtype, or None.
+        dtype: the compute dtype.
+    """
+
+    kernel = TORCHAO_INT8_WEIGHT_ONLY
+
+    def __init__(self, weight, bias: torch.Tensor | None, dtype: torch.dtype) -> None:
+        super().__init__(weight, bias, dtype)
+        self._int8: torch.Tensor | None = None
+
+    def _restored(self, buffers: dict[str, torch.Tensor]) -> None:
+        self._int8 = None
+
+    def __getstate__(self) -> dict:
+        """Copies and pickles hold the buffers only; the view is made again from them."""
+        return {**self.__dict__, "_int8": None}
+
+    def _torchao_weight(self) -> torch.Tensor:
+        """The buffers as one ``Int8Tensor`` (no copy), made again when they have moved."""
+        if self._int8 is None or self._int8.qdata is not self.qweight or self._int8.scale.data_ptr() != \
+                self.wscale.data_ptr():
+            self._int8 = _torchao().Int8Tensor(self.qweight, self.wscale[:, None],
+                                               block_size=[1, self.in_features], dtype=self.wscale.dtype)
+        return self._int8
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = K._rows(x).to(self.wscale.dtype)
+        return self._finish(F.linear(rows, self._torchao_weight()), x)
+
+
 def _linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return F.linear(x, weight)
 
@@ -213,11 +256,14 @@ def torchao_weight(kernel: str, weight: torch.Tensor, bits: int, dtype: torch.dt
 
 
 def build_torchao(kernel: str, weight: torch.Tensor, bias: torch.Tensor | None, bits: int,
-                  device: torch.device, dtype: torch.dtype, compiled: bool | None = None) -> TorchaoLinear:
+                  device: torch.device, dtype: torch.dtype, compiled: bool | None = None) -> nn.Module:
     """A deployed Linear running torchao's ``kernel`` on ``weight`` (values on the trial's grid);
     ``compiled``: under ``torch.compile``, by default where :data:`COMPILED` says it pays."""
     compiled = kernel in COMPILED.get(device.type, ()) if compiled is None else compiled
     weight = weight.detach().to(device=device, dtype=torch.float32)
+    if kernel == TORCHAO_INT8_WEIGHT_ONLY and not compiled:  # as the planner runs it
+        bias = None if bias is None else bias.detach().to(device=device, dtype=dtype)
+        return TorchaoInt8WeightOnlyLinear(to_int_weight(weight, min(bits, 8)), bias, dtype).to(device)
     dtype = torch.bfloat16 if kernel == TORCHAO_INT4_WEIGHT_ONLY else dtype  # tinygemm: bf16 only
     bias = None if bias is None else bias.detach().to(device=device, dtype=dtype)
     return TorchaoLinear(kernel, torchao_weight(kernel, weight, bits, dtype), bias, dtype, compiled)

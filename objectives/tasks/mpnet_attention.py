@@ -3,6 +3,10 @@
 MPNet adds one relative position bias to the attention scores of every block, computed once
 by the encoder for all heads. This attention keeps the indices of its own heads (the buffer
 ``heads``, which structured pruning shrinks with the kept heads) and reads the bias at those.
+The buffer is persistent: an export must say which heads a pruned block kept, since its
+shapes say only how many (the reload of a head-pruned block read the bias at the wrong heads
+when it was not). Its head count is read from the tensors, not from the module's attributes,
+which a model rebuilt from an export's shapes does not carry.
 It computes the same function as transformers' ``MPNetSelfAttention`` through
 ``scaled_dot_product_attention``.
 """
@@ -40,7 +44,7 @@ class HeadSelectingMPNetSelfAttention(MPNetSelfAttention):
             bias = mask if bias is None else bias + mask
         context = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
                                                  dropout_p=self.dropout.p if self.training else 0.0)
-        o = self.o(context.transpose(1, 2).reshape(batch, length, self.all_head_size))
+        o = self.o(context.transpose(1, 2).reshape(batch, length, -1))
         return (o, None) if output_attentions else (o,)
 
 
@@ -52,6 +56,5 @@ def enable_head_pruning(mpnet: nn.Module) -> nn.Module:
         if not isinstance(attn, MPNetSelfAttention):
             raise TypeError(f"not an MPNet self-attention: {type(attn).__name__}")
         attn.__class__ = HeadSelectingMPNetSelfAttention
-        attn.register_buffer("heads", torch.arange(attn.num_attention_heads, device=attn.q.weight.device),
-                             persistent=False)
+        attn.register_buffer("heads", torch.arange(attn.num_attention_heads, device=attn.q.weight.device))
     return mpnet

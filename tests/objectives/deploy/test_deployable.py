@@ -17,7 +17,7 @@ from paretoml.objectives.deploy import (
     resident_bytes,
 )
 from paretoml.objectives.deploy.export import weights_file_bytes
-from paretoml.objectives.deploy.formats import own_kernels
+from paretoml.objectives.deploy.formats import LayerFormat, own_kernel, own_kernels
 from paretoml.objectives.evaluate import MeasureSettings, TrialEvaluator
 from paretoml.objectives.measure import LatencySettings
 from paretoml.objectives.tasks.registry import create_task
@@ -26,6 +26,8 @@ from paretoml.search_space.knobs import ActivationBitsKnob, BitwidthKnob, PruneK
 from paretoml.search_space.space import JointSpace
 
 CPU = torch.device("cpu")
+#: the kernel that runs int8 weight-only here (torchao's where it runs, else ours)
+W8_KERNEL = own_kernel(LayerFormat("linear", 8), CPU, kernels_on(CPU))
 
 
 @pytest.fixture(scope="module")
@@ -112,10 +114,10 @@ def test_emulated_formats_run_in_the_narrowest_kernel_holding_them(evaluator):
     four_bit = space.config_from_params(space.uniform_params(bits=4))
     result = emulating.evaluate(four_bit, ["latency_ms", "model_bytes"])
     assert result.provenance["latency_ms"]["how"] == "estimated"
-    assert "0 (w4 linear) in int8-weight-only" in result.provenance["latency_ms"]["detail"]
+    assert f"0 (w4 linear) in {W8_KERNEL};" in result.provenance["latency_ms"]["detail"]
     model, _ = emulating.build(four_bit)
     ran = deployable(model, four_bit, CPU, deploy=DeployMode(emulate=True))
-    assert [p.kernel for p in ran.layers] == ["int8-weight-only", "int8-weight-only"]
+    assert [p.kernel for p in ran.layers] == [W8_KERNEL, W8_KERNEL]
     # the bytes are the int8 kernel's (1 byte a weight + fp32 row scales + fp32 bias), not 4-bit packing
     assert result.values["model_bytes"] == resident_bytes(ran.model) == (
         (64 * 16 + 4 * 64 + 4 * 64) + (4 * 64 + 4 * 4 + 4 * 4))

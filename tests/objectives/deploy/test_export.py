@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from paretoml.objectives.deploy import deployable, export_compressed, load_deployment, read_manifest
 from paretoml.objectives.deploy.export import weights_file_bytes
+from paretoml.objectives.deploy.formats import LayerFormat, kernels_on, own_kernel
 from paretoml.objectives.evaluate import MeasureSettings, TrialEvaluator
 from paretoml.objectives.measure import LatencySettings
 from paretoml.objectives.tasks.registry import create_task
@@ -21,6 +22,8 @@ from paretoml.search_space.model_bytes import channels_to_remove
 from paretoml.search_space.space import JointSpace
 
 OPTIONS = {"width": 64}
+#: the kernel that runs int8 weight-only on the CPU (torchao's where it runs, else ours)
+W8_KERNEL = own_kernel(LayerFormat("linear", 8), torch.device("cpu"), kernels_on(torch.device("cpu")))
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +108,7 @@ def test_model_bytes_is_the_export_less_its_header_and_the_budget_uses_it(digits
                                                                      kernels=recorded).model(ev.bundle.val_inputs))
     if deploy_mode.strict:
         assert trial.provenance["latency_ms"]["how"] == "measured"
-        assert set(recorded.values()) <= {"fp32", "int8-weight-only", "int4-weight-only"}
+        assert set(recorded.values()) <= {"fp32", W8_KERNEL, "int4-weight-only"}
     budget = ModelBytesBudget(max_bytes=10_000)
     assert needs_measurement([budget], deploy_mode) == ["model_bytes"]  # resident bytes: what runs
     assert constraint_values([budget], ev.layers, config, ev.other_params, trial.values) == [
@@ -149,7 +152,7 @@ def test_a_version_1_export_still_loads(evaluator, tmp_path):
         layer["kernel"] = "fp32"
     (tmp_path / "manifest.json").write_text(json.dumps(data))
     loaded = load_deployment(tmp_path)  # re-planned: each layer in the narrowest kernel holding it
-    assert [p.kernel for p in loaded.layers] == ["int8-weight-only", "int8-weight-only"]
+    assert [p.kernel for p in loaded.layers] == [W8_KERNEL, W8_KERNEL]
     assert torch.allclose(loaded.model(evaluator.bundle.val_inputs), model(evaluator.bundle.val_inputs), atol=1e-4)
 
 

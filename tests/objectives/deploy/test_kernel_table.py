@@ -39,7 +39,8 @@ def test_the_table_picks_only_among_kernels_of_the_layers_own_format(tmp_path):
     table = KernelTable(CPU, path=tmp_path / "t.json")
     table._rows = {KernelTable.key("fp32", 256, 256, 12): _row("fp32", 1.0),
                    KernelTable.key("int8-weight-only", 256, 256, 12): _row("int8-weight-only", 9.0)}
-    plans = plan_layers(model, config, CPU, rows=rows, table=table)
+    ours = frozenset({"fp32", "int8-weight-only"})  # (where torchao runs, its int8 kernel is W8's one)
+    plans = plan_layers(model, config, CPU, ours, rows=rows, table=table)
     assert [p.kernel for p in plans] == ["int8-weight-only"] * 2 and all(p.native for p in plans)
     cuda = torch.device("cuda")  # planning builds nothing: the kernels are named, not probed
     available = frozenset({"bf16", "fp8-rowwise", "int8-dynamic", "int8-weight-only"})

@@ -16,7 +16,8 @@ from torch import nn
 
 from paretoml.objectives.compress.quantize import quantize_tensor
 from paretoml.objectives.deploy import kernels_on
-from paretoml.objectives.deploy.kernels import build_kernel, restore_kernel
+from paretoml.objectives.deploy.kernels import build_kernel
+from paretoml.objectives.deploy.layer_kernels import restore_layer
 from paretoml.objectives.deploy.pack import pack_bits, to_int_weight, unpack_bits
 from paretoml.objectives.deploy.sparse import is_semi_structured, semi_structured_mask
 
@@ -75,7 +76,7 @@ def test_int4_weight_only_packing_matches_fake_quant():
     assert not strided.is_contiguous()
     torch.testing.assert_close(layer(strided), ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
     # rebuilt from its own buffers (a runtime export): the very same layer
-    again = restore_kernel("int4-weight-only", dict(layer.named_buffers()))
+    again = restore_layer("int4-weight-only", dict(layer.named_buffers()))
     assert again.group == layer.group and torch.equal(again(x), layer(x))
 
 
