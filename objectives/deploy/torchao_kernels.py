@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from paretoml.objectives.deploy import kernels as K
-from paretoml.objectives.deploy.pack import to_int_weight
+from paretoml.objectives.deploy.pack import IntWeight, to_int_weight
 
 TORCHAO_INT8_WEIGHT_ONLY = "torchao-int8-weight-only"
 TORCHAO_INT8_DYNAMIC = "torchao-int8-dynamic"
@@ -186,7 +186,7 @@ class TorchaoInt8WeightOnlyLinear(K.Int8WeightOnlyLinear):
 
     kernel = TORCHAO_INT8_WEIGHT_ONLY
 
-    def __init__(self, weight, bias: torch.Tensor | None, dtype: torch.dtype) -> None:
+    def __init__(self, weight: IntWeight, bias: torch.Tensor | None, dtype: torch.dtype) -> None:
         super().__init__(weight, bias, dtype)
         self._int8: torch.Tensor | None = None
 
