@@ -23,6 +23,7 @@ import argparse
 import json
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import optuna
@@ -159,10 +160,7 @@ def _counts(kernels: dict[str, str]) -> str:
     layers by name."""
     if len(kernels) <= 6:
         return ", ".join(f"{k}:{v}" for k, v in kernels.items())
-    counts: dict[str, int] = {}
-    for kernel in kernels.values():
-        counts[kernel] = counts.get(kernel, 0) + 1
-    return ", ".join(f"{n}x {k}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return ", ".join(f"{n}x {k}" for k, n in Counter(kernels.values()).most_common())
 
 
 def report(result: dict, names: list[str]) -> str:
